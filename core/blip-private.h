@@ -1,0 +1,171 @@
+/* Internal structures of libblip, shared by its files; not installed. */
+#ifndef BLIP_PRIVATE_H
+#define BLIP_PRIVATE_H
+
+#include "blip.h"
+#include "safetensors.h"
+
+G_BEGIN_DECLS
+
+/* ---- weights (pointers into the mapping, or into converted copies) ---- */
+
+typedef struct {
+  const float *w; /* [out, in], PyTorch's Linear layout */
+  const float *b; /* [out] or NULL */
+  int out, in;
+} BlipLinear;
+
+typedef struct {
+  const float *w, *b; /* [dim] */
+  int dim;
+  float eps;
+} BlipNorm;
+
+typedef struct {
+  BlipNorm ln1, ln2;
+  BlipLinear qkv, proj, fc1, fc2;
+} BlipVitLayer;
+
+typedef struct {
+  const float *patch_w; /* [Dv, 3, p, p] */
+  const float *patch_b; /* [Dv] */
+  const float *cls;     /* [Dv] */
+  const float *pos;     /* [P, Dv] */
+  BlipVitLayer *layers;
+  BlipNorm post_ln;
+} BlipVit;
+
+typedef struct {
+  BlipLinear q, k, v, o;
+  BlipNorm ln;
+} BlipBertAttention;
+
+typedef struct {
+  BlipBertAttention self, cross;
+  BlipLinear inter, out;
+  BlipNorm out_ln;
+} BlipBertLayer;
+
+typedef struct {
+  const float *word_emb; /* [V, D] */
+  const float *pos_emb;  /* [max_pos, D] */
+  BlipNorm emb_ln;
+  BlipBertLayer *layers;
+  gboolean has_lm_head;
+  BlipLinear head_transform;
+  BlipNorm head_ln;
+  BlipLinear head_decoder; /* [V, D]: the word embeddings when tied */
+} BlipBert;
+
+struct _BlipModel {
+  gint refcount;
+  char *dir;
+  BlipConfig config;
+  BlipSafetensors *st;
+  GPtrArray *owned; /* converted tensor copies */
+  BlipTokenizer *tokenizer;
+  BlipVit vit;
+  gboolean has_decoder, has_encoder;
+  BlipBert decoder;  /* text_decoder.bert + cls */
+  BlipBert encoder;  /* text_encoder */
+  gboolean has_itc, has_itm;
+  BlipLinear vision_proj, text_proj, itm_head;
+};
+
+gboolean blip_config_load (const char *dir, BlipConfig *config, GError **error);
+gboolean blip_config_validate (const BlipConfig *config, GError **error);
+
+/* ---- math backends ---- */
+
+typedef struct _BlipMath BlipMath;
+
+BlipMath *blip_math_new (BlipBackend backend, int n_threads, GError **error);
+void blip_math_free (BlipMath *m);
+/* Makes the calling thread use the session's thread count. */
+void blip_math_bind_thread (BlipMath *m);
+
+/* y[M,N] = x[M,K] W^T + b, then GELU (erf) if gelu, then + residual[M,N] if
+ * not NULL.  y may alias residual. */
+gboolean blip_math_linear (BlipMath *m, float *y, const float *x, const BlipLinear *l,
+                           int M, gboolean gelu, const float *residual, GError **error);
+
+/* Multi-head attention for one sequence: for each head h,
+ * out_h[T,hd] = softmax(Q_h K_h^T / sqrt(hd) + mask) V_h, where row t of Q
+ * starts at q + t*ldq + h*hd (likewise K, V over S keys, out with ldo).
+ * key_mask [S] (1 keep, 0 masked) may be NULL; causal_offset >= 0 lets query t
+ * see keys s <= t + causal_offset (-1: bidirectional). */
+gboolean blip_math_attention (BlipMath *m, float *out, int ldo,
+                              const float *q, int ldq, const float *k, int ldk,
+                              const float *v, int ldv, int T, int S, int H, int hd,
+                              const int32_t *key_mask, int causal_offset,
+                              GError **error);
+
+/* ---- element-wise kernels (core/ops.c) ---- */
+
+/* out[M,C] = LayerNorm(x[M,C]); out may alias x. */
+void blip_layernorm (float *out, const float *x, const BlipNorm *n, int M);
+void blip_gelu (float *x, gsize n);
+/* In place over rows of length n: softmax with an optional additive mask. */
+void blip_softmax_rows (float *x, int rows, int n);
+void blip_l2_normalize (float *x, int rows, int n);
+
+/* ---- encoders (core/vit.c, core/bert.c) ---- */
+
+/* Scratch slots: each user of session scratch owns distinct slots. */
+enum {
+  SCRATCH_VIT_X, SCRATCH_VIT_H, SCRATCH_VIT_QKV, SCRATCH_VIT_CTX, SCRATCH_VIT_MLP,
+  SCRATCH_BERT_X, SCRATCH_BERT_H, SCRATCH_BERT_Q, SCRATCH_BERT_K, SCRATCH_BERT_V,
+  SCRATCH_BERT_CTX, SCRATCH_BERT_MLP, SCRATCH_BERT_CK, SCRATCH_BERT_CV,
+  SCRATCH_HEAD, SCRATCH_GEN_HIDDEN, SCRATCH_GEN_LOGITS, SCRATCH_API,
+  SCRATCH_N_SLOTS
+};
+
+struct _BlipSession {
+  BlipModel *model;
+  BlipSessionParams params;
+  BlipMath *math;
+  float *scratch[SCRATCH_N_SLOTS]; /* grown on demand */
+  gsize scratch_len[SCRATCH_N_SLOTS];
+};
+
+/* A scratch buffer of n floats; index names the slot so callers reuse it. */
+float *blip_session_scratch (BlipSession *s, guint slot, gsize n);
+
+gboolean blip_vit_forward (BlipSession *s, const float *pixel_values, float *out,
+                           GError **error);
+
+/* KV cache of a decoder: self-attention keys/values per layer grow by one
+ * row a step; cross-attention keys/values over the image are computed once. */
+typedef struct {
+  int n_layers, D, max_len, len; /* len: positions already cached */
+  float **self_k, **self_v;      /* [layer] -> [max_len, D] */
+  float **cross_k, **cross_v;    /* [layer] -> [P, D] */
+  int n_image_tokens;
+  gboolean cross_ready;
+  gboolean cross_borrowed;       /* cross_k/v belong to another cache */
+} BlipKVCache;
+
+BlipKVCache *blip_kv_cache_new (const BlipModel *model, int max_len);
+void blip_kv_cache_free (BlipKVCache *c);
+/* Copies beam src's self-attention cache rows [0, len) to dst. */
+void blip_kv_cache_copy (BlipKVCache *dst, const BlipKVCache *src);
+/* dst uses src's image keys/values (computed once per image, shared by beams). */
+void blip_kv_cache_share_cross (BlipKVCache *dst, const BlipKVCache *src);
+
+/* BERT forward over one sequence of T tokens (positions start at `past`,
+ * the cache length when cache is not NULL): hidden [T,D].  image [P,Dv] may be
+ * NULL (no cross-attention).  causal selects the decoder's causal mask. */
+gboolean blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
+                            const int32_t *mask, int T, const float *image, int P,
+                            gboolean causal, BlipKVCache *cache, float *hidden,
+                            GError **error);
+/* LM head: logits[T,V] of hidden[T,D]. */
+gboolean blip_bert_lm_head (BlipSession *s, const BlipBert *bert, const float *hidden,
+                            int T, float *logits, GError **error);
+
+/* ---- tokenizer internals used by generation ---- */
+int blip_tokenizer_special_id (const BlipTokenizer *tok, const char *which);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,221 @@
+/* libblip: BLIP (ViT + BERT multimodal mixture of encoder-decoder) in C.
+ *
+ * Threading contract: a BlipModel is immutable once loaded and may be shared
+ * by any number of threads (it is reference counted).  A BlipSession holds
+ * the buffers, the primitive cache and the KV cache of one run; use one
+ * session per thread.  Every function that can fail takes a GError ** in the
+ * BLIP_ERROR domain and never aborts on bad input.
+ *
+ * Shapes in comments: N images, B texts, T tokens, P vision tokens
+ * (patches + CLS), Dv vision width, D text width, V vocabulary, E the ITC
+ * projection width, S the model's image size.
+ */
+#ifndef BLIP_H
+#define BLIP_H
+
+#include <glib.h>
+#include <stdint.h>
+
+G_BEGIN_DECLS
+
+#define BLIP_ERROR (blip_error_quark ())
+GQuark blip_error_quark (void);
+
+typedef enum {
+  BLIP_ERROR_IO,              /* a file cannot be read */
+  BLIP_ERROR_FORMAT,          /* a file is malformed (safetensors, JSON, vocab) */
+  BLIP_ERROR_CONFIG,          /* config.json holds invalid or absurd values */
+  BLIP_ERROR_TENSOR,          /* a tensor is missing or has the wrong shape */
+  BLIP_ERROR_INVALID_ARGUMENT,/* bad input to a call (empty text, zero-sized image...) */
+  BLIP_ERROR_UNSUPPORTED,     /* the model lacks the part a call needs */
+  BLIP_ERROR_BACKEND,         /* the math library failed */
+  BLIP_ERROR_CANCELLED,       /* a progress callback asked to stop */
+} BlipErrorCode;
+
+/* ---- configuration (BlipConfig semantics, transformers' defaults) ---- */
+
+typedef struct {
+  int hidden_size, intermediate_size, num_layers, num_heads;
+  int image_size, patch_size, num_channels;
+  double layer_norm_eps;
+} BlipVisionConfig;
+
+typedef struct {
+  int vocab_size, hidden_size, intermediate_size, num_layers, num_heads;
+  int max_position_embeddings, encoder_hidden_size;
+  double layer_norm_eps;
+  int pad_token_id, bos_token_id, eos_token_id, sep_token_id;
+} BlipTextConfig;
+
+typedef struct {
+  BlipVisionConfig vision;
+  BlipTextConfig text;
+  int image_text_hidden_size; /* ITC projection width E */
+  double image_mean[3], image_std[3];
+} BlipConfig;
+
+/* ---- tokenizer ---- */
+
+typedef struct _BlipTokenizer BlipTokenizer;
+
+/* Loads tokenizer.json, or vocab.txt + special_tokens_map.json/tokenizer_config.json,
+ * from a checkpoint folder.  Free with blip_tokenizer_free(). */
+BlipTokenizer *blip_tokenizer_load (const char *dir, GError **error);
+void blip_tokenizer_free (BlipTokenizer *tok);
+
+/* Token ids of `text` as BertTokenizer makes them, with [CLS] ... [SEP] when
+ * add_special_tokens.  Returns (transfer full) a GArray of gint32; NULL and
+ * an error on invalid UTF-8. */
+GArray *blip_tokenizer_encode (const BlipTokenizer *tok, const char *text,
+                               gboolean add_special_tokens, GError **error);
+
+/* Encodes a batch: padded to the longest (or to max_length when pad_to_max),
+ * truncated to max_length (0: no truncation, keeping [SEP] last).  ids and
+ * mask are (transfer full) int32 arrays of n_texts x *out_len; free with g_free. */
+gboolean blip_tokenizer_encode_batch (const BlipTokenizer *tok,
+                                      const char *const *texts, int n_texts,
+                                      int max_length, gboolean pad_to_max,
+                                      int32_t **ids, int32_t **mask,
+                                      int *out_len, GError **error);
+
+/* Text of the ids, WordPiece "##" joined; (transfer full), free with g_free. */
+char *blip_tokenizer_decode (const BlipTokenizer *tok, const int32_t *ids,
+                             int n, gboolean skip_special_tokens);
+
+int blip_tokenizer_token_id (const BlipTokenizer *tok, const char *token); /* -1 if absent */
+int blip_tokenizer_vocab_size (const BlipTokenizer *tok);
+
+/* ---- the loaded model ---- */
+
+typedef struct _BlipModel BlipModel;
+
+/* Loads a Hugging Face BLIP checkpoint folder (BlipForConditionalGeneration
+ * or BlipForImageTextRetrieval).  Returns (transfer full); release with
+ * blip_model_unref(). */
+BlipModel *blip_model_load (const char *dir, GError **error);
+BlipModel *blip_model_ref (BlipModel *model);
+void blip_model_unref (BlipModel *model);
+
+const BlipConfig *blip_model_get_config (const BlipModel *model);
+const BlipTokenizer *blip_model_get_tokenizer (const BlipModel *model);
+gboolean blip_model_can_caption (const BlipModel *model); /* has text_decoder */
+gboolean blip_model_can_match (const BlipModel *model);   /* has text_encoder + heads */
+/* Number of vision tokens P = (S/patch)^2 + 1. */
+int blip_model_vision_tokens (const BlipModel *model);
+
+/* ---- preprocessing ---- */
+
+typedef enum {
+  BLIP_PIXEL_RGB, BLIP_PIXEL_BGR, BLIP_PIXEL_RGBA, BLIP_PIXEL_BGRA,
+  BLIP_PIXEL_RGBX = BLIP_PIXEL_RGBA, BLIP_PIXEL_BGRX = BLIP_PIXEL_BGRA,
+  BLIP_PIXEL_XRGB, BLIP_PIXEL_XBGR,
+} BlipPixelFormat;
+
+/* Packed 8-bit image (any size, `stride` bytes a row) to pixel_values
+ * [3, size, size]: Pillow's antialiased bicubic resize (rounded to uint8),
+ * rescale by 1/255, normalise with mean/std. */
+gboolean blip_preprocess (const guint8 *pixels, int width, int height,
+                          int stride, BlipPixelFormat format, int size,
+                          const double mean[3], const double std[3],
+                          float *pixel_values, GError **error);
+
+/* ---- sessions ---- */
+
+typedef enum {
+  BLIP_BACKEND_ONEDNN,
+  BLIP_BACKEND_OPENBLAS,
+} BlipBackend;
+
+typedef struct {
+  BlipBackend backend;
+  int n_threads; /* 0: all cores */
+} BlipSessionParams;
+
+BlipSessionParams blip_session_default_params (void);
+
+typedef struct _BlipSession BlipSession;
+
+/* (transfer full): free with blip_session_free().  Holds a reference on model. */
+BlipSession *blip_session_new (BlipModel *model, const BlipSessionParams *params,
+                               GError **error);
+void blip_session_free (BlipSession *session);
+BlipModel *blip_session_get_model (BlipSession *session);
+
+/* Vision encoder: pixel_values [N,3,S,S] -> image_embeds [N,P,Dv] (after
+ * post_layernorm); pooled [N,Dv] (post_layernorm applied again to the CLS
+ * row, as transformers' pooler_output) may be NULL. */
+gboolean blip_session_encode_images (BlipSession *s, const float *pixel_values,
+                                     int n_images, float *image_embeds,
+                                     float *pooled, GError **error);
+
+/* Causal decoder with cross-attention: ids/mask [B,T] and one image per text
+ * image_embeds [B,P,Dv] -> logits [B,T,V]. */
+gboolean blip_session_decoder_logits (BlipSession *s, const float *image_embeds,
+                                      const int32_t *ids, const int32_t *mask,
+                                      int n_texts, int n_tokens, float *logits,
+                                      GError **error);
+
+/* Image-grounded text encoder (ITM): hidden [B,T,D] and/or logits [B,2] (either
+ * may be NULL).  image_embeds holds one image per text, or one image for all
+ * texts when shared_image is TRUE. */
+gboolean blip_session_itm (BlipSession *s, const float *image_embeds,
+                           gboolean shared_image, const int32_t *ids,
+                           const int32_t *mask, int n_texts, int n_tokens,
+                           float *hidden, float *logits, GError **error);
+
+/* Unimodal text encoder (ITC): hidden [B,T,D] may be NULL; text_feat [B,E]
+ * L2-normalised text_proj of the first token. */
+gboolean blip_session_text_features (BlipSession *s, const int32_t *ids,
+                                     const int32_t *mask, int n_texts,
+                                     int n_tokens, float *hidden,
+                                     float *text_feat, GError **error);
+
+/* image_feat [N,E]: L2-normalised vision_proj of the CLS row of image_embeds. */
+gboolean blip_session_image_features (BlipSession *s, const float *image_embeds,
+                                      int n_images, float *image_feat,
+                                      GError **error);
+
+/* ---- generation ---- */
+
+typedef struct {
+  int num_beams;            /* 1: greedy or sampling */
+  int max_new_tokens;
+  int min_new_tokens;
+  double length_penalty;    /* beam search: score / new_len^length_penalty */
+  double repetition_penalty;/* 1.0: off */
+  gboolean sample;          /* nucleus sampling (num_beams must be 1) */
+  double top_p;             /* 1.0: off */
+  int top_k;                /* 0: off */
+  double temperature;
+  guint64 seed;
+  /* Called after each step with the tokens so far; return FALSE to stop. */
+  gboolean (*progress) (int step, gpointer user_data);
+  gpointer user_data;
+} BlipGenerateParams;
+
+BlipGenerateParams blip_generate_default_params (void);
+
+typedef struct {
+  int32_t *ids;          /* prompt ([DEC] ...) then new tokens, up to and including [SEP] if reached */
+  int n_ids;
+  int n_prompt;          /* how many of ids are the prompt */
+  double mean_logprob;   /* mean log-probability of the new tokens */
+} BlipGeneration;
+
+void blip_generation_free (BlipGeneration *gen);
+
+/* Decodes one image: image_embeds [P,Dv], prompt text (NULL or "" for none:
+ * start at [DEC]).  Returns (transfer full) a BlipGeneration, free with
+ * blip_generation_free(). */
+BlipGeneration *blip_session_generate (BlipSession *s, const float *image_embeds,
+                                       const char *prompt,
+                                       const BlipGenerateParams *params,
+                                       GError **error);
+
+/* The caption people read: new tokens only (the prompt dropped, as BLIP's own
+ * code does), specials skipped.  (transfer full), free with g_free. */
+char *blip_generation_caption (const BlipModel *model, const BlipGeneration *gen);
+
+G_END_DECLS
+
+#endif /* BLIP_H */

@@ -1,0 +1,227 @@
+/* A session: one thread's buffers and primitive cache over a shared model,
+ * and the batched entry points (vision, decoder logits, ITM, ITC). */
+#include "blip-private.h"
+
+#include <string.h>
+
+BlipSessionParams
+blip_session_default_params (void)
+{
+  return (BlipSessionParams) { .backend = BLIP_BACKEND_ONEDNN, .n_threads = 0 };
+}
+
+BlipSession *
+blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **error)
+{
+  g_return_val_if_fail (model != NULL, NULL);
+  BlipSessionParams p = params ? *params : blip_session_default_params ();
+  if (p.n_threads < 0 || p.n_threads > 1024) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "thread count %d is out of range [0, 1024]", p.n_threads);
+    return NULL;
+  }
+  BlipMath *math = blip_math_new (p.backend, p.n_threads, error);
+  if (!math)
+    return NULL;
+  BlipSession *s = g_new0 (BlipSession, 1);
+  s->model = blip_model_ref (model);
+  s->params = p;
+  s->math = math;
+  return s;
+}
+
+void
+blip_session_free (BlipSession *s)
+{
+  if (!s)
+    return;
+  blip_math_free (s->math);
+  for (int i = 0; i < SCRATCH_N_SLOTS; i++)
+    g_free (s->scratch[i]);
+  blip_model_unref (s->model);
+  g_free (s);
+}
+
+BlipModel *
+blip_session_get_model (BlipSession *s)
+{
+  return s->model;
+}
+
+float *
+blip_session_scratch (BlipSession *s, guint slot, gsize n)
+{
+  g_return_val_if_fail (slot < SCRATCH_N_SLOTS, NULL);
+  if (n > s->scratch_len[slot]) {
+    g_free (s->scratch[slot]);
+    s->scratch[slot] = g_try_new (float, n);
+    s->scratch_len[slot] = s->scratch[slot] ? n : 0;
+  }
+  return s->scratch[slot];
+}
+
+static gboolean
+check_batch (int n, const char *what, GError **error)
+{
+  if (n <= 0 || n > 1 << 20) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "%s count %d is out of range", what, n);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_images,
+                            float *image_embeds, float *pooled, GError **error)
+{
+  if (!check_batch (n_images, "image", error))
+    return FALSE;
+  const BlipVisionConfig *c = &s->model->config.vision;
+  const int P = blip_model_vision_tokens (s->model), D = c->hidden_size;
+  const gsize img = (gsize) 3 * c->image_size * c->image_size;
+  blip_math_bind_thread (s->math);
+  for (int i = 0; i < n_images; i++) {
+    float *out = image_embeds + (gsize) i * P * D;
+    if (!blip_vit_forward (s, pixel_values + i * img, out, error))
+      return FALSE;
+    if (pooled)
+      blip_layernorm (pooled + (gsize) i * D, out, &s->model->vit.post_ln, 1);
+  }
+  return TRUE;
+}
+
+static gboolean
+check_tokens (BlipSession *s, int n_texts, int n_tokens, GError **error)
+{
+  if (!check_batch (n_texts, "text", error))
+    return FALSE;
+  if (n_tokens <= 0 || n_tokens > s->model->config.text.max_position_embeddings) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "%d tokens: the model takes 1 to %d", n_tokens,
+                 s->model->config.text.max_position_embeddings);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const int32_t *ids,
+                             const int32_t *mask, int n_texts, int n_tokens, float *logits,
+                             GError **error)
+{
+  if (!s->model->has_decoder) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
+                 "%s is not a captioning model (no text_decoder)", s->model->dir);
+    return FALSE;
+  }
+  if (!check_tokens (s, n_texts, n_tokens, error))
+    return FALSE;
+  const int T = n_tokens, D = s->model->config.text.hidden_size;
+  const int V = s->model->config.text.vocab_size, P = blip_model_vision_tokens (s->model);
+  const int Dv = s->model->config.vision.hidden_size;
+  float *hidden = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
+  if (!hidden) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+    return FALSE;
+  }
+  blip_math_bind_thread (s->math);
+  for (int b = 0; b < n_texts; b++)
+    if (!blip_bert_forward (s, &s->model->decoder, ids + (gsize) b * T,
+                            mask ? mask + (gsize) b * T : NULL, T,
+                            image_embeds + (gsize) b * P * Dv, P, TRUE, NULL, hidden, error)
+        || !blip_bert_lm_head (s, &s->model->decoder, hidden, T,
+                               logits + (gsize) b * T * V, error))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+need_encoder (BlipSession *s, GError **error)
+{
+  if (s->model->has_encoder)
+    return TRUE;
+  g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
+               "%s is not an image-text matching model (no text_encoder, itm_head, "
+               "vision_proj, text_proj)", s->model->dir);
+  return FALSE;
+}
+
+gboolean
+blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_image,
+                  const int32_t *ids, const int32_t *mask, int n_texts, int n_tokens,
+                  float *hidden, float *logits, GError **error)
+{
+  if (!need_encoder (s, error) || !check_tokens (s, n_texts, n_tokens, error))
+    return FALSE;
+  const int T = n_tokens, D = s->model->config.text.hidden_size;
+  const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
+  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
+  if (!h) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+    return FALSE;
+  }
+  blip_math_bind_thread (s->math);
+  for (int b = 0; b < n_texts; b++) {
+    const float *img = image_embeds + (shared_image ? 0 : (gsize) b * P * Dv);
+    if (!blip_bert_forward (s, &s->model->encoder, ids + (gsize) b * T,
+                            mask ? mask + (gsize) b * T : NULL, T, img, P, FALSE, NULL, h, error))
+      return FALSE;
+    if (hidden)
+      memcpy (hidden + (gsize) b * T * D, h, sizeof (float) * T * D);
+    /* The ITM head reads the first token's hidden state. */
+    if (logits && !blip_math_linear (s->math, logits + 2 * b, h, &s->model->itm_head, 1,
+                                     FALSE, NULL, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *mask,
+                            int n_texts, int n_tokens, float *hidden, float *text_feat,
+                            GError **error)
+{
+  if (!need_encoder (s, error) || !check_tokens (s, n_texts, n_tokens, error))
+    return FALSE;
+  const int T = n_tokens, D = s->model->config.text.hidden_size;
+  const int E = s->model->config.image_text_hidden_size;
+  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
+  if (!h) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+    return FALSE;
+  }
+  blip_math_bind_thread (s->math);
+  for (int b = 0; b < n_texts; b++) {
+    if (!blip_bert_forward (s, &s->model->encoder, ids + (gsize) b * T,
+                            mask ? mask + (gsize) b * T : NULL, T, NULL, 0, FALSE, NULL, h, error))
+      return FALSE;
+    if (hidden)
+      memcpy (hidden + (gsize) b * T * D, h, sizeof (float) * T * D);
+    if (text_feat) {
+      if (!blip_math_linear (s->math, text_feat + (gsize) b * E, h, &s->model->text_proj, 1,
+                             FALSE, NULL, error))
+        return FALSE;
+      blip_l2_normalize (text_feat + (gsize) b * E, 1, E);
+    }
+  }
+  return TRUE;
+}
+
+gboolean
+blip_session_image_features (BlipSession *s, const float *image_embeds, int n_images,
+                             float *image_feat, GError **error)
+{
+  if (!need_encoder (s, error) || !check_batch (n_images, "image", error))
+    return FALSE;
+  const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
+  const int E = s->model->config.image_text_hidden_size;
+  blip_math_bind_thread (s->math);
+  for (int i = 0; i < n_images; i++) {
+    if (!blip_math_linear (s->math, image_feat + (gsize) i * E, image_embeds + (gsize) i * P * Dv,
+                           &s->model->vision_proj, 1, FALSE, NULL, error))
+      return FALSE;
+  }
+  blip_l2_normalize (image_feat, n_images, E);
+  return TRUE;
+}

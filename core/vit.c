@@ -1,0 +1,63 @@
+/* The vision encoder: a pre-LN ViT (BlipVisionModel).
+ *   x = [CLS; patches W_patch] + pos
+ *   x = x + proj(attn(ln1(x)));  x = x + fc2(gelu(fc1(ln2(x))))   per layer
+ *   out = post_layernorm(x) */
+#include "blip-private.h"
+
+#include <string.h>
+
+gboolean
+blip_vit_forward (BlipSession *s, const float *pixel_values, float *out, GError **error)
+{
+  const BlipModel *model = s->model;
+  const BlipVisionConfig *c = &model->config.vision;
+  const BlipVit *vit = &model->vit;
+  const int D = c->hidden_size, p = c->patch_size, S = c->image_size;
+  const int g = S / p, np = g * g, P = np + 1, H = c->num_heads, hd = D / H;
+  const int patch_len = 3 * p * p;
+
+  float *x = blip_session_scratch (s, SCRATCH_VIT_X, (gsize) P * D);
+  float *h = blip_session_scratch (s, SCRATCH_VIT_H, (gsize) P * MAX (D, patch_len));
+  float *qkv = blip_session_scratch (s, SCRATCH_VIT_QKV, (gsize) P * 3 * D);
+  float *ctx = blip_session_scratch (s, SCRATCH_VIT_CTX, (gsize) P * D);
+  float *mlp = blip_session_scratch (s, SCRATCH_VIT_MLP, (gsize) P * c->intermediate_size);
+  if (!x || !h || !qkv || !ctx || !mlp) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the vision encoder");
+    return FALSE;
+  }
+
+  /* Patch embedding as a matmul: unfold each patch in the conv weight's
+   * (channel, row, column) order. */
+  for (int py = 0; py < g; py++)
+    for (int px = 0; px < g; px++) {
+      float *row = h + (gsize) (py * g + px) * patch_len;
+      for (int ch = 0; ch < 3; ch++)
+        for (int ky = 0; ky < p; ky++)
+          memcpy (row + (ch * p + ky) * p,
+                  pixel_values + ((gsize) ch * S + py * p + ky) * S + px * p,
+                  sizeof (float) * p);
+    }
+  BlipLinear patch = { vit->patch_w, vit->patch_b, D, patch_len };
+  if (!blip_math_linear (s->math, x + D, h, &patch, np, FALSE, NULL, error))
+    return FALSE;
+  memcpy (x, vit->cls, sizeof (float) * D);
+  for (gsize i = 0; i < (gsize) P * D; i++)
+    x[i] += vit->pos[i];
+
+  for (int l = 0; l < c->num_layers; l++) {
+    const BlipVitLayer *L = &vit->layers[l];
+    blip_layernorm (h, x, &L->ln1, P);
+    if (!blip_math_linear (s->math, qkv, h, &L->qkv, P, FALSE, NULL, error)
+        /* qkv rows are [q heads | k heads | v heads] */
+        || !blip_math_attention (s->math, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D,
+                                 3 * D, P, P, H, hd, NULL, -1, error)
+        || !blip_math_linear (s->math, x, ctx, &L->proj, P, FALSE, x, error))
+      return FALSE;
+    blip_layernorm (h, x, &L->ln2, P);
+    if (!blip_math_linear (s->math, mlp, h, &L->fc1, P, TRUE, NULL, error)
+        || !blip_math_linear (s->math, x, mlp, &L->fc2, P, FALSE, x, error))
+      return FALSE;
+  }
+  blip_layernorm (out, x, &vit->post_ln, P);
+  return TRUE;
+}

@@ -1,0 +1,559 @@
+/* blip: the command-line face of libblip.
+ *   blip caption  --model DIR [options] IMAGE...
+ *   blip match    --model DIR IMAGE TEXT...
+ *   blip tokenize --model DIR TEXT...
+ *   blip dump     --model DIR --inputs IN.safetensors --out OUT.safetensors
+ *   blip generate --model DIR --inputs IN.safetensors [options]
+ */
+#include "image-load.h"
+
+#include <blip.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* libblip's safetensors reader/writer is internal; the tool links it directly. */
+#include "../core/safetensors.h"
+
+static char *opt_model = NULL, *opt_prompt = NULL, *opt_inputs = NULL, *opt_out = NULL;
+static char *opt_backend = NULL;
+static int opt_beams = 1, opt_max_new = 20, opt_min_new = 0, opt_top_k = 0, opt_threads = 0;
+static double opt_top_p = 0.9, opt_temperature = 1.0, opt_rep = 1.0, opt_lp = 1.0;
+static gboolean opt_sample = FALSE, opt_json = FALSE;
+static gint64 opt_seed = 0;
+
+static GOptionEntry common_entries[] = {
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_model,
+    "Hugging Face BLIP checkpoint folder (default: the embedded model)", "DIR" },
+  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "Math backend: onednn (default) or openblas", "NAME" },
+  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Threads (0: all cores)", "N" },
+  { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
+  { NULL }
+};
+
+static GOptionEntry gen_entries[] = {
+  { "beams", 'b', 0, G_OPTION_ARG_INT, &opt_beams, "Beam count (1: greedy or sampling)", "N" },
+  { "max-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_max_new, "Most new tokens (default 20)", "N" },
+  { "min-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_min_new, "Fewest new tokens (default 0)", "N" },
+  { "length-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_lp, "Beam length penalty (default 1.0)", "X" },
+  { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_rep, "Repetition penalty (default 1.0: off)", "X" },
+  { "sample", 0, 0, G_OPTION_ARG_NONE, &opt_sample, "Nucleus sampling instead of greedy", NULL },
+  { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Sampling: nucleus mass (default 0.9)", "P" },
+  { "top-k", 0, 0, G_OPTION_ARG_INT, &opt_top_k, "Sampling: keep the k likeliest (0: off)", "K" },
+  { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &opt_temperature, "Sampling temperature (default 1.0)", "T" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Sampling seed (default 0)", "S" },
+  { "prompt", 'p', 0, G_OPTION_ARG_STRING, &opt_prompt, "Text the caption continues, e.g. \"a picture of\"", "TEXT" },
+  { NULL }
+};
+
+static GOptionEntry io_entries[] = {
+  { "inputs", 'i', 0, G_OPTION_ARG_FILENAME, &opt_inputs, "Input tensors (pixel_values, input_ids, attention_mask)", "FILE" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output safetensors file", "FILE" },
+  { NULL }
+};
+
+static int
+fail (GError *error)
+{
+  g_printerr ("blip: %s\n", error ? error->message : "failed");
+  g_clear_error (&error);
+  return 1;
+}
+
+static BlipSession *
+open_session (BlipModel **model, GError **error)
+{
+  const char *dir = opt_model ? opt_model : BLIP_DEFAULT_MODEL;
+  *model = blip_model_load (dir, error);
+  if (!*model)
+    return NULL;
+  BlipSessionParams sp = blip_session_default_params ();
+  sp.n_threads = opt_threads;
+  if (opt_backend && strcmp (opt_backend, "openblas") == 0)
+    sp.backend = BLIP_BACKEND_OPENBLAS;
+  else if (opt_backend && strcmp (opt_backend, "onednn") != 0) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "unknown backend '%s' (onednn or openblas)", opt_backend);
+    blip_model_unref (*model);
+    return NULL;
+  }
+  BlipSession *s = blip_session_new (*model, &sp, error);
+  if (!s)
+    blip_model_unref (*model);
+  return s;
+}
+
+static BlipGenerateParams
+gen_params (void)
+{
+  BlipGenerateParams p = blip_generate_default_params ();
+  p.num_beams = opt_beams;
+  p.max_new_tokens = opt_max_new;
+  p.min_new_tokens = opt_min_new;
+  p.length_penalty = opt_lp;
+  p.repetition_penalty = opt_rep;
+  p.sample = opt_sample;
+  p.top_p = opt_sample ? opt_top_p : 1.0;
+  p.top_k = opt_top_k;
+  p.temperature = opt_temperature;
+  p.seed = (guint64) opt_seed;
+  return p;
+}
+
+static void
+print_json (JsonBuilder *b)
+{
+  JsonGenerator *g = json_generator_new ();
+  JsonNode *root = json_builder_get_root (b);
+  json_generator_set_root (g, root);
+  char *s = json_generator_to_data (g, NULL);
+  puts (s);
+  g_free (s);
+  json_node_unref (root);
+  g_object_unref (g);
+}
+
+/* Decodes and preprocesses an image file to pixel_values [3,S,S]. */
+static float *
+load_pixels (BlipModel *model, const char *path, GError **error)
+{
+  int w, h;
+  guint8 *rgb = blip_image_load_rgb (path, &w, &h, error);
+  if (!rgb)
+    return NULL;
+  const BlipConfig *c = blip_model_get_config (model);
+  const int S = c->vision.image_size;
+  float *px = g_new (float, (gsize) 3 * S * S);
+  gboolean ok = blip_preprocess (rgb, w, h, w * 3, BLIP_PIXEL_RGB, S, c->image_mean,
+                                 c->image_std, px, error);
+  g_free (rgb);
+  if (!ok) {
+    g_free (px);
+    return NULL;
+  }
+  return px;
+}
+
+static int
+cmd_caption (int argc, char **argv)
+{
+  GError *error = NULL;
+  if (argc < 2) {
+    g_printerr ("blip caption: no image given (see --help)\n");
+    return 2;
+  }
+  BlipModel *model;
+  BlipSession *s = open_session (&model, &error);
+  if (!s)
+    return fail (error);
+  const BlipConfig *c = blip_model_get_config (model);
+  const int P = blip_model_vision_tokens (model);
+  float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
+  BlipGenerateParams gp = gen_params ();
+  int rc = 0;
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_array (b);
+  for (int i = 1; i < argc && rc == 0; i++) {
+    float *px = load_pixels (model, argv[i], &error);
+    BlipGeneration *gen = NULL;
+    if (!px || !blip_session_encode_images (s, px, 1, embeds, NULL, &error)
+        || !(gen = blip_session_generate (s, embeds, opt_prompt, &gp, &error))) {
+      rc = fail (error);
+      error = NULL;
+    } else {
+      char *text = blip_generation_caption (model, gen);
+      if (opt_json) {
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "image");
+        json_builder_add_string_value (b, argv[i]);
+        json_builder_set_member_name (b, "caption");
+        json_builder_add_string_value (b, text);
+        json_builder_set_member_name (b, "tokens");
+        json_builder_add_int_value (b, gen->n_ids - gen->n_prompt);
+        json_builder_set_member_name (b, "mean_logprob");
+        json_builder_add_double_value (b, gen->mean_logprob);
+        json_builder_end_object (b);
+      } else {
+        printf ("%s\t%s\n", argv[i], text);
+      }
+      g_free (text);
+    }
+    blip_generation_free (gen);
+    g_free (px);
+  }
+  json_builder_end_array (b);
+  if (opt_json && rc == 0)
+    print_json (b);
+  g_object_unref (b);
+  g_free (embeds);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return rc;
+}
+
+static int
+cmd_match (int argc, char **argv)
+{
+  GError *error = NULL;
+  if (argc < 3) {
+    g_printerr ("blip match: need an image and at least one text (see --help)\n");
+    return 2;
+  }
+  for (int i = 2; i < argc; i++)
+    if (!*g_strstrip (g_strdup (argv[i]))) {
+      g_printerr ("blip: text %d is empty\n", i - 1);
+      return 2;
+    }
+  BlipModel *model;
+  BlipSession *s = open_session (&model, &error);
+  if (!s)
+    return fail (error);
+  const BlipConfig *c = blip_model_get_config (model);
+  const int P = blip_model_vision_tokens (model), E = c->image_text_hidden_size;
+  const int n = argc - 2;
+  float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
+  float *img_feat = g_new (float, E), *txt_feat = g_new (float, (gsize) n * E);
+  float *logits = g_new (float, 2 * n);
+  int32_t *ids = NULL, *mask = NULL;
+  int T = 0, rc = 0;
+  float *px = load_pixels (model, argv[1], &error);
+  if (!px
+      || !blip_tokenizer_encode_batch (blip_model_get_tokenizer (model), (const char *const *) argv + 2,
+                                       n, c->text.max_position_embeddings, FALSE, &ids, &mask, &T, &error)
+      || !blip_session_encode_images (s, px, 1, embeds, NULL, &error)
+      || !blip_session_image_features (s, embeds, 1, img_feat, &error)
+      || !blip_session_text_features (s, ids, mask, n, T, NULL, txt_feat, &error)
+      || !blip_session_itm (s, embeds, TRUE, ids, mask, n, T, NULL, logits, &error)) {
+    rc = fail (error);
+  } else {
+    JsonBuilder *b = json_builder_new ();
+    json_builder_begin_array (b);
+    for (int i = 0; i < n; i++) {
+      double sim = 0;
+      for (int e = 0; e < E; e++)
+        sim += img_feat[e] * txt_feat[(gsize) i * E + e];
+      const double p = 1.0 / (1.0 + exp (logits[2 * i] - logits[2 * i + 1]));
+      if (opt_json) {
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "text");
+        json_builder_add_string_value (b, argv[2 + i]);
+        json_builder_set_member_name (b, "itm");
+        json_builder_add_double_value (b, p);
+        json_builder_set_member_name (b, "itc");
+        json_builder_add_double_value (b, sim);
+        json_builder_end_object (b);
+      } else {
+        printf ("itm=%.6f\titc=%.6f\t%s\n", p, sim, argv[2 + i]);
+      }
+    }
+    json_builder_end_array (b);
+    if (opt_json)
+      print_json (b);
+    g_object_unref (b);
+  }
+  g_free (px);
+  g_free (ids);
+  g_free (mask);
+  g_free (logits);
+  g_free (img_feat);
+  g_free (txt_feat);
+  g_free (embeds);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return rc;
+}
+
+static int
+cmd_tokenize (int argc, char **argv)
+{
+  GError *error = NULL;
+  const char *dir = opt_model ? opt_model : BLIP_DEFAULT_MODEL;
+  BlipTokenizer *tok = blip_tokenizer_load (dir, &error);
+  if (!tok)
+    return fail (error);
+  int rc = 0;
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_array (b);
+  for (int i = 1; i < argc; i++) {
+    GArray *ids = blip_tokenizer_encode (tok, argv[i], TRUE, &error);
+    if (!ids) {
+      rc = fail (error);
+      error = NULL;
+      break;
+    }
+    json_builder_begin_array (b);
+    for (guint j = 0; j < ids->len; j++) {
+      json_builder_add_int_value (b, g_array_index (ids, gint32, j));
+      if (!opt_json)
+        printf ("%s%d", j ? " " : "", g_array_index (ids, gint32, j));
+    }
+    json_builder_end_array (b);
+    if (!opt_json)
+      printf ("\n");
+    g_array_unref (ids);
+  }
+  json_builder_end_array (b);
+  if (opt_json && rc == 0)
+    print_json (b);
+  g_object_unref (b);
+  blip_tokenizer_free (tok);
+  return rc;
+}
+
+/* The inputs a dump or generate run reads. */
+typedef struct {
+  BlipSafetensors *st;
+  float *pixels;
+  float *pixels_owned;
+  int n_images;
+  int32_t *ids, *mask;
+  int n_texts, n_tokens;
+} Inputs;
+
+static void
+inputs_clear (Inputs *in)
+{
+  g_free (in->pixels_owned);
+  g_free (in->ids);
+  g_free (in->mask);
+  blip_safetensors_free (in->st);
+}
+
+static gboolean
+inputs_load (Inputs *in, BlipModel *model, GError **error)
+{
+  memset (in, 0, sizeof *in);
+  if (!opt_inputs) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "--inputs is required");
+    return FALSE;
+  }
+  if (!(in->st = blip_safetensors_open (opt_inputs, error)))
+    return FALSE;
+  const BlipConfig *c = blip_model_get_config (model);
+  const BlipTensorInfo *pv = blip_safetensors_get (in->st, "pixel_values");
+  if (pv) {
+    const int S = c->vision.image_size;
+    if (pv->ndim != 4 || pv->shape[0] < 1 || pv->shape[1] != 3 || pv->shape[2] != S || pv->shape[3] != S) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR,
+                   "pixel_values must have shape [N, 3, %d, %d]", S, S);
+      return FALSE;
+    }
+    const float *d = blip_tensor_as_f32 (pv, &in->pixels_owned, error);
+    if (!d)
+      return FALSE;
+    in->pixels = (float *) d;
+    in->n_images = (int) pv->shape[0];
+  }
+  const BlipTensorInfo *ii = blip_safetensors_get (in->st, "input_ids");
+  if (ii) {
+    if (ii->ndim != 2 || ii->shape[0] < 1 || ii->shape[1] < 1) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR, "input_ids must have shape [B, T]");
+      return FALSE;
+    }
+    in->n_texts = (int) ii->shape[0];
+    in->n_tokens = (int) ii->shape[1];
+    if (!(in->ids = blip_tensor_to_i32 (ii, error)))
+      return FALSE;
+    const BlipTensorInfo *am = blip_safetensors_get (in->st, "attention_mask");
+    if (am) {
+      if (am->ndim != 2 || am->shape[0] != ii->shape[0] || am->shape[1] != ii->shape[1]) {
+        g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR,
+                     "attention_mask must have the shape of input_ids");
+        return FALSE;
+      }
+      if (!(in->mask = blip_tensor_to_i32 (am, error)))
+        return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static int
+cmd_dump (int argc, char **argv)
+{
+  GError *error = NULL;
+  if (!opt_out) {
+    g_printerr ("blip dump: --out is required\n");
+    return 2;
+  }
+  BlipModel *model;
+  BlipSession *s = open_session (&model, &error);
+  if (!s)
+    return fail (error);
+  Inputs in;
+  BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
+  GPtrArray *keep = g_ptr_array_new_with_free_func (g_free);
+  const BlipConfig *c = blip_model_get_config (model);
+  const int P = blip_model_vision_tokens (model), Dv = c->vision.hidden_size;
+  const int D = c->text.hidden_size, V = c->text.vocab_size, E = c->image_text_hidden_size;
+  gboolean ok = inputs_load (&in, model, &error);
+  float *embeds = NULL, *img_feat = NULL, *txt_feat = NULL;
+  const int N = in.n_images, B = in.n_texts, T = in.n_tokens;
+  if (ok && N > 0) {
+    embeds = g_new (float, (gsize) N * P * Dv);
+    float *pooled = g_new (float, (gsize) N * Dv);
+    g_ptr_array_add (keep, embeds);
+    g_ptr_array_add (keep, pooled);
+    ok = blip_session_encode_images (s, in.pixels, N, embeds, pooled, &error);
+    blip_safetensors_writer_add (w, "image_embeds", BLIP_DTYPE_F32, 3, (int64_t[]) { N, P, Dv }, embeds);
+    blip_safetensors_writer_add (w, "vision_pooled", BLIP_DTYPE_F32, 2, (int64_t[]) { N, Dv }, pooled);
+  }
+  /* Image-text outputs pair text i with image i. */
+  const gboolean paired = N > 0 && B > 0 && N == B;
+  if (ok && paired && blip_model_can_caption (model)) {
+    float *logits = g_new (float, (gsize) B * T * V);
+    g_ptr_array_add (keep, logits);
+    ok = blip_session_decoder_logits (s, embeds, in.ids, in.mask, B, T, logits, &error);
+    blip_safetensors_writer_add (w, "decoder_logits", BLIP_DTYPE_F32, 3, (int64_t[]) { B, T, V }, logits);
+  }
+  if (ok && blip_model_can_match (model)) {
+    if (paired) {
+      float *hidden = g_new (float, (gsize) B * T * D), *logits = g_new (float, 2 * B);
+      g_ptr_array_add (keep, hidden);
+      g_ptr_array_add (keep, logits);
+      ok = blip_session_itm (s, embeds, FALSE, in.ids, in.mask, B, T, hidden, logits, &error);
+      blip_safetensors_writer_add (w, "itm_text_hidden", BLIP_DTYPE_F32, 3, (int64_t[]) { B, T, D }, hidden);
+      blip_safetensors_writer_add (w, "itm_logits", BLIP_DTYPE_F32, 2, (int64_t[]) { B, 2 }, logits);
+    }
+    if (ok && B > 0) {
+      float *hidden = g_new (float, (gsize) B * T * D);
+      txt_feat = g_new (float, (gsize) B * E);
+      g_ptr_array_add (keep, hidden);
+      g_ptr_array_add (keep, txt_feat);
+      ok = blip_session_text_features (s, in.ids, in.mask, B, T, hidden, txt_feat, &error);
+      blip_safetensors_writer_add (w, "text_hidden", BLIP_DTYPE_F32, 3, (int64_t[]) { B, T, D }, hidden);
+      blip_safetensors_writer_add (w, "text_feat", BLIP_DTYPE_F32, 2, (int64_t[]) { B, E }, txt_feat);
+    }
+    if (ok && N > 0) {
+      img_feat = g_new (float, (gsize) N * E);
+      g_ptr_array_add (keep, img_feat);
+      ok = blip_session_image_features (s, embeds, N, img_feat, &error);
+      blip_safetensors_writer_add (w, "image_feat", BLIP_DTYPE_F32, 2, (int64_t[]) { N, E }, img_feat);
+    }
+    if (ok && N > 0 && B > 0) {
+      float *sim = g_new0 (float, (gsize) N * B);
+      g_ptr_array_add (keep, sim);
+      for (int i = 0; i < N; i++)
+        for (int j = 0; j < B; j++)
+          for (int e = 0; e < E; e++)
+            sim[(gsize) i * B + j] += img_feat[(gsize) i * E + e] * txt_feat[(gsize) j * E + e];
+      blip_safetensors_writer_add (w, "itc_sim", BLIP_DTYPE_F32, 2, (int64_t[]) { N, B }, sim);
+    }
+  }
+  if (ok)
+    ok = blip_safetensors_writer_write (w, opt_out, &error);
+  blip_safetensors_writer_free (w);
+  g_ptr_array_unref (keep);
+  inputs_clear (&in);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return ok ? 0 : fail (error);
+}
+
+static int
+cmd_generate (int argc, char **argv)
+{
+  GError *error = NULL;
+  BlipModel *model;
+  BlipSession *s = open_session (&model, &error);
+  if (!s)
+    return fail (error);
+  Inputs in;
+  gboolean ok = inputs_load (&in, model, &error);
+  if (ok && in.n_images == 0) {
+    g_set_error (&error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "%s holds no pixel_values", opt_inputs);
+    ok = FALSE;
+  }
+  const BlipConfig *c = blip_model_get_config (model);
+  const int P = blip_model_vision_tokens (model), Dv = c->vision.hidden_size;
+  float *embeds = ok ? g_new (float, (gsize) in.n_images * P * Dv) : NULL;
+  ok = ok && blip_session_encode_images (s, in.pixels, in.n_images, embeds, NULL, &error);
+  BlipGenerateParams gp = gen_params ();
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_array (b);
+  for (int i = 0; ok && i < in.n_images; i++) {
+    BlipGeneration *gen = blip_session_generate (s, embeds + (gsize) i * P * Dv, opt_prompt, &gp, &error);
+    if (!gen) {
+      ok = FALSE;
+      break;
+    }
+    json_builder_begin_array (b);
+    for (int j = 0; j < gen->n_ids; j++)
+      json_builder_add_int_value (b, gen->ids[j]);
+    json_builder_end_array (b);
+    blip_generation_free (gen);
+  }
+  json_builder_end_array (b);
+  if (ok)
+    print_json (b);
+  g_object_unref (b);
+  g_free (embeds);
+  inputs_clear (&in);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return ok ? 0 : fail (error);
+}
+
+static const struct {
+  const char *name, *args, *summary;
+  int (*run) (int, char **);
+  gboolean gen, io;
+} commands[] = {
+  { "caption", "IMAGE...", "Caption PNG or JPEG images", cmd_caption, TRUE, FALSE },
+  { "match", "IMAGE TEXT...", "ITM probability and ITC similarity of texts against an image", cmd_match, FALSE, FALSE },
+  { "tokenize", "TEXT...", "Token ids of texts", cmd_tokenize, FALSE, FALSE },
+  { "dump", "", "Every output the model computes from --inputs, written to --out", cmd_dump, FALSE, TRUE },
+  { "generate", "", "Token ids decoded from each pixel_values image of --inputs, as JSON", cmd_generate, TRUE, TRUE },
+};
+
+static void
+usage (void)
+{
+  g_print ("Usage: blip COMMAND [OPTIONS] ARGS\n\nCommands:\n");
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+    g_print ("  %-9s %s\n", commands[i].name, commands[i].summary);
+  g_print ("\n'blip COMMAND --help' documents each command's options.\n");
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2 || strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
+    usage ();
+    return argc < 2 ? 2 : 0;
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++) {
+    if (strcmp (argv[1], commands[i].name) != 0)
+      continue;
+    char *param = g_strdup_printf ("%s %s", commands[i].name, commands[i].args);
+    GOptionContext *ctx = g_option_context_new (param);
+    g_free (param);
+    g_option_context_set_summary (ctx, commands[i].summary);
+    g_option_context_add_main_entries (ctx, common_entries, NULL);
+    if (commands[i].gen) {
+      GOptionGroup *g = g_option_group_new ("generation", "Decoding options:", "Show decoding options", NULL, NULL);
+      g_option_group_add_entries (g, gen_entries);
+      g_option_context_add_group (ctx, g);
+    }
+    if (commands[i].io)
+      g_option_context_add_main_entries (ctx, io_entries, NULL);
+    GError *error = NULL;
+    /* drop the command word so GOption sees the options */
+    argv[1] = argv[0];
+    int sub_argc = argc - 1;
+    char **sub_argv = argv + 1;
+    if (!g_option_context_parse (ctx, &sub_argc, &sub_argv, &error)) {
+      g_printerr ("blip %s: %s\n", commands[i].name, error->message);
+      g_error_free (error);
+      g_option_context_free (ctx);
+      return 2;
+    }
+    g_option_context_free (ctx);
+    return commands[i].run (sub_argc, sub_argv);
+  }
+  g_printerr ("blip: unknown command '%s'\n", argv[1]);
+  usage ();
+  return 2;
+}
