@@ -1,0 +1,77 @@
+#include "testutil.h"
+
+#include <math.h>
+
+const BlipBackend test_backends[2] = { BLIP_BACKEND_ONEDNN, BLIP_BACKEND_OPENBLAS };
+
+const char *
+backend_name (BlipBackend b)
+{
+  return b == BLIP_BACKEND_ONEDNN ? "onednn" : "openblas";
+}
+
+char *
+fixture_path (const char *name)
+{
+  return g_build_filename (BLIP_FIXTURES, name, NULL);
+}
+
+float *
+ref_tensor (BlipSafetensors *st, const char *name, int64_t *numel)
+{
+  const BlipTensorInfo *t = blip_safetensors_get (st, name);
+  if (!t)
+    g_error ("reference tensor %s is missing", name);
+  float *owned = NULL;
+  GError *error = NULL;
+  const float *d = blip_tensor_as_f32 (t, &owned, &error);
+  g_assert_no_error (error);
+  if (numel)
+    *numel = t->numel;
+  return owned ? owned : g_memdup2 (d, sizeof (float) * t->numel);
+}
+
+int32_t *
+ref_ids (BlipSafetensors *st, const char *name, int64_t *numel)
+{
+  const BlipTensorInfo *t = blip_safetensors_get (st, name);
+  if (!t)
+    g_error ("reference tensor %s is missing", name);
+  GError *error = NULL;
+  int32_t *ids = blip_tensor_to_i32 (t, &error);
+  g_assert_no_error (error);
+  if (numel)
+    *numel = t->numel;
+  return ids;
+}
+
+double
+assert_close (const char *what, const float *got, const float *ref, int64_t n, double tol)
+{
+  double worst = 0;
+  int64_t at = 0;
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs ((double) got[i] - ref[i]);
+    if (!(d <= worst)) { /* also catches NaN */
+      worst = isnan (d) ? INFINITY : d;
+      at = i;
+    }
+  }
+  g_test_message ("%s: max abs error %.3g over %" G_GINT64_FORMAT " values", what, worst, n);
+  if (!(worst <= tol))
+    g_error ("%s: index %" G_GINT64_FORMAT ": got %.8g, reference %.8g (error %.3g > tolerance %.3g)",
+             what, at, got[at], ref[at], worst, tol);
+  return worst;
+}
+
+JsonNode *
+load_json (const char *path)
+{
+  JsonParser *p = json_parser_new ();
+  GError *error = NULL;
+  json_parser_load_from_file (p, path, &error);
+  g_assert_no_error (error);
+  JsonNode *root = json_node_copy (json_parser_get_root (p));
+  g_object_unref (p);
+  return root;
+}
