@@ -68,6 +68,9 @@ void blip_tokenizer_free (BlipTokenizer *tok);
  * an error on invalid UTF-8. */
 GArray *blip_tokenizer_encode (const BlipTokenizer *tok, const char *text,
                                gboolean add_special_tokens, GError **error);
+/* The same for `len` bytes of text, which may hold NUL characters. */
+GArray *blip_tokenizer_encode_len (const BlipTokenizer *tok, const char *text, gssize len,
+                                   gboolean add_special_tokens, GError **error);
 
 /* Encodes a batch: padded to the longest (or to max_length when pad_to_max),
  * truncated to max_length (0: no truncation, keeping [SEP] last).  ids and

@@ -26,9 +26,10 @@ tok_set (BlipTokenizer *t, const char *token, int id)
 {
   if ((guint) id >= t->id_to_token->len)
     g_ptr_array_set_size (t->id_to_token, id + 1);
-  g_free (t->id_to_token->pdata[id]);
-  t->id_to_token->pdata[id] = g_strdup (token);
+  char *copy = g_strdup (token); /* token may be the entry being replaced */
   g_hash_table_replace (t->token_to_id, g_strdup (token), GINT_TO_POINTER (id + 1));
+  g_free (t->id_to_token->pdata[id]);
+  t->id_to_token->pdata[id] = copy;
 }
 
 int
@@ -520,19 +521,42 @@ encode_plain (const BlipTokenizer *t, const char *text, gssize len, GArray *ids)
   g_free (norm);
 }
 
+/* g_utf8_validate refuses NUL bytes inside a length; BERT removes them instead. */
+static gboolean
+utf8_valid_with_nul (const char *text, gsize len)
+{
+  const char *p = text, *end = text + len;
+  while (p < end) {
+    const char *nul = memchr (p, 0, (gsize) (end - p));
+    const char *stop = nul ? nul : end;
+    if (!g_utf8_validate (p, stop - p, NULL))
+      return FALSE;
+    p = nul ? nul + 1 : end;
+  }
+  return TRUE;
+}
+
 GArray *
 blip_tokenizer_encode (const BlipTokenizer *t, const char *text, gboolean add_special,
                        GError **error)
 {
   g_return_val_if_fail (text != NULL, NULL);
-  gsize len = strlen (text);
+  return blip_tokenizer_encode_len (t, text, -1, add_special, error);
+}
+
+GArray *
+blip_tokenizer_encode_len (const BlipTokenizer *t, const char *text, gssize slen,
+                           gboolean add_special, GError **error)
+{
+  g_return_val_if_fail (text != NULL, NULL);
+  gsize len = slen < 0 ? strlen (text) : (gsize) slen;
   if (len > MAX_TEXT_BYTES) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
                  "text of %" G_GSIZE_FORMAT " bytes is longer than the %d-byte limit",
                  len, MAX_TEXT_BYTES);
     return NULL;
   }
-  if (!g_utf8_validate (text, (gssize) len, NULL)) {
+  if (!utf8_valid_with_nul (text, len)) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "text is not valid UTF-8");
     return NULL;
   }
@@ -541,14 +565,14 @@ blip_tokenizer_encode (const BlipTokenizer *t, const char *text, gboolean add_sp
     g_array_append_val (ids, t->cls);
   /* Added tokens ([DEC], [SEP]...) are matched verbatim before normalising,
    * the longest at each position. */
-  const char *seg = text;
-  for (const char *p = text; *p;) {
+  const char *seg = text, *end = text + len;
+  for (const char *p = text; p < end;) {
     gsize best = 0;
     int best_id = -1;
     for (guint i = 0; i < t->added->len; i++) {
       const char *a = t->added->pdata[i];
       gsize al = strlen (a);
-      if (al > best && strncmp (p, a, al) == 0) {
+      if (al > best && al <= (gsize) (end - p) && memcmp (p, a, al) == 0) {
         best = al;
         best_id = blip_tokenizer_token_id (t, a);
       }
@@ -562,7 +586,7 @@ blip_tokenizer_encode (const BlipTokenizer *t, const char *text, gboolean add_sp
       p = g_utf8_next_char (p);
     }
   }
-  encode_plain (t, seg, (gssize) strlen (seg), ids);
+  encode_plain (t, seg, end - seg, ids);
   if (add_special)
     g_array_append_val (ids, t->sep);
   return ids;
