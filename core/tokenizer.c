@@ -72,16 +72,19 @@ tokenizer_new (void)
 }
 
 static void
-add_added_token (BlipTokenizer *t, const char *content, int id, gboolean special)
+add_added_token (BlipTokenizer *t, const char *content_in, int id, gboolean special)
 {
+  /* content_in may be the vocabulary entry that tok_set replaces */
+  char *content = g_strdup (content_in);
   tok_set (t, content, id);
-  for (guint i = 0; i < t->added->len; i++)
-    if (strcmp (t->added->pdata[i], content) == 0)
-      goto mark;
-  g_ptr_array_add (t->added, g_strdup (content));
-mark:
+  gboolean known = FALSE;
+  for (guint i = 0; i < t->added->len && !known; i++)
+    known = strcmp (t->added->pdata[i], content) == 0;
+  if (!known)
+    g_ptr_array_add (t->added, g_strdup (content));
   if (special)
     g_hash_table_add (t->special, GINT_TO_POINTER (id));
+  g_free (content);
 }
 
 static gboolean

@@ -269,7 +269,9 @@ test_config (void)
   char *dir = copy_model ("caption_model");
   char *path = g_build_filename (dir, "config.json", NULL), *text;
   g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
-  char *changed = g_strjoinv ("\"intermediate_size\": 128", g_strsplit (text, "\"intermediate_size\": 96", -1));
+  char **parts = g_strsplit (text, "\"intermediate_size\": 96", -1);
+  char *changed = g_strjoinv ("\"intermediate_size\": 128", parts);
+  g_strfreev (parts);
   put (dir, "config.json", changed, -1);
   expect_model_error ("config/weights mismatch", dir, BLIP_ERROR_TENSOR, "fc1");
   g_free (changed);

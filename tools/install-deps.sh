@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs everything gst-blip builds and runs with (Debian 12, as root).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -y -q --no-install-recommends \
+  build-essential meson ninja-build pkg-config cmake \
+  libglib2.0-dev libjson-glib-dev libdnnl-dev libopenblas-dev \
+  libpng-dev libjpeg-dev \
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+  python3-numpy
