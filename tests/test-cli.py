@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""The blip command's forms the later issues rely on: generate, dump,
+tokenize, errors on stderr with a non-zero exit, --help."""
+import json, os, subprocess, sys, tempfile
+
+blip, fixtures = sys.argv[1], sys.argv[2]
+failures = 0
+
+def run(*args):
+    return subprocess.run([blip, *args], capture_output=True, text=True)
+
+def check(name, cond, detail=""):
+    global failures
+    print(("ok" if cond else "not ok") + " - " + name + (" # " + detail if detail and not cond else ""))
+    failures += 0 if cond else 1
+
+cap = os.path.join(fixtures, "caption_model")
+ref = os.path.join(fixtures, "caption_reference.safetensors")
+summary = json.load(open(os.path.join(fixtures, "summary.json")))
+
+r = run("generate", "--model", cap, "--inputs", ref, "--max-new-tokens", "15", "--beams", "3")
+check("generate beam3 runs", r.returncode == 0, r.stderr)
+if r.returncode == 0:
+    got = json.loads(r.stdout)
+    check("generate beam3 ids", got == summary["hf_generate"]["beam3"], r.stdout)
+
+with tempfile.TemporaryDirectory() as d:
+    out = os.path.join(d, "out.safetensors")
+    r = run("dump", "--model", os.path.join(fixtures, "itm_model"), "--inputs",
+            os.path.join(fixtures, "itm_reference.safetensors"), "--out", out)
+    check("dump runs", r.returncode == 0, r.stderr)
+    if r.returncode == 0:
+        raw = open(out, "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        names = set(json.loads(raw[8:8 + n])) - {"__metadata__"}
+        want = {"image_embeds", "vision_pooled", "itm_text_hidden", "itm_logits", "text_hidden",
+                "image_feat", "text_feat", "itc_sim"}
+        check("dump writes the fixture names", names == want, str(names))
+
+r = run("tokenize", "--model", cap, "--json", "A Dog Sitting On The Grass.")
+check("tokenize", r.returncode == 0 and json.loads(r.stdout) == [[2, 37, 126, 160, 112, 110, 137, 18, 3]], r.stdout)
+
+r = run("match", "--model", os.path.join(fixtures, "itm_model"), "img.png", "  ")
+check("empty match text is refused", r.returncode != 0 and "empty" in r.stderr, r.stderr)
+r = run("caption", "--model", cap, "/nonexistent/image.png")
+check("missing image is an error", r.returncode != 0 and "nonexistent" in r.stderr, r.stderr)
+r = run("caption", "--model", "/nonexistent/model", "x.png")
+check("missing model is an error", r.returncode != 0 and r.stderr.startswith("blip:"), r.stderr)
+r = run("frobnicate")
+check("unknown command", r.returncode == 2)
+r = run("caption", "--help-all")
+check("--help documents options", r.returncode == 0 and "--max-new-tokens" in r.stdout and "--top-p" in r.stdout)
+
+print("1..%d" % 10)
+sys.exit(1 if failures else 0)
