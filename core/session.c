@@ -91,6 +91,16 @@ blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_ima
   return TRUE;
 }
 
+/* The [T, D] hidden states of one text, in the session's API slot. */
+static float *
+text_scratch (BlipSession *s, int T, GError **error)
+{
+  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * s->model->config.text.hidden_size);
+  if (!h)
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory for %d tokens", T);
+  return h;
+}
+
 static gboolean
 check_tokens (BlipSession *s, int n_texts, int n_tokens, GError **error)
 {
@@ -117,14 +127,12 @@ blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const in
   }
   if (!check_tokens (s, n_texts, n_tokens, error))
     return FALSE;
-  const int T = n_tokens, D = s->model->config.text.hidden_size;
+  const int T = n_tokens;
   const int V = s->model->config.text.vocab_size, P = blip_model_vision_tokens (s->model);
   const int Dv = s->model->config.vision.hidden_size;
-  float *hidden = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
-  if (!hidden) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+  float *hidden = text_scratch (s, T, error);
+  if (!hidden)
     return FALSE;
-  }
   blip_math_bind_thread (s->math);
   for (int b = 0; b < n_texts; b++)
     if (!blip_bert_forward (s, &s->model->decoder, ids + (gsize) b * T,
@@ -156,11 +164,9 @@ blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_ima
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
-  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
-  if (!h) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+  float *h = text_scratch (s, T, error);
+  if (!h)
     return FALSE;
-  }
   blip_math_bind_thread (s->math);
   for (int b = 0; b < n_texts; b++) {
     const float *img = image_embeds + (shared_image ? 0 : (gsize) b * P * Dv);
@@ -186,11 +192,9 @@ blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *m
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int E = s->model->config.image_text_hidden_size;
-  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * D);
-  if (!h) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+  float *h = text_scratch (s, T, error);
+  if (!h)
     return FALSE;
-  }
   blip_math_bind_thread (s->math);
   for (int b = 0; b < n_texts; b++) {
     if (!blip_bert_forward (s, &s->model->encoder, ids + (gsize) b * T,
