@@ -200,11 +200,15 @@ cmd_match (int argc, char **argv)
     g_printerr ("blip match: need an image and at least one text (see --help)\n");
     return 2;
   }
-  for (int i = 2; i < argc; i++)
-    if (!*g_strstrip (g_strdup (argv[i]))) {
+  for (int i = 2; i < argc; i++) {
+    char *t = g_strstrip (g_strdup (argv[i]));
+    gboolean empty = *t == 0;
+    g_free (t);
+    if (empty) {
       g_printerr ("blip: text %d is empty\n", i - 1);
       return 2;
     }
+  }
   BlipModel *model;
   BlipSession *s = open_session (&model, &error);
   if (!s)
