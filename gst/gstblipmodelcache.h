@@ -1,0 +1,21 @@
+/* Models shared between elements of one process by model-instance-id. */
+#ifndef __GST_BLIP_MODEL_CACHE_H__
+#define __GST_BLIP_MODEL_CACHE_H__
+
+#include <blip.h>
+#include <gst/gst.h>
+
+G_BEGIN_DECLS
+
+/* Loads `path`, or returns the model already loaded under `instance_id`
+ * (NULL or "": not shared).  A load holds no process-wide lock, so other
+ * pipelines change state meanwhile; a second element asking for an id being
+ * loaded waits for that load.  Returns (transfer full) a model reference;
+ * give it back with gst_blip_model_cache_release(). */
+BlipModel *gst_blip_model_cache_acquire (const gchar *path, const gchar *instance_id,
+                                         GError **error);
+void gst_blip_model_cache_release (BlipModel *model, const gchar *instance_id);
+
+G_END_DECLS
+
+#endif
