@@ -15,8 +15,12 @@
  * ## Example launch line
  * |[
  * gst-launch-1.0 -m videotestsrc num-buffers=60 ! blipcaption interval=30 ! fakesink
- * gst-launch-1.0 videotestsrc num-buffers=90 ! blipcaption name=c interval=30 c.text_src ! \
- *     srtenc ! filesink location=captions.srt
+ * gst-launch-1.0 videotestsrc num-buffers=90 ! blipcaption name=c interval=30 ! fakesink \
+ *     c.text_src ! queue ! srtenc ! filesink location=captions.srt
+ * ]|
+ * As after a tee, each branch after blipcaption needs a queue when both end
+ * in sinks: text_src is pushed from the video's streaming thread.
+ * |[
  * ]|
  */
 #ifdef HAVE_CONFIG_H

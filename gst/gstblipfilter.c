@@ -229,18 +229,19 @@ gst_blip_filter_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
     }
   } else {
     result = take_ready (filter);
-    if (selected && !gst_blip_worker_busy (p->worker)) {
-      Job *job = g_new0 (Job, 1);
-      job->filter = filter;
-      job->buffer = gst_buffer_ref (buf); /* a reference, not a copy */
-      job->info = p->convert.info;
-      gst_blip_worker_offer (p->worker, job);
-    }
   }
+  /* metas first, while the buffer is still ours alone to write */
   if (result)
     klass->emit (filter, result, buf);
   else if (klass->idle)
     klass->idle (filter, buf);
+  if (p->running_mode == GST_BLIP_MODE_ASYNC && selected && !gst_blip_worker_busy (p->worker)) {
+    Job *job = g_new0 (Job, 1);
+    job->filter = filter;
+    job->buffer = gst_buffer_ref (buf); /* a reference, not a copy */
+    job->info = p->convert.info;
+    gst_blip_worker_offer (p->worker, job);
+  }
   return GST_FLOW_OK;
 }
 

@@ -26,6 +26,12 @@ gst_blip_frame_converter_init (GstBlipFrameConverter *c, const GstVideoInfo *inf
   if (c->direct)
     return TRUE;
   gst_video_info_set_format (&c->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+  /* the converter wants everything but the format to match */
+  c->rgb_info.fps_n = info->fps_n;
+  c->rgb_info.fps_d = info->fps_d;
+  c->rgb_info.par_n = info->par_n;
+  c->rgb_info.par_d = info->par_d;
+  c->rgb_info.interlace_mode = info->interlace_mode;
   c->convert = gst_video_converter_new ((GstVideoInfo *) info, &c->rgb_info, NULL);
   if (!c->convert) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED, "cannot convert %s to RGB",

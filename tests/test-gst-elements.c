@@ -1,0 +1,587 @@
+/* The blip plugin's elements under GstHarness and in real pipelines. */
+#include <gst/check/gstcheck.h>
+#include <gst/check/gstharness.h>
+#include <glib/gstdio.h>
+#include <gst/video/video.h>
+#include <string.h>
+
+#include "gstblipmeta.h"
+
+#define CAPTION_MODEL BLIP_FIXTURES "/caption_model"
+#define MATCH_MODEL BLIP_FIXTURES "/itm_model"
+/* short captions keep the suite quick; the model is the tiny fixture */
+#define FAST "max-new-tokens=3 threads=1"
+
+static GstBuffer *
+make_frame (const GstVideoInfo *info, guint seed, GstClockTime pts)
+{
+  GstBuffer *b = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (info), NULL);
+  GstMapInfo map;
+  gst_buffer_map (b, &map, GST_MAP_WRITE);
+  for (gsize i = 0; i < map.size; i++)
+    map.data[i] = (guint8) (i * 31 + seed * 7 + (i >> 7));
+  gst_buffer_unmap (b, &map);
+  GST_BUFFER_PTS (b) = pts;
+  GST_BUFFER_DURATION (b) = GST_SECOND / 30;
+  return b;
+}
+
+static GstHarness *
+caption_harness (const gchar *props, const gchar *format, gint w, gint h, GstVideoInfo *info)
+{
+  gchar *desc = g_strdup_printf ("blipcaption model=%s " FAST " %s", CAPTION_MODEL, props);
+  GstHarness *hw = gst_harness_new_parse (desc);
+  g_free (desc);
+  gchar *caps = g_strdup_printf ("video/x-raw,format=%s,width=%d,height=%d,framerate=30/1", format, w, h);
+  gst_harness_set_src_caps_str (hw, caps);
+  GstCaps *c = gst_caps_from_string (caps);
+  gst_video_info_from_caps (info, c);
+  gst_caps_unref (c);
+  g_free (caps);
+  return hw;
+}
+
+/* Every format and odd sizes negotiate and pass through bit-exact, with a caption. */
+static void
+check_passthrough (const gchar *format, gint w, gint h)
+{
+  GstVideoInfo info;
+  GstHarness *hw = caption_harness ("", format, w, h, &info);
+  GstBuffer *in = make_frame (&info, 1, 0);
+  GstMapInfo a, b;
+  gst_buffer_map (in, &a, GST_MAP_READ);
+  guint8 *expect = g_memdup2 (a.data, a.size);
+  gsize size = a.size;
+  gst_buffer_unmap (in, &a);
+  fail_unless_equals_int (gst_harness_push (hw, in), GST_FLOW_OK);
+  GstBuffer *out = gst_harness_pull (hw);
+  fail_unless (out != NULL);
+  gst_buffer_map (out, &b, GST_MAP_READ);
+  fail_unless_equals_uint64 (b.size, size);
+  fail_unless (memcmp (b.data, expect, size) == 0, "%s %dx%d changed the frame", format, w, h);
+  gst_buffer_unmap (out, &b);
+  GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+  fail_unless (m != NULL, "%s %dx%d: no caption", format, w, h);
+  fail_unless (m->text != NULL && m->n_tokens > 0);
+  fail_unless_equals_uint64 (m->source_pts, 0);
+  gst_buffer_unref (out);
+  g_free (expect);
+  gst_harness_teardown (hw);
+}
+
+GST_START_TEST (test_formats_and_sizes)
+{
+  const gchar *formats[] = { "RGB", "RGBA", "RGBx", "BGR", "BGRA", "BGRx", "xRGB", "xBGR",
+                             "ARGB", "ABGR", "I420", "NV12", "NV21", "YV12", "YUY2", "GRAY8" };
+  for (guint i = 0; i < G_N_ELEMENTS (formats); i++) {
+    check_passthrough (formats[i], 64, 48);
+    check_passthrough (formats[i], 1, 1);
+    check_passthrough (formats[i], 4097, 3);
+  }
+  check_passthrough ("NV12", 7680, 4320);
+  check_passthrough ("RGBx", 7680, 4320);
+}
+GST_END_TEST;
+
+static guint
+count_captioned (GstHarness *hw, const GstVideoInfo *info, guint n, gboolean *marks)
+{
+  guint count = 0;
+  for (guint i = 0; i < n; i++) {
+    gst_harness_push (hw, make_frame (info, i, i * GST_SECOND / 30));
+    GstBuffer *out = gst_harness_pull (hw);
+    GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+    marks[i] = m != NULL;
+    count += m != NULL;
+    gst_buffer_unref (out);
+  }
+  return count;
+}
+
+GST_START_TEST (test_interval)
+{
+  GstVideoInfo info;
+  GstHarness *hw = caption_harness ("interval=3", "RGB", 32, 24, &info);
+  gboolean marks[12];
+  fail_unless_equals_int (count_captioned (hw, &info, 12, marks), 4);
+  for (guint i = 0; i < 12; i++)
+    fail_unless_equals_int (marks[i], i % 3 == 0);
+  gst_harness_teardown (hw);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_max_rate)
+{
+  GstVideoInfo info;
+  /* 10 captions a second of a 30 fps stream: every third frame */
+  GstHarness *hw = caption_harness ("interval=0 max-rate=10", "RGB", 32, 24, &info);
+  gboolean marks[12];
+  fail_unless_equals_int (count_captioned (hw, &info, 12, marks), 4);
+  for (guint i = 0; i < 12; i++)
+    fail_unless_equals_int (marks[i], i % 3 == 0);
+  gst_harness_teardown (hw);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_persist)
+{
+  GstVideoInfo info;
+  GstHarness *hw = caption_harness ("interval=5 persist=true", "RGB", 32, 24, &info);
+  for (guint i = 0; i < 5; i++) {
+    gst_harness_push (hw, make_frame (&info, i, i * GST_SECOND / 30));
+    GstBuffer *out = gst_harness_pull (hw);
+    GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+    fail_unless (m != NULL);
+    fail_unless_equals_uint64 (m->source_pts, 0);
+    fail_unless_equals_uint64 (m->age, i * GST_SECOND / 30);
+    gst_buffer_unref (out);
+  }
+  gst_harness_teardown (hw);
+}
+GST_END_TEST;
+
+/* The meta survives conversion, scaling, tee and queue. */
+GST_START_TEST (test_meta_survives_conversion)
+{
+  gchar *desc = g_strdup_printf ("blipcaption model=%s " FAST " ! videoconvert ! videoscale ! "
+                                 "tee ! queue", CAPTION_MODEL);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=64,height=48,framerate=30/1");
+  gst_harness_set_sink_caps_str (h, "video/x-raw,format=I420,width=32,height=24,framerate=30/1");
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 64, 48);
+  gst_harness_push (h, make_frame (&info, 0, 0));
+  GstBuffer *out = gst_harness_pull (h);
+  fail_unless_equals_uint64 (gst_buffer_get_size (out), 32 * 24 * 3 / 2);
+  GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+  fail_unless (m != NULL && m->text != NULL && g_str_equal (m->model, "caption_model"));
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+GST_END_TEST;
+
+/* Runs a pipeline to EOS (or error); returns the element messages posted. */
+static GList *
+run_pipeline (const gchar *desc, GError **error_out)
+{
+  GError *error = NULL;
+  GstElement *p = gst_parse_launch (desc, &error);
+  fail_unless (p != NULL, "%s", error ? error->message : desc);
+  GstBus *bus = gst_element_get_bus (p);
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  GList *messages = NULL;
+  while (TRUE) {
+    GstMessage *msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+        GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ELEMENT);
+    fail_unless (msg != NULL, "pipeline timed out: %s", desc);
+    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ELEMENT) {
+      messages = g_list_append (messages, msg);
+      continue;
+    }
+    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR && error_out)
+      gst_message_parse_error (msg, error_out, NULL);
+    fail_unless (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS || error_out,
+                 "pipeline error: %s", desc);
+    gst_message_unref (msg);
+    break;
+  }
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref (bus);
+  gst_object_unref (p);
+  return messages;
+}
+
+GST_START_TEST (test_bus_messages)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc num-buffers=4 ! video/x-raw,framerate=30/1 ! "
+                                 "blipcaption model=%s " FAST " interval=2 ! fakesink", CAPTION_MODEL);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_free (desc);
+  guint n = 0;
+  for (GList *l = msgs; l; l = l->next) {
+    const GstStructure *s = gst_message_get_structure (l->data);
+    if (!gst_structure_has_name (s, "blip-caption"))
+      continue;
+    guint64 pts, rt, st;
+    guint tokens;
+    gdouble ms, lp;
+    fail_unless (gst_structure_get_string (s, "text") != NULL);
+    fail_unless (gst_structure_get_uint (s, "tokens", &tokens) && tokens == 3);
+    fail_unless (gst_structure_get_double (s, "mean-logprob", &lp) && lp < 0);
+    fail_unless (gst_structure_get_uint64 (s, "pts", &pts));
+    fail_unless (gst_structure_get_uint64 (s, "running-time", &rt) && rt == pts);
+    fail_unless (gst_structure_get_uint64 (s, "stream-time", &st) && st == pts);
+    fail_unless (gst_structure_get_double (s, "inference-ms", &ms) && ms > 0);
+    fail_unless_equals_string (gst_structure_get_string (s, "model"), "caption_model");
+    fail_unless_equals_uint64 (pts, n * 2 * GST_SECOND / 30);
+    n++;
+  }
+  fail_unless_equals_int (n, 2);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_broken_model)
+{
+  GError *error = NULL;
+  GList *msgs = run_pipeline ("videotestsrc num-buffers=4 ! blipcaption model=/nonexistent/blip ! fakesink",
+                              &error);
+  fail_unless (error != NULL);
+  fail_unless (strstr (error->message, "/nonexistent/blip") != NULL, "%s", error->message);
+  g_error_free (error);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  /* a matching model is not a captioning model */
+  gchar *desc = g_strdup_printf ("videotestsrc num-buffers=4 ! blipcaption model=%s ! fakesink", MATCH_MODEL);
+  msgs = run_pipeline (desc, &error);
+  g_free (desc);
+  fail_unless (error != NULL && strstr (error->message, "captioning") != NULL);
+  g_error_free (error);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_shared_model)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc num-buffers=1 ! tee name=t "
+      "t. ! queue ! blipcaption name=a model=%s model-instance-id=one " FAST " ! fakesink "
+      "t. ! queue ! blipcaption name=b model=%s model-instance-id=one " FAST " ! fakesink "
+      "t. ! queue ! blipcaption name=c model=%s " FAST " ! fakesink",
+      CAPTION_MODEL, CAPTION_MODEL, CAPTION_MODEL);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  g_free (desc);
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_PAUSED), GST_STATE_CHANGE_ASYNC);
+  fail_unless_equals_int (gst_element_get_state (p, NULL, NULL, 30 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+  gpointer ma, mb, mc;
+  GstElement *a = gst_bin_get_by_name (GST_BIN (p), "a"), *b = gst_bin_get_by_name (GST_BIN (p), "b"),
+             *c = gst_bin_get_by_name (GST_BIN (p), "c");
+  g_object_get (a, "loaded-model", &ma, NULL);
+  g_object_get (b, "loaded-model", &mb, NULL);
+  g_object_get (c, "loaded-model", &mc, NULL);
+  fail_unless (ma != NULL && ma == mb, "same id: one model");
+  fail_unless (mc != NULL && mc != ma, "no id: its own model");
+  gst_object_unref (a);
+  gst_object_unref (b);
+  gst_object_unref (c);
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (p);
+}
+GST_END_TEST;
+
+/* In async mode the streaming thread never waits for the model. */
+static gint64
+push_frames (GstHarness *h, const GstVideoInfo *info, guint n, guint *captions)
+{
+  GstBuffer *frame = make_frame (info, 0, 0);
+  gint64 t0 = g_get_monotonic_time ();
+  *captions = 0;
+  for (guint i = 0; i < n; i++) {
+    GstBuffer *b = gst_buffer_copy (frame);
+    GST_BUFFER_PTS (b) = i * GST_SECOND / 30;
+    gst_harness_push (h, b);
+    GstBuffer *out = gst_harness_pull (h);
+    *captions += gst_buffer_get_blip_caption_meta (out) != NULL;
+    gst_buffer_unref (out);
+  }
+  gint64 dt = g_get_monotonic_time () - t0;
+  gst_buffer_unref (frame);
+  return dt;
+}
+
+GST_START_TEST (test_async_never_waits)
+{
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 320, 240);
+  const gchar *caps = "video/x-raw,format=RGB,width=320,height=240,framerate=30/1";
+  GstHarness *id = gst_harness_new_parse ("identity");
+  gst_harness_set_src_caps_str (id, caps);
+  guint dummy;
+  const gint64 t_identity = push_frames (id, &info, 200, &dummy);
+  gst_harness_teardown (id);
+
+  /* long captions and 3 beams make each caption far slower than a frame */
+  gchar *desc = g_strdup_printf ("blipcaption model=%s mode=async beams=3 max-new-tokens=30 "
+                                 "min-new-tokens=30 threads=1", CAPTION_MODEL);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, caps);
+  guint captions_async, captions_sync;
+  const gint64 t_async = push_frames (h, &info, 200, &captions_async);
+  /* the captions still arrive: wait for the one in progress */
+  g_usleep (G_USEC_PER_SEC / 2);
+  guint late;
+  push_frames (h, &info, 1, &late);
+  captions_async += late;
+  gst_harness_teardown (h);
+
+  desc = g_strdup_printf ("blipcaption model=%s beams=3 max-new-tokens=30 min-new-tokens=30 "
+                          "threads=1", CAPTION_MODEL);
+  h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, caps);
+  const gint64 t_sync = push_frames (h, &info, 20, &captions_sync);
+  gst_harness_teardown (h);
+
+  GST_INFO ("identity %" G_GINT64_FORMAT " us, async %" G_GINT64_FORMAT " us (%u captions), "
+            "sync 20 frames %" G_GINT64_FORMAT " us", t_identity, t_async, captions_async, t_sync);
+  /* a constant for thread start and the first frame's conversion */
+  fail_unless (t_async < t_identity + 150000, "async took %" G_GINT64_FORMAT " us, identity %"
+               G_GINT64_FORMAT " us", t_async, t_identity);
+  fail_unless (captions_async >= 1, "no caption arrived in async mode");
+  /* frames that come while the worker is busy are dropped, not queued */
+  fail_unless (captions_async < 200);
+  fail_unless_equals_int (captions_sync, 20);
+}
+GST_END_TEST;
+
+/* textoverlay burns the captions in; srtenc writes them at their times. */
+GST_START_TEST (test_textoverlay_and_srt)
+{
+  gchar *dir = g_dir_make_tmp ("blip-gst-XXXXXX", NULL);
+  gchar *desc = g_strdup_printf (
+      "videotestsrc num-buffers=9 ! video/x-raw,width=160,height=120,framerate=30/1 ! "
+      "blipcaption name=c model=%s " FAST " interval=3 ! queue ! t.video_sink "
+      "c.text_src ! queue ! t.text_sink textoverlay name=t ! videoconvert ! pngenc ! "
+      "multifilesink location=%s/frame-%%02d.png", CAPTION_MODEL, dir);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  g_free (desc);
+  for (int i = 0; i < 9; i++) {
+    gchar *png = g_strdup_printf ("%s/frame-%02d.png", dir, i);
+    GStatBuf st;
+    fail_unless (g_stat (png, &st) == 0 && st.st_size > 0, "%s", png);
+    g_unlink (png);
+    g_free (png);
+  }
+
+  gchar *srt = g_build_filename (dir, "captions.srt", NULL);
+  desc = g_strdup_printf ("videotestsrc num-buffers=9 ! video/x-raw,framerate=30/1 ! "
+                          "blipcaption name=c model=%s " FAST " interval=3 ! fakesink "
+                          "c.text_src ! queue ! srtenc ! filesink location=%s", CAPTION_MODEL, srt);
+  msgs = run_pipeline (desc, NULL);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  g_free (desc);
+  gchar *text = NULL;
+  fail_unless (g_file_get_contents (srt, &text, NULL, NULL));
+  /* three captions: frames 0, 3, 6 of a 30 fps stream, each standing three
+   * frames (srtenc truncates the end to the millisecond below) */
+  fail_unless (strstr (text, "00:00:00,000 --> 00:00:00,099") != NULL, "%s", text);
+  fail_unless (strstr (text, "00:00:00,100 --> 00:00:00,199") != NULL, "%s", text);
+  fail_unless (strstr (text, "00:00:00,200 --> 00:00:00,299") != NULL, "%s", text);
+  fail_unless (strstr (text, "\n3\n") != NULL && strstr (text, "\n4\n") == NULL, "%s", text);
+  g_free (text);
+  g_unlink (srt);
+  g_free (srt);
+  g_rmdir (dir);
+  g_free (dir);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_tags)
+{
+  gchar *desc = g_strdup_printf ("blipcaption model=%s " FAST " emit-tags=true", CAPTION_MODEL);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=32,height=24,framerate=30/1");
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 32, 24);
+  gst_harness_push (h, make_frame (&info, 0, 0));
+  GstBuffer *out = gst_harness_pull (h);
+  GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+  gboolean found = FALSE;
+  GstEvent *ev;
+  while ((ev = gst_harness_try_pull_event (h))) {
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_TAG) {
+      GstTagList *tags;
+      gchar *desc_tag = NULL;
+      gst_event_parse_tag (ev, &tags);
+      if (gst_tag_list_get_string (tags, GST_TAG_DESCRIPTION, &desc_tag)) {
+        found = g_str_equal (desc_tag, m->text);
+        g_free (desc_tag);
+      }
+    }
+    gst_event_unref (ev);
+  }
+  fail_unless (found, "no description tag with the caption");
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+GST_END_TEST;
+
+/* ---- blipmatch ---- */
+
+static void
+set_queries (GstElement *e, const gchar *const *texts)
+{
+  GValue arr = G_VALUE_INIT;
+  g_value_init (&arr, GST_TYPE_ARRAY);
+  for (guint i = 0; texts[i]; i++) {
+    GValue v = G_VALUE_INIT;
+    g_value_init (&v, G_TYPE_STRING);
+    g_value_set_string (&v, texts[i]);
+    gst_value_array_append_and_take_value (&arr, &v);
+  }
+  g_object_set_property (G_OBJECT (e), "queries", &arr);
+  g_value_unset (&arr);
+}
+
+GST_START_TEST (test_match_methods)
+{
+  const gchar *methods[] = { "itc", "itm", "itc+itm" };
+  for (guint k = 0; k < 3; k++) {
+    gchar *desc = g_strdup_printf ("blipmatch model=%s method=%s top-k=1 threads=1", MATCH_MODEL, methods[k]);
+    GstHarness *h = gst_harness_new_parse (desc);
+    g_free (desc);
+    const gchar *queries[] = { "a dog", "a red ball", "  ", "snow", NULL };
+    GstElement *match = gst_harness_find_element (h, "blipmatch");
+    set_queries (match, queries);
+    gst_object_unref (match);
+    gst_harness_set_src_caps_str (h, "video/x-raw,format=NV12,width=64,height=48,framerate=30/1");
+    GstVideoInfo info;
+    gst_video_info_set_format (&info, GST_VIDEO_FORMAT_NV12, 64, 48);
+    gst_harness_push (h, make_frame (&info, 0, 0));
+    GstBuffer *out = gst_harness_pull (h);
+    GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (out);
+    fail_unless (m != NULL);
+    fail_unless_equals_int (m->n_results, 3); /* the blank query is dropped */
+    guint with_itm = 0;
+    for (guint i = 0; i < m->n_results; i++) {
+      fail_unless (m->results[i].itc >= -1.0001 && m->results[i].itc <= 1.0001);
+      if (m->results[i].itm >= 0) {
+        fail_unless (m->results[i].itm <= 1.0);
+        with_itm++;
+      }
+    }
+    fail_unless_equals_int (with_itm, k == 0 ? 0 : k == 1 ? 3 : 1);
+    gst_buffer_unref (out);
+    gst_harness_teardown (h);
+  }
+}
+GST_END_TEST;
+
+typedef struct {
+  GstElement *element;
+  volatile gint stop;
+} Flipper;
+
+static gpointer
+flip_queries (gpointer data)
+{
+  Flipper *f = data;
+  const gchar *a[] = { "a dog", "snow", NULL }, *b[] = { "a red ball", "a man riding a horse", "grass", NULL };
+  for (guint i = 0; !g_atomic_int_get (&f->stop); i++)
+    set_queries (f->element, i % 2 ? a : b);
+  return NULL;
+}
+
+/* queries change from another thread while frames flow: no crash, every
+ * meta is one of the query sets, and the last set is the one used after. */
+GST_START_TEST (test_queries_stress)
+{
+  gchar *desc = g_strdup_printf ("blipmatch model=%s method=itc+itm top-k=2 threads=1", MATCH_MODEL);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=32,height=24,framerate=30/1");
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 32, 24);
+  GstElement *match = gst_harness_find_element (h, "blipmatch");
+  Flipper f = { match, 0 };
+  GThread *t = g_thread_new ("flipper", flip_queries, &f);
+  for (guint i = 0; i < 100; i++) {
+    gst_harness_push (h, make_frame (&info, i, i * GST_SECOND / 30));
+    GstBuffer *out = gst_harness_pull (h);
+    GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (out);
+    fail_unless (m != NULL);
+    fail_unless (m->n_results == 2 || m->n_results == 3);
+    if (m->n_results == 2) {
+      fail_unless_equals_string (m->results[1].text, "snow");
+    } else {
+      fail_unless_equals_string (m->results[2].text, "grass");
+    }
+    gst_buffer_unref (out);
+  }
+  g_atomic_int_set (&f.stop, 1);
+  g_thread_join (t);
+  const gchar *final[] = { "a cat", NULL };
+  set_queries (match, final);
+  gst_object_unref (match);
+  gst_harness_push (h, make_frame (&info, 0, 100 * GST_SECOND / 30));
+  GstBuffer *out = gst_harness_pull (h);
+  GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (out);
+  fail_unless (m != NULL && m->n_results == 1);
+  fail_unless_equals_string (m->results[0].text, "a cat");
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_match_threshold_messages)
+{
+  /* threshold -1 is crossed upward by every query at the first frame, once */
+  gchar *desc = g_strdup_printf ("videotestsrc num-buffers=3 ! blipmatch model=%s threshold=-1 "
+                                 "queries=\"<\\\"a dog\\\",\\\"snow\\\">\" ! fakesink", MATCH_MODEL);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_free (desc);
+  guint crossings = 0, frames = 0;
+  for (GList *l = msgs; l; l = l->next) {
+    const GstStructure *s = gst_message_get_structure (l->data);
+    if (gst_structure_has_name (s, "blip-match-threshold")) {
+      gboolean above;
+      fail_unless (gst_structure_get_boolean (s, "above", &above) && above);
+      crossings++;
+    } else if (gst_structure_has_name (s, "blip-match")) {
+      const GValue *q = gst_structure_get_value (s, "queries");
+      fail_unless (q && gst_value_array_get_size (q) == 2);
+      fail_unless (gst_structure_get_string (s, "best") != NULL);
+      frames++;
+    }
+  }
+  fail_unless_equals_int (frames, 3);
+  fail_unless_equals_int (crossings, 2);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+}
+GST_END_TEST;
+
+/* 100 NULL -> PLAYING -> NULL cycles of both elements. */
+GST_START_TEST (test_state_cycles)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc is-live=true ! video/x-raw,width=64,height=48 ! "
+      "blipcaption model=%s mode=async " FAST " ! blipmatch model=%s mode=async "
+      "queries=\"<\\\"a dog\\\">\" threads=1 ! fakesink", CAPTION_MODEL, MATCH_MODEL);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  g_free (desc);
+  for (int i = 0; i < 100; i++) {
+    fail_unless (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+    fail_unless (gst_element_get_state (p, NULL, NULL, 10 * GST_SECOND) == GST_STATE_CHANGE_SUCCESS);
+    fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  }
+  gst_object_unref (p);
+}
+GST_END_TEST;
+
+static Suite *
+blip_suite (void)
+{
+  Suite *s = suite_create ("blip-elements");
+  TCase *tc = tcase_create ("general");
+  tcase_set_timeout (tc, 300);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_formats_and_sizes);
+  tcase_add_test (tc, test_interval);
+  tcase_add_test (tc, test_max_rate);
+  tcase_add_test (tc, test_persist);
+  tcase_add_test (tc, test_meta_survives_conversion);
+  tcase_add_test (tc, test_bus_messages);
+  tcase_add_test (tc, test_broken_model);
+  tcase_add_test (tc, test_shared_model);
+  tcase_add_test (tc, test_async_never_waits);
+  tcase_add_test (tc, test_textoverlay_and_srt);
+  tcase_add_test (tc, test_tags);
+  tcase_add_test (tc, test_match_methods);
+  tcase_add_test (tc, test_queries_stress);
+  tcase_add_test (tc, test_match_threshold_messages);
+  tcase_add_test (tc, test_state_cycles);
+  return s;
+}
+
+GST_CHECK_MAIN (blip);
