@@ -11,7 +11,9 @@
 static gboolean
 plugin_init (GstPlugin *plugin)
 {
-  bindtextdomain (GETTEXT_PACKAGE, LOCALEDIR);
+  /* BLIP_LOCALEDIR: translations of an uninstalled build tree */
+  const gchar *localedir = g_getenv ("BLIP_LOCALEDIR");
+  bindtextdomain (GETTEXT_PACKAGE, localedir ? localedir : LOCALEDIR);
   bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   gboolean ret = FALSE;
   ret |= GST_ELEMENT_REGISTER (blipcaption, plugin);

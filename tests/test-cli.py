@@ -51,5 +51,11 @@ check("unknown command", r.returncode == 2)
 r = run("caption", "--help-all")
 check("--help documents options", r.returncode == 0 and "--max-new-tokens" in r.stdout and "--top-p" in r.stdout)
 
-print("1..%d" % 10)
+# translated messages (the build tree's catalogues)
+for lang, text in (("zh_CN", "未知命令"), ("fr", "commande")):
+    env = dict(os.environ, LC_ALL="C.UTF-8", LANGUAGE=lang)
+    r = subprocess.run([blip, "frobnicate"], capture_output=True, text=True, env=env)
+    check("%s message" % lang, text in r.stderr, r.stderr)
+
+print("1..%d" % 12)
 sys.exit(1 if failures else 0)

@@ -5,7 +5,11 @@
  *   blip dump     --model DIR --inputs IN.safetensors --out OUT.safetensors
  *   blip generate --model DIR --inputs IN.safetensors [options]
  */
+#include "config.h"
 #include "image-load.h"
+
+#include <glib/gi18n.h>
+#include <locale.h>
 
 #include <blip.h>
 #include <json-glib/json-glib.h>
@@ -25,38 +29,38 @@ static gint64 opt_seed = 0;
 
 static GOptionEntry common_entries[] = {
   { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_model,
-    "Hugging Face BLIP checkpoint folder (default: the embedded model)", "DIR" },
-  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, "Math backend: onednn (default) or openblas", "NAME" },
-  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Threads (0: all cores)", "N" },
-  { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "Print JSON", NULL },
+    N_("Hugging Face BLIP checkpoint folder (default: the embedded model)"), "DIR" },
+  { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, N_("Math backend: onednn (default) or openblas"), "NAME" },
+  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, N_("Threads (0: all cores)"), "N" },
+  { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON"), NULL },
   { NULL }
 };
 
 static GOptionEntry gen_entries[] = {
-  { "beams", 'b', 0, G_OPTION_ARG_INT, &opt_beams, "Beam count (1: greedy or sampling)", "N" },
-  { "max-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_max_new, "Most new tokens (default 20)", "N" },
-  { "min-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_min_new, "Fewest new tokens (default 0)", "N" },
-  { "length-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_lp, "Beam length penalty (default 1.0)", "X" },
-  { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_rep, "Repetition penalty (default 1.0: off)", "X" },
-  { "sample", 0, 0, G_OPTION_ARG_NONE, &opt_sample, "Nucleus sampling instead of greedy", NULL },
-  { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Sampling: nucleus mass (default 0.9)", "P" },
-  { "top-k", 0, 0, G_OPTION_ARG_INT, &opt_top_k, "Sampling: keep the k likeliest (0: off)", "K" },
-  { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &opt_temperature, "Sampling temperature (default 1.0)", "T" },
-  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Sampling seed (default 0)", "S" },
-  { "prompt", 'p', 0, G_OPTION_ARG_STRING, &opt_prompt, "Text the caption continues, e.g. \"a picture of\"", "TEXT" },
+  { "beams", 'b', 0, G_OPTION_ARG_INT, &opt_beams, N_("Beam count (1: greedy or sampling)"), "N" },
+  { "max-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_max_new, N_("Most new tokens (default 20)"), "N" },
+  { "min-new-tokens", 0, 0, G_OPTION_ARG_INT, &opt_min_new, N_("Fewest new tokens (default 0)"), "N" },
+  { "length-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_lp, N_("Beam length penalty (default 1.0)"), "X" },
+  { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_rep, N_("Repetition penalty (default 1.0: off)"), "X" },
+  { "sample", 0, 0, G_OPTION_ARG_NONE, &opt_sample, N_("Nucleus sampling instead of greedy"), NULL },
+  { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, N_("Sampling: nucleus mass (default 0.9)"), "P" },
+  { "top-k", 0, 0, G_OPTION_ARG_INT, &opt_top_k, N_("Sampling: keep the k likeliest (0: off)"), "K" },
+  { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &opt_temperature, N_("Sampling temperature (default 1.0)"), "T" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, N_("Sampling seed (default 0)"), "S" },
+  { "prompt", 'p', 0, G_OPTION_ARG_STRING, &opt_prompt, N_("Text the caption continues, e.g. \"a picture of\""), "TEXT" },
   { NULL }
 };
 
 static GOptionEntry io_entries[] = {
-  { "inputs", 'i', 0, G_OPTION_ARG_FILENAME, &opt_inputs, "Input tensors (pixel_values, input_ids, attention_mask)", "FILE" },
-  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output safetensors file", "FILE" },
+  { "inputs", 'i', 0, G_OPTION_ARG_FILENAME, &opt_inputs, N_("Input tensors (pixel_values, input_ids, attention_mask)"), "FILE" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, N_("Output safetensors file"), "FILE" },
   { NULL }
 };
 
 static int
 fail (GError *error)
 {
-  g_printerr ("blip: %s\n", error ? error->message : "failed");
+  g_printerr ("blip: %s\n", error ? error->message : _("failed"));
   g_clear_error (&error);
   return 1;
 }
@@ -74,7 +78,7 @@ open_session (BlipModel **model, GError **error)
     sp.backend = BLIP_BACKEND_OPENBLAS;
   else if (opt_backend && strcmp (opt_backend, "onednn") != 0) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 "unknown backend '%s' (onednn or openblas)", opt_backend);
+                 _("unknown backend '%s' (onednn or openblas)"), opt_backend);
     blip_model_unref (*model);
     return NULL;
   }
@@ -140,7 +144,7 @@ cmd_caption (int argc, char **argv)
 {
   GError *error = NULL;
   if (argc < 2) {
-    g_printerr ("blip caption: no image given (see --help)\n");
+    g_printerr (_("blip caption: no image given (see --help)\n"));
     return 2;
   }
   BlipModel *model;
@@ -197,7 +201,7 @@ cmd_match (int argc, char **argv)
 {
   GError *error = NULL;
   if (argc < 3) {
-    g_printerr ("blip match: need an image and at least one text (see --help)\n");
+    g_printerr (_("blip match: need an image and at least one text (see --help)\n"));
     return 2;
   }
   for (int i = 2; i < argc; i++) {
@@ -205,7 +209,7 @@ cmd_match (int argc, char **argv)
     gboolean empty = *t == 0;
     g_free (t);
     if (empty) {
-      g_printerr ("blip: text %d is empty\n", i - 1);
+      g_printerr (_("blip: text %d is empty\n"), i - 1);
       return 2;
     }
   }
@@ -329,7 +333,7 @@ inputs_load (Inputs *in, BlipModel *model, GError **error)
 {
   memset (in, 0, sizeof *in);
   if (!opt_inputs) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "--inputs is required");
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, _("--inputs is required"));
     return FALSE;
   }
   if (!(in->st = blip_safetensors_open (opt_inputs, error)))
@@ -340,7 +344,7 @@ inputs_load (Inputs *in, BlipModel *model, GError **error)
     const int S = c->vision.image_size;
     if (pv->ndim != 4 || pv->shape[0] < 1 || pv->shape[1] != 3 || pv->shape[2] != S || pv->shape[3] != S) {
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR,
-                   "pixel_values must have shape [N, 3, %d, %d]", S, S);
+                   _("pixel_values must have shape [N, 3, %d, %d]"), S, S);
       return FALSE;
     }
     const float *d = blip_tensor_as_f32 (pv, &in->pixels_owned, error);
@@ -352,7 +356,7 @@ inputs_load (Inputs *in, BlipModel *model, GError **error)
   const BlipTensorInfo *ii = blip_safetensors_get (in->st, "input_ids");
   if (ii) {
     if (ii->ndim != 2 || ii->shape[0] < 1 || ii->shape[1] < 1) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR, "input_ids must have shape [B, T]");
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR, _("input_ids must have shape [B, T]"));
       return FALSE;
     }
     in->n_texts = (int) ii->shape[0];
@@ -363,7 +367,7 @@ inputs_load (Inputs *in, BlipModel *model, GError **error)
     if (am) {
       if (am->ndim != 2 || am->shape[0] != ii->shape[0] || am->shape[1] != ii->shape[1]) {
         g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR,
-                     "attention_mask must have the shape of input_ids");
+                     _("attention_mask must have the shape of input_ids"));
         return FALSE;
       }
       if (!(in->mask = blip_tensor_to_i32 (am, error)))
@@ -378,7 +382,7 @@ cmd_dump (int argc, char **argv)
 {
   GError *error = NULL;
   if (!opt_out) {
-    g_printerr ("blip dump: --out is required\n");
+    g_printerr (_("blip dump: --out is required\n"));
     return 2;
   }
   BlipModel *model;
@@ -467,7 +471,7 @@ cmd_generate (int argc, char **argv)
   gboolean ok = inputs_load (&in, model, &error);
   if (ok && in.n_images == 0) {
     g_set_error (&error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 "%s holds no pixel_values", opt_inputs);
+                 _("%s holds no pixel_values"), opt_inputs);
     ok = FALSE;
   }
   const BlipConfig *c = blip_model_get_config (model);
@@ -505,25 +509,31 @@ static const struct {
   int (*run) (int, char **);
   gboolean gen, io;
 } commands[] = {
-  { "caption", "IMAGE...", "Caption PNG or JPEG images", cmd_caption, TRUE, FALSE },
-  { "match", "IMAGE TEXT...", "ITM probability and ITC similarity of texts against an image", cmd_match, FALSE, FALSE },
-  { "tokenize", "TEXT...", "Token ids of texts", cmd_tokenize, FALSE, FALSE },
-  { "dump", "", "Every output the model computes from --inputs, written to --out", cmd_dump, FALSE, TRUE },
-  { "generate", "", "Token ids decoded from each pixel_values image of --inputs, as JSON", cmd_generate, TRUE, TRUE },
+  { "caption", "IMAGE...", N_("Caption PNG or JPEG images"), cmd_caption, TRUE, FALSE },
+  { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE },
+  { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
+  { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
+  { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },
 };
 
 static void
 usage (void)
 {
-  g_print ("Usage: blip COMMAND [OPTIONS] ARGS\n\nCommands:\n");
+  g_print (_("Usage: blip COMMAND [OPTIONS] ARGS\n\nCommands:\n"));
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
-    g_print ("  %-9s %s\n", commands[i].name, commands[i].summary);
-  g_print ("\n'blip COMMAND --help' documents each command's options.\n");
+    g_print ("  %-9s %s\n", commands[i].name, _(commands[i].summary));
+  g_print (_("\n'blip COMMAND --help' documents each command's options.\n"));
 }
 
 int
 main (int argc, char **argv)
 {
+  setlocale (LC_ALL, "");
+  /* BLIP_LOCALEDIR: translations of an uninstalled build tree */
+  const gchar *localedir = g_getenv ("BLIP_LOCALEDIR");
+  bindtextdomain (GETTEXT_PACKAGE, localedir ? localedir : LOCALEDIR);
+  bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
+  textdomain (GETTEXT_PACKAGE);
   if (argc < 2 || strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
     usage ();
     return argc < 2 ? 2 : 0;
@@ -534,10 +544,12 @@ main (int argc, char **argv)
     char *param = g_strdup_printf ("%s %s", commands[i].name, commands[i].args);
     GOptionContext *ctx = g_option_context_new (param);
     g_free (param);
-    g_option_context_set_summary (ctx, commands[i].summary);
+    g_option_context_set_summary (ctx, _(commands[i].summary));
+    g_option_context_set_translation_domain (ctx, GETTEXT_PACKAGE);
     g_option_context_add_main_entries (ctx, common_entries, NULL);
     if (commands[i].gen) {
-      GOptionGroup *g = g_option_group_new ("generation", "Decoding options:", "Show decoding options", NULL, NULL);
+      GOptionGroup *g = g_option_group_new ("generation", _("Decoding options:"), _("Show decoding options"), NULL, NULL);
+      g_option_group_set_translation_domain (g, GETTEXT_PACKAGE);
       g_option_group_add_entries (g, gen_entries);
       g_option_context_add_group (ctx, g);
     }
@@ -557,7 +569,7 @@ main (int argc, char **argv)
     g_option_context_free (ctx);
     return commands[i].run (sub_argc, sub_argv);
   }
-  g_printerr ("blip: unknown command '%s'\n", argv[1]);
+  g_printerr (_("blip: unknown command '%s'\n"), argv[1]);
   usage ();
   return 2;
 }
