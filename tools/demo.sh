@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The README's first command: install, build, and caption a frame with the
-# embedded default model.
+# The README's first command: install, build, then caption a video with the
+# blip GStreamer plugin and the embedded default model, printing SubRip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 [ -d build ] || meson setup build
 ninja -C build
-frame=$(mktemp --suffix=.png)
-gst-launch-1.0 -q videotestsrc num-buffers=1 pattern=ball ! video/x-raw,width=640,height=480 \
-  ! videoconvert ! pngenc ! filesink location="$frame"
-./build/tools/blip caption --json "$frame"
-rm -f "$frame"
+clip=$(mktemp -d)/clip.webm
+gst-launch-1.0 -q videotestsrc num-buffers=90 pattern=ball ! \
+  video/x-raw,width=640,height=480,framerate=30/1 ! vp8enc deadline=1 ! webmmux ! \
+  filesink location="$clip"
+bash pipelines/caption-to-subtitles.sh "$clip" "${clip%.webm}" >/dev/null
+cat "${clip%.webm}.srt"
+rm -rf "$(dirname "$clip")"
