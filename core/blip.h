@@ -86,6 +86,8 @@ char *blip_tokenizer_decode (const BlipTokenizer *tok, const int32_t *ids,
                              int n, gboolean skip_special_tokens);
 
 int blip_tokenizer_token_id (const BlipTokenizer *tok, const char *token); /* -1 if absent */
+/* The token of an id (owned by the tokenizer), NULL if out of range. */
+const char *blip_tokenizer_token (const BlipTokenizer *tok, int id);
 int blip_tokenizer_vocab_size (const BlipTokenizer *tok);
 
 /* ---- the loaded model ---- */

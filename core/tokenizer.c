@@ -38,6 +38,12 @@ blip_tokenizer_token_id (const BlipTokenizer *t, const char *token)
   return GPOINTER_TO_INT (g_hash_table_lookup (t->token_to_id, token)) - 1;
 }
 
+const char *
+blip_tokenizer_token (const BlipTokenizer *t, int id)
+{
+  return id >= 0 && (guint) id < t->id_to_token->len ? t->id_to_token->pdata[id] : NULL;
+}
+
 int
 blip_tokenizer_vocab_size (const BlipTokenizer *t)
 {

@@ -1,9 +1,11 @@
 /* Nothing is tied to the fixture's sizes: a model of another geometry
  * (vision 40 wide with 5 heads, 30px images in 6px patches, a 24-wide text
- * side with 3 heads, eos_token_id != sep_token_id), random weights, must load
+ * side with 3 heads, eos_token_id != sep_token_id), random weights from
+ * libblip's checkpoint writer, must load
  * and give the same results on both backends, and its cached greedy decoding
  * must agree with full decoder passes. */
 #include "testutil.h"
+#include "../core/checkpoint.h"
 
 #include <glib/gstdio.h>
 #include <math.h>
@@ -12,147 +14,54 @@
 enum { DV = 40, HV = 5, LV = 3, IV = 72, IMG = 30, PATCH = 6, D = 24, H = 3, LT = 1, IT = 40,
        POS = 30, V = 240, E = 8 };
 
-static char *dir;
-static GPtrArray *bufs;
+static char *dir, *cap_dir, *itm_dir;
 static GRand *rng;
 
-static void
-add (BlipSafetensorsWriter *w, const char *name, int ndim, int64_t a, int64_t b, int64_t c, int64_t d,
-     gboolean ones)
-{
-  int64_t shape[4] = { a, b, c, d };
-  gsize n = 1;
-  for (int i = 0; i < ndim; i++)
-    n *= shape[i];
-  float *x = g_new (float, n);
-  for (gsize i = 0; i < n; i++)
-    x[i] = ones ? 1.0f + 0.1f * (float) g_rand_double_range (rng, -1, 1)
-                : 0.2f * (float) g_rand_double_range (rng, -1, 1);
-  g_ptr_array_add (bufs, x);
-  blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, ndim, shape, x);
-}
-
-static void
-linear (BlipSafetensorsWriter *w, const char *pre, int out, int in)
-{
-  char *a = g_strconcat (pre, ".weight", NULL), *b = g_strconcat (pre, ".bias", NULL);
-  add (w, a, 2, out, in, 0, 0, FALSE);
-  add (w, b, 1, out, 0, 0, 0, FALSE);
-  g_free (a);
-  g_free (b);
-}
-
-static void
-norm (BlipSafetensorsWriter *w, const char *pre, int dim)
-{
-  char *a = g_strconcat (pre, ".weight", NULL), *b = g_strconcat (pre, ".bias", NULL);
-  add (w, a, 1, dim, 0, 0, 0, TRUE);
-  add (w, b, 1, dim, 0, 0, 0, FALSE);
-  g_free (a);
-  g_free (b);
-}
-
-static void
-bert (BlipSafetensorsWriter *w, const char *prefix)
-{
-  char *p = g_strdup_printf ("%s.embeddings.word_embeddings.weight", prefix);
-  add (w, p, 2, V, D, 0, 0, FALSE);
-  g_free (p);
-  p = g_strdup_printf ("%s.embeddings.position_embeddings.weight", prefix);
-  add (w, p, 2, POS, D, 0, 0, FALSE);
-  g_free (p);
-  p = g_strdup_printf ("%s.embeddings.LayerNorm", prefix);
-  norm (w, p, D);
-  g_free (p);
-  for (int l = 0; l < LT; l++) {
-    const char *att[2] = { "attention", "crossattention" };
-    for (int a = 0; a < 2; a++) {
-      char *q = g_strdup_printf ("%s.encoder.layer.%d.%s", prefix, l, att[a]);
-      char *n1 = g_strconcat (q, ".self.query", NULL), *n2 = g_strconcat (q, ".self.key", NULL),
-           *n3 = g_strconcat (q, ".self.value", NULL), *n4 = g_strconcat (q, ".output.dense", NULL),
-           *n5 = g_strconcat (q, ".output.LayerNorm", NULL);
-      linear (w, n1, D, D);
-      linear (w, n2, D, a ? DV : D);
-      linear (w, n3, D, a ? DV : D);
-      linear (w, n4, D, D);
-      norm (w, n5, D);
-      g_free (n1); g_free (n2); g_free (n3); g_free (n4); g_free (n5); g_free (q);
-    }
-    char *q = g_strdup_printf ("%s.encoder.layer.%d.intermediate.dense", prefix, l);
-    linear (w, q, IT, D);
-    g_free (q);
-    q = g_strdup_printf ("%s.encoder.layer.%d.output.dense", prefix, l);
-    linear (w, q, D, IT);
-    g_free (q);
-    q = g_strdup_printf ("%s.encoder.layer.%d.output.LayerNorm", prefix, l);
-    norm (w, q, D);
-    g_free (q);
-  }
-}
-
+/* Two checkpoints (captioning and retrieval) of an unusual geometry, random
+ * weights, written by libblip's checkpoint writer. */
 static void
 make_model (void)
 {
   GError *error = NULL;
   rng = g_rand_new_with_seed (42);
-  bufs = g_ptr_array_new_with_free_func (g_free);
   dir = g_dir_make_tmp ("blip-geometry-XXXXXX", &error);
   g_assert_no_error (error);
-  BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
-  const int P = (IMG / PATCH) * (IMG / PATCH) + 1;
-  add (w, "vision_model.embeddings.class_embedding", 3, 1, 1, DV, 0, FALSE);
-  add (w, "vision_model.embeddings.patch_embedding.weight", 4, DV, 3, PATCH, PATCH, FALSE);
-  add (w, "vision_model.embeddings.patch_embedding.bias", 1, DV, 0, 0, 0, FALSE);
-  add (w, "vision_model.embeddings.position_embedding", 3, 1, P, DV, 0, FALSE);
-  norm (w, "vision_model.post_layernorm", DV);
-  for (int l = 0; l < LV; l++) {
-    char *n[6];
-    const char *suffix[6] = { "layer_norm1", "layer_norm2", "self_attn.qkv", "self_attn.projection", "mlp.fc1", "mlp.fc2" };
-    for (int i = 0; i < 6; i++)
-      n[i] = g_strdup_printf ("vision_model.encoder.layers.%d.%s", l, suffix[i]);
-    norm (w, n[0], DV);
-    norm (w, n[1], DV);
-    linear (w, n[2], 3 * DV, DV);
-    linear (w, n[3], DV, DV);
-    linear (w, n[4], IV, DV);
-    linear (w, n[5], DV, IV);
-    for (int i = 0; i < 6; i++)
-      g_free (n[i]);
-  }
-  bert (w, "text_decoder.bert");
-  linear (w, "text_decoder.cls.predictions.transform.dense", D, D);
-  norm (w, "text_decoder.cls.predictions.transform.LayerNorm", D);
-  add (w, "text_decoder.cls.predictions.bias", 1, V, 0, 0, 0, FALSE);
-  bert (w, "text_encoder");
-  linear (w, "vision_proj", E, DV);
-  linear (w, "text_proj", E, D);
-  linear (w, "itm_head", 2, D);
-  char *path = g_build_filename (dir, "model.safetensors", NULL);
-  g_assert_true (blip_safetensors_writer_write (w, path, &error));
+  gboolean found;
+  BlipConfig c = blip_config_preset ("base", &found);
+  c.vision = (BlipVisionConfig) { .hidden_size = DV, .intermediate_size = IV, .num_layers = LV,
+                                  .num_heads = HV, .image_size = IMG, .patch_size = PATCH,
+                                  .num_channels = 3, .layer_norm_eps = 1e-5 };
+  c.text.hidden_size = D;
+  c.text.num_heads = H;
+  c.text.num_layers = LT;
+  c.text.intermediate_size = IT;
+  c.text.max_position_embeddings = POS;
+  c.text.vocab_size = V;
+  c.text.encoder_hidden_size = DV;
+  c.text.bos_token_id = V - 2;
+  c.text.eos_token_id = 2; /* differs from sep, as in BLIP's configs */
+  c.text.sep_token_id = 102;
+  c.image_text_hidden_size = E;
+  cap_dir = g_build_filename (dir, "caption", NULL);
+  itm_dir = g_build_filename (dir, "retrieval", NULL);
+  g_assert_true (blip_checkpoint_write_random (cap_dir, &c, BLIP_CHECKPOINT_CAPTION, 1, &error));
+  g_assert_true (blip_checkpoint_write_random (itm_dir, &c, BLIP_CHECKPOINT_RETRIEVAL, 2, &error));
   g_assert_no_error (error);
-  blip_safetensors_writer_free (w);
-  g_free (path);
+}
 
-  char *config = g_strdup_printf (
-      "{\"model_type\":\"blip\",\"image_text_hidden_size\":%d,"
-      "\"vision_config\":{\"hidden_size\":%d,\"num_attention_heads\":%d,\"num_hidden_layers\":%d,"
-      "\"intermediate_size\":%d,\"image_size\":%d,\"patch_size\":%d},"
-      "\"text_config\":{\"hidden_size\":%d,\"num_attention_heads\":%d,\"num_hidden_layers\":%d,"
-      "\"intermediate_size\":%d,\"max_position_embeddings\":%d,\"vocab_size\":%d,"
-      "\"encoder_hidden_size\":%d,\"bos_token_id\":238,\"eos_token_id\":2,\"sep_token_id\":3,\"pad_token_id\":0}}",
-      E, DV, HV, LV, IV, IMG, PATCH, D, H, LT, IT, POS, V, DV);
-  path = g_build_filename (dir, "config.json", NULL);
-  g_assert_true (g_file_set_contents (path, config, -1, NULL));
-  g_free (path);
-  g_free (config);
-  char *src = fixture_path ("caption_model/tokenizer.json"), *text;
-  gsize len;
-  g_assert_true (g_file_get_contents (src, &text, &len, NULL));
-  path = g_build_filename (dir, "tokenizer.json", NULL);
-  g_assert_true (g_file_set_contents (path, text, len, NULL));
-  g_free (path);
-  g_free (text);
-  g_free (src);
+static void
+remove_dir (const char *path)
+{
+  GDir *d = g_dir_open (path, 0, NULL);
+  const char *f;
+  while (d && (f = g_dir_read_name (d))) {
+    char *p = g_build_filename (path, f, NULL);
+    g_unlink (p);
+    g_free (p);
+  }
+  if (d)
+    g_dir_close (d);
+  g_rmdir (path);
 }
 
 static BlipSession *
@@ -169,19 +78,19 @@ static void
 test_backends_agree (void)
 {
   GError *error = NULL;
-  BlipModel *m = blip_model_load (dir, &error);
+  BlipModel *m = blip_model_load (cap_dir, &error), *mi = blip_model_load (itm_dir, &error);
   g_assert_no_error (error);
   const int P = blip_model_vision_tokens (m);
   g_assert_cmpint (P, ==, 26);
-  g_assert_true (blip_model_can_caption (m) && blip_model_can_match (m));
+  g_assert_true (blip_model_can_caption (m) && blip_model_can_match (mi));
   float *px = g_new (float, 2 * 3 * IMG * IMG);
   for (int i = 0; i < 2 * 3 * IMG * IMG; i++)
     px[i] = (float) g_rand_double_range (rng, -2, 2);
-  int32_t ids[2 * 6] = { 238, 37, 173, 111, 3, 0, 238, 120, 129, 3, 0, 0 };
+  int32_t ids[2 * 6] = { 238, 37, 173, 111, 102, 0, 238, 120, 129, 102, 0, 0 };
   int32_t mask[2 * 6] = { 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 0, 0 };
   float *out[2][5];
   for (int b = 0; b < 2; b++) {
-    BlipSession *s = session (m, test_backends[b]);
+    BlipSession *s = session (m, test_backends[b]), *si = session (mi, test_backends[b]);
     out[b][0] = g_new (float, 2 * P * DV);
     out[b][1] = g_new (float, 2 * 6 * V);
     out[b][2] = g_new (float, 2 * 2);
@@ -189,11 +98,12 @@ test_backends_agree (void)
     out[b][4] = g_new (float, 2 * E);
     g_assert_true (blip_session_encode_images (s, px, 2, out[b][0], NULL, &error));
     g_assert_true (blip_session_decoder_logits (s, out[0][0], ids, mask, 2, 6, out[b][1], &error));
-    g_assert_true (blip_session_itm (s, out[0][0], FALSE, ids, mask, 2, 6, NULL, out[b][2], &error));
-    g_assert_true (blip_session_text_features (s, ids, mask, 2, 6, NULL, out[b][3], &error));
-    g_assert_true (blip_session_image_features (s, out[0][0], 2, out[b][4], &error));
+    g_assert_true (blip_session_itm (si, out[0][0], FALSE, ids, mask, 2, 6, NULL, out[b][2], &error));
+    g_assert_true (blip_session_text_features (si, ids, mask, 2, 6, NULL, out[b][3], &error));
+    g_assert_true (blip_session_image_features (si, out[0][0], 2, out[b][4], &error));
     g_assert_no_error (error);
     blip_session_free (s);
+    blip_session_free (si);
   }
   const char *names[5] = { "image_embeds", "decoder_logits", "itm_logits", "text_feat", "image_feat" };
   const int sizes[5] = { 2 * P * DV, 2 * 6 * V, 4, 2 * E, 2 * E };
@@ -204,6 +114,7 @@ test_backends_agree (void)
   }
   g_free (px);
   blip_model_unref (m);
+  blip_model_unref (mi);
 }
 
 /* Greedy decoding over the KV cache equals the argmax of full decoder passes. */
@@ -211,7 +122,7 @@ static void
 test_cache_matches_full_pass (gconstpointer data)
 {
   GError *error = NULL;
-  BlipModel *m = blip_model_load (dir, &error);
+  BlipModel *m = blip_model_load (cap_dir, &error);
   g_assert_no_error (error);
   BlipSession *s = session (m, GPOINTER_TO_INT (data));
   const int P = blip_model_vision_tokens (m);
@@ -230,7 +141,7 @@ test_cache_matches_full_pass (gconstpointer data)
   for (int t = gen->n_prompt - 1; t < gen->n_ids - 1; t++) {
     float *row = logits + (gsize) t * V;
     if (t - gen->n_prompt + 1 < 12)
-      row[3] = -INFINITY; /* min_new_tokens masks [SEP] */
+      row[102] = -INFINITY; /* min_new_tokens masks [SEP] */
     int best = 0;
     for (int v = 1; v < V; v++)
       if (row[v] > row[best])
@@ -256,15 +167,12 @@ main (int argc, char **argv)
   g_test_add_data_func ("/geometry/openblas/cache-matches-full-pass", GINT_TO_POINTER (BLIP_BACKEND_OPENBLAS),
                         test_cache_matches_full_pass);
   int rc = g_test_run ();
-  const char *files[3] = { "model.safetensors", "config.json", "tokenizer.json" };
-  for (int i = 0; i < 3; i++) {
-    char *p = g_build_filename (dir, files[i], NULL);
-    g_unlink (p);
-    g_free (p);
-  }
+  remove_dir (cap_dir);
+  remove_dir (itm_dir);
   g_rmdir (dir);
+  g_free (cap_dir);
+  g_free (itm_dir);
   g_free (dir);
-  g_ptr_array_unref (bufs);
   g_rand_free (rng);
   return rc;
 }

@@ -18,10 +18,11 @@
 #include <string.h>
 
 /* libblip's safetensors reader/writer is internal; the tool links it directly. */
+#include "../core/checkpoint.h"
 #include "../core/safetensors.h"
 
 static char *opt_model = NULL, *opt_prompt = NULL, *opt_inputs = NULL, *opt_out = NULL;
-static char *opt_backend = NULL;
+static char *opt_backend = NULL, *opt_preset = NULL, *opt_kind = NULL;
 static int opt_beams = 1, opt_max_new = 20, opt_min_new = 0, opt_top_k = 0, opt_threads = 0;
 static double opt_top_p = 0.9, opt_temperature = 1.0, opt_rep = 1.0, opt_lp = 1.0;
 static gboolean opt_sample = FALSE, opt_json = FALSE;
@@ -48,6 +49,13 @@ static GOptionEntry gen_entries[] = {
   { "temperature", 0, 0, G_OPTION_ARG_DOUBLE, &opt_temperature, N_("Sampling temperature (default 1.0)"), "T" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, N_("Sampling seed (default 0)"), "S" },
   { "prompt", 'p', 0, G_OPTION_ARG_STRING, &opt_prompt, N_("Text the caption continues, e.g. \"a picture of\""), "TEXT" },
+  { NULL }
+};
+
+static GOptionEntry init_entries[] = {
+  { "preset", 0, 0, G_OPTION_ARG_STRING, &opt_preset, N_("Geometry: base, large or small (default base)"), "NAME" },
+  { "kind", 0, 0, G_OPTION_ARG_STRING, &opt_kind, N_("caption (default) or retrieval"), "KIND" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, N_("Sampling seed (default 0)"), "S" },
   { NULL }
 };
 
@@ -504,16 +512,44 @@ cmd_generate (int argc, char **argv)
   return ok ? 0 : fail (error);
 }
 
+static int
+cmd_init (int argc, char **argv)
+{
+  GError *error = NULL;
+  if (!opt_out) {
+    g_printerr (_("blip init: --out is required\n"));
+    return 2;
+  }
+  gboolean found;
+  BlipConfig c = blip_config_preset (opt_preset ? opt_preset : "base", &found);
+  if (!found) {
+    g_printerr (_("blip init: unknown preset '%s'\n"), opt_preset);
+    return 2;
+  }
+  BlipCheckpointKind kind = BLIP_CHECKPOINT_CAPTION;
+  if (opt_kind && g_str_equal (opt_kind, "retrieval"))
+    kind = BLIP_CHECKPOINT_RETRIEVAL;
+  else if (opt_kind && !g_str_equal (opt_kind, "caption")) {
+    g_printerr (_("blip init: unknown kind '%s'\n"), opt_kind);
+    return 2;
+  }
+  if (!blip_checkpoint_write_random (opt_out, &c, kind, (guint64) opt_seed, &error))
+    return fail (error);
+  return 0;
+}
+
 static const struct {
   const char *name, *args, *summary;
   int (*run) (int, char **);
   gboolean gen, io;
+  GOptionEntry *extra;
 } commands[] = {
   { "caption", "IMAGE...", N_("Caption PNG or JPEG images"), cmd_caption, TRUE, FALSE },
   { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE },
   { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },
+  { "init", "", N_("A checkpoint folder with random weights (BLIP's initialisation) to --out"), cmd_init, FALSE, TRUE, init_entries },
 };
 
 static void
@@ -555,6 +591,8 @@ main (int argc, char **argv)
     }
     if (commands[i].io)
       g_option_context_add_main_entries (ctx, io_entries, NULL);
+    if (commands[i].extra)
+      g_option_context_add_main_entries (ctx, commands[i].extra, NULL);
     GError *error = NULL;
     /* drop the command word so GOption sees the options */
     argv[1] = argv[0];

@@ -1,0 +1,46 @@
+/* Writing Hugging Face BLIP checkpoint folders. */
+#ifndef BLIP_CHECKPOINT_H
+#define BLIP_CHECKPOINT_H
+
+#include "blip.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  BLIP_CHECKPOINT_CAPTION,   /* BlipForConditionalGeneration */
+  BLIP_CHECKPOINT_RETRIEVAL, /* BlipForImageTextRetrieval */
+} BlipCheckpointKind;
+
+typedef enum {
+  BLIP_INIT_NORMAL, /* normal(0, 0.02) */
+  BLIP_INIT_ZEROS,
+  BLIP_INIT_ONES,
+} BlipParamInit;
+
+typedef struct {
+  char *name;         /* as transformers names it */
+  int ndim;
+  int64_t shape[4];
+  int64_t numel;
+  BlipParamInit init;
+} BlipParam;
+
+/* Every parameter of a checkpoint of this geometry and kind, in a fixed
+ * order.  (transfer full) GArray of BlipParam; g_array_unref frees all. */
+GArray *blip_param_list (const BlipConfig *config, BlipCheckpointKind kind);
+void blip_param_clear (BlipParam *p);
+
+/* "base", "large" (BLIP's geometries) or "small" (trainable in minutes). */
+BlipConfig blip_config_preset (const char *name, gboolean *found);
+
+/* config.json, a stand-in vocabulary (vocab.txt + tokenizer_config.json) and
+ * random weights into dir (created if needed). */
+gboolean blip_checkpoint_write_random (const char *dir, const BlipConfig *config,
+                                       BlipCheckpointKind kind, guint64 seed, GError **error);
+
+/* vocab.txt and tokenizer_config.json of a tokenizer. */
+gboolean blip_tokenizer_write (const BlipTokenizer *tok, const char *dir, GError **error);
+
+G_END_DECLS
+
+#endif
