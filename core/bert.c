@@ -79,10 +79,8 @@ static gboolean
 residual_norm (BlipSession *s, float *x, const float *in, const BlipLinear *l,
                const BlipNorm *n, int T, GError **error)
 {
-  if (!blip_math_linear (s->math, x, in, l, T, FALSE, x, error))
-    return FALSE;
-  blip_layernorm (x, x, n, T);
-  return TRUE;
+  return blip_math_linear (s->math, x, in, l, T, FALSE, x, error)
+      && blip_math_layernorm (s->math, x, x, n, T, error);
 }
 
 gboolean
@@ -133,7 +131,8 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
     for (int d = 0; d < D; d++)
       x[(gsize) t * D + d] = we[d] + pe[d];
   }
-  blip_layernorm (x, x, &bert->emb_ln, T);
+  if (!blip_math_layernorm (s->math, x, x, &bert->emb_ln, T, error))
+    return FALSE;
 
   for (int l = 0; l < c->num_layers; l++) {
     const BlipBertLayer *L = &bert->layers[l];
@@ -207,8 +206,7 @@ blip_bert_lm_head (BlipSession *s, const BlipBert *bert, const float *hidden, in
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the LM head");
     return FALSE;
   }
-  if (!blip_math_linear (s->math, h, hidden, &bert->head_transform, T, TRUE, NULL, error))
-    return FALSE;
-  blip_layernorm (h, h, &bert->head_ln, T);
-  return blip_math_linear (s->math, logits, h, &bert->head_decoder, T, FALSE, NULL, error);
+  return blip_math_linear (s->math, h, hidden, &bert->head_transform, T, TRUE, NULL, error)
+      && blip_math_layernorm (s->math, h, h, &bert->head_ln, T, error)
+      && blip_math_linear (s->math, logits, h, &bert->head_decoder, T, FALSE, NULL, error);
 }

@@ -57,8 +57,11 @@ typedef struct {
   BlipLinear head_decoder; /* [V, D]: the word embeddings when tied */
 } BlipBert;
 
+typedef struct _BlipWeightCache BlipWeightCache;
+
 struct _BlipModel {
   gint refcount;
+  BlipWeightCache *packed; /* weights in the math library's own layout, shared by sessions */
   char *dir;
   BlipConfig config;
   BlipSafetensors *st;
@@ -79,7 +82,13 @@ gboolean blip_config_validate (const BlipConfig *config, GError **error);
 
 typedef struct _BlipMath BlipMath;
 
-BlipMath *blip_math_new (BlipBackend backend, int n_threads, GError **error);
+/* Weights repacked once per model for the oneDNN backend; packing frees the
+ * pages of the mapped original (they fault back in if read again). */
+BlipWeightCache *blip_weight_cache_new (const BlipSafetensors *st);
+void blip_weight_cache_free (BlipWeightCache *c);
+
+BlipMath *blip_math_new (BlipBackend backend, int n_threads, BlipWeightCache *weights,
+                         GError **error);
 void blip_math_free (BlipMath *m);
 /* Makes the calling thread use the session's thread count. */
 void blip_math_bind_thread (BlipMath *m);
@@ -88,6 +97,10 @@ void blip_math_bind_thread (BlipMath *m);
  * not NULL.  y may alias residual. */
 gboolean blip_math_linear (BlipMath *m, float *y, const float *x, const BlipLinear *l,
                            int M, gboolean gelu, const float *residual, GError **error);
+
+/* out[M,C] = LayerNorm(x[M,C]); out may alias x. */
+gboolean blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n, int M,
+                              GError **error);
 
 /* Multi-head attention for one sequence: for each head h,
  * out_h[T,hd] = softmax(Q_h K_h^T / sqrt(hd) + mask) V_h, where row t of Q

@@ -11,11 +11,53 @@
 #include <dnnl.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* One packed copy of each weight matrix, shared by all sessions of a model. */
+typedef struct {
+  dnnl_memory_desc_t md;
+  void *data;
+} PackedWeight;
+
+struct _BlipWeightCache {
+  GMutex lock;
+  GHashTable *by_weight; /* const float * -> PackedWeight */
+  const BlipSafetensors *st;
+};
+
+static void
+packed_weight_free (gpointer p)
+{
+  PackedWeight *w = p;
+  free (w->data);
+  g_free (w);
+}
+
+BlipWeightCache *
+blip_weight_cache_new (const BlipSafetensors *st)
+{
+  BlipWeightCache *c = g_new0 (BlipWeightCache, 1);
+  g_mutex_init (&c->lock);
+  c->by_weight = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, packed_weight_free);
+  c->st = st;
+  return c;
+}
+
+void
+blip_weight_cache_free (BlipWeightCache *c)
+{
+  if (!c)
+    return;
+  g_hash_table_destroy (c->by_weight);
+  g_mutex_clear (&c->lock);
+  g_free (c);
+}
 
 struct _BlipMath {
   BlipBackend backend;
   int n_threads;
+  BlipWeightCache *weights;
   dnnl_engine_t engine;
   dnnl_stream_t stream;
   GHashTable *cache; /* GBytes key -> CachedPrimitive */
@@ -26,6 +68,7 @@ struct _BlipMath {
 typedef struct {
   dnnl_primitive_t prim;
   dnnl_memory_t mem[5]; /* src, weights, bias, dst (attention: src, weights, dst) */
+  const void *weights;  /* packed weights, or NULL to pass the caller's */
 } CachedPrimitive;
 
 static void
@@ -51,10 +94,11 @@ dnnl_ok (dnnl_status_t st, const char *what, GError **error)
 }
 
 BlipMath *
-blip_math_new (BlipBackend backend, int n_threads, GError **error)
+blip_math_new (BlipBackend backend, int n_threads, BlipWeightCache *weights, GError **error)
 {
   BlipMath *m = g_new0 (BlipMath, 1);
   m->backend = backend;
+  m->weights = weights;
   m->n_threads = n_threads > 0 ? n_threads : (int) g_get_num_processors ();
   if (backend == BLIP_BACKEND_ONEDNN) {
     if (!dnnl_ok (dnnl_engine_create (&m->engine, dnnl_cpu, 0), "engine creation", error)
@@ -181,30 +225,126 @@ execute (BlipMath *m, CachedPrimitive *c, void *const handles[4], const int args
       && dnnl_ok (dnnl_stream_wait (m->stream), "stream wait", error);
 }
 
+/* Packs W [N,K] into the layout oneDNN chose for pd's weights, once per model. */
+static const PackedWeight *
+pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError **error)
+{
+  BlipWeightCache *wc = m->weights;
+  const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0);
+  PackedWeight *w = g_new0 (PackedWeight, 1);
+  w->md = *wmd;
+  const size_t size = dnnl_memory_desc_get_size (wmd);
+  if (posix_memalign (&w->data, 64, MAX (size, 64)) != 0) {
+    g_free (w);
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory packing a weight");
+    return NULL;
+  }
+  dnnl_memory_desc_t plain;
+  md_strided (&plain, 2, (dnnl_dim_t[]) { l->in, l->out }, (dnnl_dim_t[]) { 1, l->in });
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t r = NULL;
+  dnnl_memory_t src = NULL, dst = NULL;
+  gboolean ok = dnnl_ok (dnnl_reorder_primitive_desc_create (&rpd, &plain, m->engine, wmd, m->engine, NULL),
+                         "reorder primitive_desc", error)
+      && dnnl_ok (dnnl_primitive_create (&r, rpd), "reorder primitive", error)
+      && dnnl_ok (dnnl_memory_create (&src, &plain, m->engine, (void *) l->w), "memory_create", error)
+      && dnnl_ok (dnnl_memory_create (&dst, wmd, m->engine, w->data), "memory_create", error);
+  if (ok) {
+    dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, src }, { DNNL_ARG_TO, dst } };
+    ok = dnnl_ok (dnnl_primitive_execute (r, m->stream, 2, args), "reorder", error)
+        && dnnl_ok (dnnl_stream_wait (m->stream), "stream wait", error);
+  }
+  if (src)
+    dnnl_memory_destroy (src);
+  if (dst)
+    dnnl_memory_destroy (dst);
+  if (r)
+    dnnl_primitive_destroy (r);
+  if (rpd)
+    dnnl_primitive_desc_destroy (rpd);
+  if (!ok) {
+    packed_weight_free (w);
+    return NULL;
+  }
+  g_hash_table_insert (wc->by_weight, (gpointer) l->w, w);
+  /* the packed copy is the one in use now: give the original's pages back */
+  if (wc->st)
+    blip_safetensors_release (wc->st, l->w, sizeof (float) * (gsize) l->in * l->out);
+  return w;
+}
+
+/* A matmul primitive whose weights are W packed for it (shared by every
+ * session of the model); plain W when no packed layout fits this shape. */
+static gboolean
+build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean sum,
+              CachedPrimitive *c, GError **error)
+{
+  dnnl_memory_desc_t src, any, plain, bias, dst;
+  dnnl_dim_t K = l->in, N = l->out;
+  md_strided (&src, 2, (dnnl_dim_t[]) { M, K }, (dnnl_dim_t[]) { K, 1 });
+  /* W is [N,K] row-major: as the [K,N] weights matrix its strides are (1, K). */
+  md_strided (&plain, 2, (dnnl_dim_t[]) { K, N }, (dnnl_dim_t[]) { 1, K });
+  dnnl_memory_desc_init_by_tag (&any, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { K, N }, dnnl_f32,
+                                dnnl_format_tag_any);
+  md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
+  md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
+  const dnnl_memory_desc_t *b = l->b ? &bias : NULL;
+
+  if (m->weights) {
+    g_mutex_lock (&m->weights->lock);
+    const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, l->w);
+    GError *local = NULL;
+    gboolean ok;
+    if (pw) {
+      ok = build_matmul (m, &src, &pw->md, b, &dst, gelu, sum, 1.0f, c, &local);
+    } else {
+      ok = build_matmul (m, &src, &any, b, &dst, gelu, sum, 1.0f, c, &local);
+      if (ok) {
+        const_dnnl_primitive_desc_t cpd;
+        ok = dnnl_ok (dnnl_primitive_get_primitive_desc (c->prim, &cpd), "get pd", &local)
+            && (pw = pack_weight (m, l, (dnnl_primitive_desc_t) cpd, &local)) != NULL;
+      }
+    }
+    g_mutex_unlock (&m->weights->lock);
+    if (ok) {
+      c->weights = pw->data;
+      return TRUE;
+    }
+    /* this shape has no kernel for the packed layout: use W as it is */
+    g_clear_error (&local);
+    for (int i = 0; i < 5; i++)
+      if (c->mem[i]) {
+        dnnl_memory_destroy (c->mem[i]);
+        c->mem[i] = NULL;
+      }
+    if (c->prim) {
+      dnnl_primitive_destroy (c->prim);
+      c->prim = NULL;
+    }
+  }
+  c->weights = NULL;
+  return build_matmul (m, &src, &plain, b, &dst, gelu, sum, 1.0f, c, error);
+}
+
 static gboolean
 linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M,
                gboolean gelu, gboolean sum, GError **error)
 {
-  struct { int kind, M, K, N, bias, gelu, sum; } key = { 1, M, l->in, l->out, l->b != NULL, gelu, sum };
+  /* the weight pointer is part of the key: primitives carry packed weights */
+  struct { int kind, M, K, N, bias, gelu, sum; const float *w; } key =
+      { 1, M, l->in, l->out, l->b != NULL, gelu, sum, l->w };
   GBytes *k = NULL;
   CachedPrimitive *c = cache_lookup (m, &key, sizeof key, &k);
   if (!c) {
     c = g_new0 (CachedPrimitive, 1);
-    dnnl_memory_desc_t src, wei, bias, dst;
-    dnnl_dim_t K = l->in, N = l->out;
-    md_strided (&src, 2, (dnnl_dim_t[]) { M, K }, (dnnl_dim_t[]) { K, 1 });
-    /* W is [N,K] row-major: as the [K,N] weights matrix its strides are (1, K). */
-    md_strided (&wei, 2, (dnnl_dim_t[]) { K, N }, (dnnl_dim_t[]) { 1, K });
-    md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
-    md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
-    if (!build_matmul (m, &src, &wei, l->b ? &bias : NULL, &dst, gelu, sum, 1.0f, c, error)) {
+    if (!build_linear (m, l, M, gelu, sum, c, error)) {
       cached_primitive_free (c);
       g_bytes_unref (k);
       return FALSE;
     }
     g_hash_table_insert (m->cache, k, c);
   }
-  void *h[4] = { (void *) x, (void *) l->w, (void *) l->b, y };
+  void *h[4] = { (void *) x, c->weights ? (void *) c->weights : (void *) l->w, (void *) l->b, y };
   const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
   return execute (m, c, h, args, error);
 }
@@ -242,22 +382,102 @@ blip_math_linear (BlipMath *m, float *y, const float *x, const BlipLinear *l, in
   return TRUE;
 }
 
+/* Row softmax of x [rows, n] in place: oneDNN's (vectorised, threaded) or ours. */
+static gboolean
+softmax_rows (BlipMath *m, float *x, int rows, int n, GError **error)
+{
+  if (m->backend != BLIP_BACKEND_ONEDNN) {
+    blip_softmax_rows (x, rows, n);
+    return TRUE;
+  }
+  struct { int kind, rows, n; } key = { 4, rows, n };
+  GBytes *k = NULL;
+  CachedPrimitive *c = cache_lookup (m, &key, sizeof key, &k);
+  if (!c) {
+    c = g_new0 (CachedPrimitive, 1);
+    dnnl_memory_desc_t md;
+    md_strided (&md, 2, (dnnl_dim_t[]) { rows, n }, (dnnl_dim_t[]) { n, 1 });
+    dnnl_softmax_v2_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    gboolean ok = dnnl_ok (dnnl_softmax_v2_forward_desc_init (&desc, dnnl_forward_inference,
+                                                              dnnl_softmax_accurate, &md, &md, 1),
+                           "softmax desc", error)
+        && dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, NULL, m->engine, NULL), "softmax pd", error)
+        && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "softmax primitive", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[0], &md, m->engine, DNNL_MEMORY_NONE), "memory", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[3], &md, m->engine, DNNL_MEMORY_NONE), "memory", error);
+    if (pd)
+      dnnl_primitive_desc_destroy (pd);
+    if (!ok) {
+      cached_primitive_free (c);
+      g_bytes_unref (k);
+      return FALSE;
+    }
+    g_hash_table_insert (m->cache, k, c);
+  }
+  void *h[4] = { x, NULL, NULL, x };
+  const int args[4] = { DNNL_ARG_SRC, 0, 0, DNNL_ARG_DST };
+  return execute (m, c, h, args, error);
+}
+
 /* Adds the mask and takes the softmax of each [S] row of scores [H,T,S]. */
-static void
-masked_softmax (float *scores, int H, int T, int S, const int32_t *key_mask,
-                int causal_offset)
+static gboolean
+masked_softmax (BlipMath *m, float *scores, int H, int T, int S, const int32_t *key_mask,
+                int causal_offset, GError **error)
 {
   /* A large finite value, as transformers' finfo.min mask, so a row with every
    * key masked becomes uniform instead of NaN. */
   const float masked = -1e30f;
-  for (int h = 0; h < H; h++)
-    for (int t = 0; t < T; t++) {
-      float *row = scores + ((gsize) h * T + t) * S;
-      for (int s = 0; s < S; s++)
-        if ((key_mask && !key_mask[s]) || (causal_offset >= 0 && s > t + causal_offset))
-          row[s] += masked;
+  if (key_mask || (causal_offset >= 0 && causal_offset < S - 1)) { /* some key is hidden */
+    for (int h = 0; h < H; h++)
+      for (int t = 0; t < T; t++) {
+        float *row = scores + ((gsize) h * T + t) * S;
+        for (int s = 0; s < S; s++)
+          if ((key_mask && !key_mask[s]) || (causal_offset >= 0 && s > t + causal_offset))
+            row[s] += masked;
+      }
+  }
+  return softmax_rows (m, scores, H * T, S, error);
+}
+
+gboolean
+blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n, int M,
+                     GError **error)
+{
+  if (m->backend != BLIP_BACKEND_ONEDNN || M <= 0) {
+    blip_layernorm (out, x, n, M);
+    return TRUE;
+  }
+  struct { int kind, M, C; float eps; } key = { 5, M, n->dim, n->eps };
+  GBytes *k = NULL;
+  CachedPrimitive *c = cache_lookup (m, &key, sizeof key, &k);
+  if (!c) {
+    c = g_new0 (CachedPrimitive, 1);
+    dnnl_memory_desc_t md, vec;
+    md_strided (&md, 2, (dnnl_dim_t[]) { M, n->dim }, (dnnl_dim_t[]) { n->dim, 1 });
+    md_strided (&vec, 1, (dnnl_dim_t[]) { n->dim }, (dnnl_dim_t[]) { 1 });
+    dnnl_layer_normalization_desc_t desc;
+    dnnl_primitive_desc_t pd = NULL;
+    gboolean ok = dnnl_ok (dnnl_layer_normalization_forward_desc_init (&desc, dnnl_forward_inference,
+                               &md, NULL, n->eps, dnnl_use_scale | dnnl_use_shift), "layernorm desc", error)
+        && dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, NULL, m->engine, NULL), "layernorm pd", error)
+        && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "layernorm primitive", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[0], &md, m->engine, DNNL_MEMORY_NONE), "memory", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[1], &vec, m->engine, DNNL_MEMORY_NONE), "memory", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[2], &vec, m->engine, DNNL_MEMORY_NONE), "memory", error)
+        && dnnl_ok (dnnl_memory_create (&c->mem[3], &md, m->engine, DNNL_MEMORY_NONE), "memory", error);
+    if (pd)
+      dnnl_primitive_desc_destroy (pd);
+    if (!ok) {
+      cached_primitive_free (c);
+      g_bytes_unref (k);
+      return FALSE;
     }
-  blip_softmax_rows (scores, H * T, S);
+    g_hash_table_insert (m->cache, k, c);
+  }
+  void *h[4] = { (void *) x, (void *) n->w, (void *) n->b, out };
+  const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST };
+  return execute (m, c, h, args, error);
 }
 
 static gboolean
@@ -290,7 +510,8 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   if (!execute (m, c1, h1, args, error))
     return FALSE;
 
-  masked_softmax (m->scores, H, T, S, key_mask, causal_offset);
+  if (!masked_softmax (m, m->scores, H, T, S, key_mask, causal_offset, error))
+    return FALSE;
 
   /* out[H,T,hd] = P[H,T,S] V[H,S,hd], written back into the [T, H*hd] rows */
   kb = NULL;
@@ -337,7 +558,8 @@ blip_math_attention (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   for (int h = 0; h < H; h++)
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, scale, q + h * hd, ldq,
                  k + h * hd, ldk, 0.0f, m->scores + (gsize) h * T * S, S);
-  masked_softmax (m->scores, H, T, S, key_mask, causal_offset);
+  if (!masked_softmax (m, m->scores, H, T, S, key_mask, causal_offset, error))
+    return FALSE;
   for (int h = 0; h < H; h++)
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f,
                  m->scores + (gsize) h * T * S, S, v + h * hd, ldv, 0.0f, out + h * hd, ldo);

@@ -202,6 +202,7 @@ bind_bert (BlipModel *m, BlipBert *b, const char *prefix, const char *head, GErr
 static void
 model_free (BlipModel *m)
 {
+  blip_weight_cache_free (m->packed);
   g_free (m->vit.layers);
   g_free (m->decoder.layers);
   g_free (m->encoder.layers);
@@ -257,6 +258,7 @@ blip_model_load (const char *dir, GError **error)
       goto fail;
     m->has_itc = m->has_itm = TRUE;
   }
+  m->packed = blip_weight_cache_new (m->st);
   return m;
 
 fail:

@@ -7,6 +7,8 @@
 
 #include <json-glib/json-glib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 typedef struct {
   GMappedFile *map;
@@ -417,6 +419,26 @@ blip_safetensors_open_dir (const char *dir, GError **error)
   g_free (single);
   g_free (index);
   return st;
+}
+
+void
+blip_safetensors_release (const BlipSafetensors *st, const void *data, gsize len)
+{
+  const gsize page = (gsize) sysconf (_SC_PAGESIZE);
+  for (guint i = 0; i < st->files->len; i++) {
+    const MappedFile *f = st->files->pdata[i];
+    const guint8 *base = (const guint8 *) g_mapped_file_get_contents (f->map);
+    const gsize size = g_mapped_file_get_length (f->map);
+    const guint8 *p = data;
+    if (p < base || p + len > base + size)
+      continue;
+    /* whole pages inside the range only: neighbours may still be in use */
+    guintptr start = ((guintptr) p + page - 1) & ~(guintptr) (page - 1);
+    guintptr end = ((guintptr) p + len) & ~(guintptr) (page - 1);
+    if (end > start)
+      madvise ((void *) start, end - start, MADV_DONTNEED);
+    return;
+  }
 }
 
 const BlipTensorInfo *

@@ -41,6 +41,11 @@ const BlipTensorInfo *blip_safetensors_get (const BlipSafetensors *st, const cha
 /* (transfer container) list of const char * names, in file order. */
 GPtrArray *blip_safetensors_names (const BlipSafetensors *st);
 
+/* Drops the resident pages of [data, data + len) if they lie in one of the
+ * mapped files (a copy of them is kept elsewhere); they are read back from
+ * the file if touched again. */
+void blip_safetensors_release (const BlipSafetensors *st, const void *data, gsize len);
+
 gsize blip_dtype_size (BlipDType dtype);
 const char *blip_dtype_name (BlipDType dtype);
 

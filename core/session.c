@@ -20,7 +20,7 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
                  "thread count %d is out of range [0, 1024]", p.n_threads);
     return NULL;
   }
-  BlipMath *math = blip_math_new (p.backend, p.n_threads, error);
+  BlipMath *math = blip_math_new (p.backend, p.n_threads, model->packed, error);
   if (!math)
     return NULL;
   BlipSession *s = g_new0 (BlipSession, 1);

@@ -46,18 +46,17 @@ blip_vit_forward (BlipSession *s, const float *pixel_values, float *out, GError 
 
   for (int l = 0; l < c->num_layers; l++) {
     const BlipVitLayer *L = &vit->layers[l];
-    blip_layernorm (h, x, &L->ln1, P);
-    if (!blip_math_linear (s->math, qkv, h, &L->qkv, P, FALSE, NULL, error)
+    if (!blip_math_layernorm (s->math, h, x, &L->ln1, P, error)
+        || !blip_math_linear (s->math, qkv, h, &L->qkv, P, FALSE, NULL, error)
         /* qkv rows are [q heads | k heads | v heads] */
         || !blip_math_attention (s->math, ctx, D, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D,
                                  3 * D, P, P, H, hd, NULL, -1, error)
         || !blip_math_linear (s->math, x, ctx, &L->proj, P, FALSE, x, error))
       return FALSE;
-    blip_layernorm (h, x, &L->ln2, P);
-    if (!blip_math_linear (s->math, mlp, h, &L->fc1, P, TRUE, NULL, error)
+    if (!blip_math_layernorm (s->math, h, x, &L->ln2, P, error)
+        || !blip_math_linear (s->math, mlp, h, &L->fc1, P, TRUE, NULL, error)
         || !blip_math_linear (s->math, x, mlp, &L->fc2, P, FALSE, x, error))
       return FALSE;
   }
-  blip_layernorm (out, x, &vit->post_ln, P);
-  return TRUE;
+  return blip_math_layernorm (s->math, out, x, &vit->post_ln, P, error);
 }

@@ -6,6 +6,7 @@
  *   blip generate --model DIR --inputs IN.safetensors [options]
  */
 #include "config.h"
+#include "bench.h"
 #include "image-load.h"
 
 #include <glib/gi18n.h>
@@ -56,6 +57,16 @@ static GOptionEntry init_entries[] = {
   { "preset", 0, 0, G_OPTION_ARG_STRING, &opt_preset, N_("Geometry: base, large or small (default base)"), "NAME" },
   { "kind", 0, 0, G_OPTION_ARG_STRING, &opt_kind, N_("caption (default) or retrieval"), "KIND" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, N_("Sampling seed (default 0)"), "S" },
+  { NULL }
+};
+
+static char *opt_case = NULL;
+static int opt_reps = 10;
+
+static GOptionEntry bench_entries[] = {
+  { "case", 0, 0, G_OPTION_ARG_STRING, &opt_case,
+    N_("vision, decoder20, caption-greedy20, caption-beam3x20, itm1, itm8 or textfeat8"), "CASE" },
+  { "reps", 0, 0, G_OPTION_ARG_INT, &opt_reps, N_("Timed repetitions after the warm-up (default 10)"), "N" },
   { NULL }
 };
 
@@ -538,6 +549,24 @@ cmd_init (int argc, char **argv)
   return 0;
 }
 
+static int
+cmd_bench (int argc, char **argv)
+{
+  GError *error = NULL;
+  if (!opt_case || opt_reps < 1) {
+    g_printerr (_("blip bench: --case is required and --reps must be positive\n"));
+    return 2;
+  }
+  BlipModel *model;
+  BlipSession *s = open_session (&model, &error);
+  if (!s)
+    return fail (error);
+  gboolean ok = blip_bench_run (model, s, opt_case, opt_reps, &error);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return ok ? 0 : fail (error);
+}
+
 static const struct {
   const char *name, *args, *summary;
   int (*run) (int, char **);
@@ -549,6 +578,7 @@ static const struct {
   { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },
+  { "bench", "", N_("Time one benchmark case in-process, as a JSON line"), cmd_bench, FALSE, FALSE, bench_entries },
   { "init", "", N_("A checkpoint folder with random weights (BLIP's initialisation) to --out"), cmd_init, FALSE, TRUE, init_entries },
 };
 
