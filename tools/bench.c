@@ -2,11 +2,14 @@
  * JSON line (median, min, max milliseconds, achieved GFLOP/s, peak RSS). */
 #include "bench.h"
 
+#include <dnnl.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+
+static double blip_model_vision_tokens_of (const BlipConfig *c);
 
 typedef struct {
   BlipModel *model;
@@ -16,6 +19,7 @@ typedef struct {
   float *pixels, *embeds, *out;
   guint8 *frame; /* 640x480 RGB */
   int32_t *ids;  /* [8, T] */
+  float *sa, *sb, *sc; /* sgemm operands */
   double gflop;
 } Bench;
 
@@ -43,11 +47,19 @@ text_gflop (const BlipConfig *c, double T, gboolean cross, gboolean lm_head)
   return (L * layer + head) / 1e9;
 }
 
+/* The machine's matmul ceiling: a large oneDNN sgemm. */
+#define SGEMM_N 2048
+
 static gboolean
 run_case (Bench *b, const char *name, GError **error)
 {
   BlipSession *s = b->session;
   const int T = b->T;
+  if (g_str_equal (name, "sgemm")) {
+    dnnl_sgemm ('N', 'N', SGEMM_N, SGEMM_N, SGEMM_N, 1.0f, b->sa, SGEMM_N, b->sb, SGEMM_N, 0.0f,
+                b->sc, SGEMM_N);
+    return TRUE;
+  }
   if (g_str_equal (name, "vision"))
     return blip_session_encode_images (s, b->pixels, 1, b->embeds, NULL, error);
   if (g_str_equal (name, "decoder20"))
@@ -71,7 +83,7 @@ run_case (Bench *b, const char *name, GError **error)
   if (g_str_equal (name, "textfeat8"))
     return blip_session_text_features (s, b->ids, NULL, 8, T, NULL, b->out, error);
   g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-               "unknown case '%s' (vision, decoder20, caption-greedy20, caption-beam3x20, itm1, "
+               "unknown case '%s' (sgemm, vision, decoder20, caption-greedy20, caption-beam3x20, itm1, "
                "itm8, textfeat8)", name);
   return FALSE;
 }
@@ -79,20 +91,32 @@ run_case (Bench *b, const char *name, GError **error)
 static double
 case_gflop (const BlipConfig *c, const char *name, int T)
 {
+  if (g_str_equal (name, "sgemm"))
+    return 2.0 * SGEMM_N * SGEMM_N * SGEMM_N / 1e9;
   if (g_str_equal (name, "vision"))
     return vision_gflop (c);
   if (g_str_equal (name, "decoder20"))
     return text_gflop (c, T, TRUE, TRUE);
   if (g_str_has_prefix (name, "caption-")) {
-    /* one pass per new token over the KV cache: T=1 rows, beams as many */
+    /* one pass per new token over the KV cache: T=1 rows, beams as many;
+     * the image's cross-attention keys and values once */
     const double beams = g_str_equal (name, "caption-beam3x20") ? 3 : 1;
-    return vision_gflop (c) + 20 * beams * text_gflop (c, 1, TRUE, TRUE);
+    const double Pt = blip_model_vision_tokens_of (c);
+    const double cross_kv = 2.0 * c->text.num_layers * Pt * c->vision.hidden_size * 2 * c->text.hidden_size / 1e9;
+    return vision_gflop (c) + cross_kv + 20 * beams * (text_gflop (c, 1, TRUE, TRUE) - cross_kv);
   }
   if (g_str_equal (name, "itm1"))
     return text_gflop (c, T, TRUE, FALSE);
   if (g_str_equal (name, "itm8"))
     return 8 * text_gflop (c, T, TRUE, FALSE);
   return 8 * text_gflop (c, T, FALSE, FALSE);
+}
+
+static double
+blip_model_vision_tokens_of (const BlipConfig *c)
+{
+  const double g = c->vision.image_size / c->vision.patch_size;
+  return g * g + 1;
 }
 
 static gint
@@ -122,7 +146,15 @@ blip_bench_run (BlipModel *model, BlipSession *session, const char *name, int re
     b.frame[i] = (guint8) g_rand_int_range (rng, 0, 256);
   b.ids = g_new (int32_t, 8 * b.T);
   for (int i = 0; i < 8 * b.T; i++)
-    b.ids[i] = i % b.T == 0 ? c->text.bos_token_id : g_rand_int_range (rng, 1000, MIN (c->text.vocab_size - 2, 2000));
+    b.ids[i] = i % b.T == 0 ? c->text.bos_token_id
+                            : g_rand_int_range (rng, 5, MAX (6, MIN (c->text.vocab_size - 2, 2000)));
+  if (g_str_equal (name, "sgemm")) {
+    b.sa = g_new (float, SGEMM_N * SGEMM_N);
+    b.sb = g_new (float, SGEMM_N * SGEMM_N);
+    b.sc = g_new (float, SGEMM_N * SGEMM_N);
+    for (int i = 0; i < SGEMM_N * SGEMM_N; i++)
+      b.sa[i] = b.sb[i] = (float) g_rand_double (rng);
+  }
   g_rand_free (rng);
   gboolean ok = TRUE;
   /* image embeddings for the text cases */
@@ -178,5 +210,8 @@ blip_bench_run (BlipModel *model, BlipSession *session, const char *name, int re
   g_free (b.out);
   g_free (b.frame);
   g_free (b.ids);
+  g_free (b.sa);
+  g_free (b.sb);
+  g_free (b.sc);
   return ok;
 }
