@@ -98,6 +98,9 @@ void blip_math_bind_thread (BlipMath *m);
 gboolean blip_math_linear (BlipMath *m, float *y, const float *x, const BlipLinear *l,
                            int M, gboolean gelu, const float *residual, GError **error);
 
+/* Packs l's weights for the backend now rather than at first use. */
+gboolean blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error);
+
 /* out[M,C] = LayerNorm(x[M,C]); out may alias x. */
 gboolean blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n, int M,
                               GError **error);
@@ -146,6 +149,8 @@ float *blip_session_scratch (BlipSession *s, guint slot, gsize n);
 
 gboolean blip_vit_forward (BlipSession *s, const float *pixel_values, float *out,
                            GError **error);
+/* The patch embedding as a Linear over unfolded patches [3*p*p]. */
+BlipLinear blip_vit_patch_linear (const BlipModel *model);
 
 /* KV cache of a decoder: self-attention keys/values per layer grow by one
  * row a step; cross-attention keys/values over the image are computed once. */

@@ -326,6 +326,27 @@ build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean s
   return build_matmul (m, &src, &plain, b, &dst, gelu, sum, 1.0f, c, error);
 }
 
+gboolean
+blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error)
+{
+  if (m->backend != BLIP_BACKEND_ONEDNN || !m->weights)
+    return TRUE;
+  g_mutex_lock (&m->weights->lock);
+  gboolean packed = g_hash_table_contains (m->weights->by_weight, l->w);
+  g_mutex_unlock (&m->weights->lock);
+  if (packed)
+    return TRUE;
+  /* the packed layout does not depend on M: an M=1 primitive packs it */
+  CachedPrimitive c = { 0 };
+  gboolean ok = build_linear (m, l, 1, FALSE, FALSE, &c, error);
+  for (int i = 0; i < 5; i++)
+    if (c.mem[i])
+      dnnl_memory_destroy (c.mem[i]);
+  if (c.prim)
+    dnnl_primitive_destroy (c.prim);
+  return ok;
+}
+
 static gboolean
 linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M,
                gboolean gelu, gboolean sum, GError **error)

@@ -9,10 +9,36 @@ G_DEFINE_QUARK (blip-error-quark, blip_error)
 
 /* Looks up `name`, checks its shape against the given dimensions (ndim of
  * them) and returns its float32 values.  A missing tensor is an error when
- * required, NULL without error otherwise. */
+ * required, NULL without error otherwise.  Matrices stay in the mapping
+ * (the oneDNN backend packs them once); everything else is copied, so that
+ * after packing nothing reads the file again: a model file truncated under
+ * a running pipeline cannot fault it. */
+static const float *get_tensor_impl (BlipModel *m, gboolean required, gboolean copy,
+                                     GError **error, const char *name, int ndim, va_list ap);
+
 static const float *
-get_tensor (BlipModel *m, gboolean required, GError **error, const char *name,
-            int ndim, ...)
+get_tensor (BlipModel *m, gboolean required, GError **error, const char *name, int ndim, ...)
+{
+  va_list ap;
+  va_start (ap, ndim);
+  const float *t = get_tensor_impl (m, required, TRUE, error, name, ndim, ap);
+  va_end (ap);
+  return t;
+}
+
+static const float *
+get_matrix (BlipModel *m, GError **error, const char *name, int ndim, ...)
+{
+  va_list ap;
+  va_start (ap, ndim);
+  const float *t = get_tensor_impl (m, TRUE, FALSE, error, name, ndim, ap);
+  va_end (ap);
+  return t;
+}
+
+static const float *
+get_tensor_impl (BlipModel *m, gboolean required, gboolean copy, GError **error,
+                 const char *name, int ndim, va_list ap)
 {
   const BlipTensorInfo *t = blip_safetensors_get (m->st, name);
   if (!t) {
@@ -21,12 +47,9 @@ get_tensor (BlipModel *m, gboolean required, GError **error, const char *name,
                    "%s: tensor '%s' is missing", m->dir, name);
     return NULL;
   }
-  va_list ap;
-  va_start (ap, ndim);
   int64_t want[BLIP_ST_MAX_DIMS];
   for (int i = 0; i < ndim; i++)
     want[i] = va_arg (ap, int);
-  va_end (ap);
   gboolean match = t->ndim == ndim;
   for (int i = 0; match && i < ndim; i++)
     match = t->shape[i] == want[i];
@@ -45,6 +68,11 @@ get_tensor (BlipModel *m, gboolean required, GError **error, const char *name,
   }
   float *owned = NULL;
   const float *data = blip_tensor_as_f32 (t, &owned, error);
+  if (data && !owned && copy) {
+    owned = g_memdup2 (data, sizeof (float) * t->numel);
+    blip_safetensors_release (m->st, data, sizeof (float) * t->numel);
+    data = owned;
+  }
   if (owned)
     g_ptr_array_add (m->owned, owned);
   return data;
@@ -56,7 +84,7 @@ bind_linear (BlipModel *m, BlipLinear *l, const char *prefix, int out, int in, G
   char *wn = g_strconcat (prefix, ".weight", NULL), *bn = g_strconcat (prefix, ".bias", NULL);
   l->out = out;
   l->in = in;
-  l->w = get_tensor (m, TRUE, error, wn, 2, out, in);
+  l->w = get_matrix (m, error, wn, 2, out, in);
   l->b = l->w ? get_tensor (m, TRUE, error, bn, 1, out) : NULL;
   g_free (wn);
   g_free (bn);
@@ -82,7 +110,7 @@ bind_vit (BlipModel *m, GError **error)
   const BlipVisionConfig *c = &m->config.vision;
   const int D = c->hidden_size, p = c->patch_size, P = blip_model_vision_tokens (m);
   BlipVit *v = &m->vit;
-  if (!(v->patch_w = get_tensor (m, TRUE, error, "vision_model.embeddings.patch_embedding.weight", 4, D, 3, p, p))
+  if (!(v->patch_w = get_matrix (m, error, "vision_model.embeddings.patch_embedding.weight", 4, D, 3, p, p))
       || !(v->patch_b = get_tensor (m, TRUE, error, "vision_model.embeddings.patch_embedding.bias", 1, D))
       || !(v->cls = get_tensor (m, TRUE, error, "vision_model.embeddings.class_embedding", 3, 1, 1, D))
       || !(v->pos = get_tensor (m, TRUE, error, "vision_model.embeddings.position_embedding", 3, 1, P, D))

@@ -10,6 +10,48 @@ blip_session_default_params (void)
   return (BlipSessionParams) { .backend = BLIP_BACKEND_ONEDNN, .n_threads = 0 };
 }
 
+static gboolean
+prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
+{
+  for (int l = 0; l < n_layers; l++) {
+    const BlipBertLayer *L = &b->layers[l];
+    const BlipLinear *all[10] = { &L->self.q, &L->self.k, &L->self.v, &L->self.o, &L->cross.q,
+                                  &L->cross.k, &L->cross.v, &L->cross.o, &L->inter, &L->out };
+    for (int i = 0; i < 10; i++)
+      if (!blip_math_prepack (math, all[i], error))
+        return FALSE;
+  }
+  return !b->has_lm_head || (blip_math_prepack (math, &b->head_transform, error)
+                             && blip_math_prepack (math, &b->head_decoder, error));
+}
+
+/* Every weight matrix packed for the backend when the session is made:
+ * inference never waits for it, and the model file is not read again. */
+static gboolean
+prepack (BlipMath *math, const BlipModel *m, GError **error)
+{
+  const BlipVisionConfig *v = &m->config.vision;
+  for (int l = 0; l < v->num_layers; l++) {
+    const BlipVitLayer *L = &m->vit.layers[l];
+    const BlipLinear *all[4] = { &L->qkv, &L->proj, &L->fc1, &L->fc2 };
+    for (int i = 0; i < 4; i++)
+      if (!blip_math_prepack (math, all[i], error))
+        return FALSE;
+  }
+  const BlipLinear patch = blip_vit_patch_linear (m);
+  if (!blip_math_prepack (math, &patch, error))
+    return FALSE;
+  if (m->has_decoder && !prepack_bert (math, &m->decoder, m->config.text.num_layers, error))
+    return FALSE;
+  if (m->has_encoder
+      && (!prepack_bert (math, &m->encoder, m->config.text.num_layers, error)
+          || !blip_math_prepack (math, &m->vision_proj, error)
+          || !blip_math_prepack (math, &m->text_proj, error)
+          || !blip_math_prepack (math, &m->itm_head, error)))
+    return FALSE;
+  return TRUE;
+}
+
 BlipSession *
 blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **error)
 {
@@ -23,6 +65,11 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
   BlipMath *math = blip_math_new (p.backend, p.n_threads, model->packed, error);
   if (!math)
     return NULL;
+  blip_math_bind_thread (math);
+  if (!prepack (math, model, error)) {
+    blip_math_free (math);
+    return NULL;
+  }
   BlipSession *s = g_new0 (BlipSession, 1);
   s->model = blip_model_ref (model);
   s->params = p;

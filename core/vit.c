@@ -6,6 +6,14 @@
 
 #include <string.h>
 
+BlipLinear
+blip_vit_patch_linear (const BlipModel *model)
+{
+  const int p = model->config.vision.patch_size;
+  return (BlipLinear) { model->vit.patch_w, model->vit.patch_b, model->config.vision.hidden_size,
+                        3 * p * p };
+}
+
 gboolean
 blip_vit_forward (BlipSession *s, const float *pixel_values, float *out, GError **error)
 {
@@ -37,7 +45,7 @@ blip_vit_forward (BlipSession *s, const float *pixel_values, float *out, GError 
                   pixel_values + ((gsize) ch * S + py * p + ky) * S + px * p,
                   sizeof (float) * p);
     }
-  BlipLinear patch = { vit->patch_w, vit->patch_b, D, patch_len };
+  const BlipLinear patch = blip_vit_patch_linear (model);
   if (!blip_math_linear (s->math, x + D, h, &patch, np, FALSE, NULL, error))
     return FALSE;
   memcpy (x, vit->cls, sizeof (float) * D);
