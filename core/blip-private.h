@@ -87,8 +87,8 @@ typedef struct _BlipMath BlipMath;
 BlipWeightCache *blip_weight_cache_new (const BlipSafetensors *st);
 void blip_weight_cache_free (BlipWeightCache *c);
 
-BlipMath *blip_math_new (BlipBackend backend, int n_threads, BlipWeightCache *weights,
-                         GError **error);
+BlipMath *blip_math_new (BlipBackend backend, BlipPrecision precision, int n_threads,
+                         BlipWeightCache *weights, GError **error);
 void blip_math_free (BlipMath *m);
 /* Makes the calling thread use the session's thread count. */
 void blip_math_bind_thread (BlipMath *m);
@@ -124,6 +124,7 @@ void blip_gelu (float *x, gsize n);
 /* In place over rows of length n: softmax with an optional additive mask. */
 void blip_softmax_rows (float *x, int rows, int n);
 void blip_l2_normalize (float *x, int rows, int n);
+void blip_f32_to_bf16 (guint16 *out, const float *x, gsize n);
 
 /* ---- encoders (core/vit.c, core/bert.c) ---- */
 

@@ -131,9 +131,15 @@ typedef enum {
   BLIP_BACKEND_OPENBLAS,
 } BlipBackend;
 
+typedef enum {
+  BLIP_PRECISION_F32,
+  BLIP_PRECISION_BF16, /* linear layers in bfloat16 (oneDNN; AVX512-BF16 where the CPU has it) */
+} BlipPrecision;
+
 typedef struct {
   BlipBackend backend;
-  int n_threads; /* 0: all cores */
+  int n_threads;           /* 0: all cores */
+  BlipPrecision precision; /* weights converted once, when the session is made */
 } BlipSessionParams;
 
 BlipSessionParams blip_session_default_params (void);

@@ -57,6 +57,9 @@ blip_weight_cache_free (BlipWeightCache *c)
 struct _BlipMath {
   BlipBackend backend;
   int n_threads;
+  gboolean bf16;     /* linear layers in bfloat16 (weights and inputs), f32 out */
+  guint16 *src_bf16; /* inputs converted for them */
+  gsize src_bf16_len;
   BlipWeightCache *weights;
   dnnl_engine_t engine;
   dnnl_stream_t stream;
@@ -69,6 +72,7 @@ typedef struct {
   dnnl_primitive_t prim;
   dnnl_memory_t mem[5]; /* src, weights, bias, dst (attention: src, weights, dst) */
   const void *weights;  /* packed weights, or NULL to pass the caller's */
+  gboolean src_bf16;    /* the input is given in bfloat16 */
 } CachedPrimitive;
 
 static void
@@ -94,9 +98,21 @@ dnnl_ok (dnnl_status_t st, const char *what, GError **error)
 }
 
 BlipMath *
-blip_math_new (BlipBackend backend, int n_threads, BlipWeightCache *weights, GError **error)
+blip_math_new (BlipBackend backend, BlipPrecision precision, int n_threads,
+               BlipWeightCache *weights, GError **error)
 {
+  if (precision != BLIP_PRECISION_F32 && backend != BLIP_BACKEND_ONEDNN) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "bf16 precision needs the oneDNN backend");
+    return NULL;
+  }
+  if (precision != BLIP_PRECISION_F32 && precision != BLIP_PRECISION_BF16) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "unknown precision %d",
+                 (int) precision);
+    return NULL;
+  }
   BlipMath *m = g_new0 (BlipMath, 1);
+  m->bf16 = precision == BLIP_PRECISION_BF16;
   m->backend = backend;
   m->weights = weights;
   m->n_threads = n_threads > 0 ? n_threads : (int) g_get_num_processors ();
@@ -131,6 +147,7 @@ blip_math_free (BlipMath *m)
   if (m->engine)
     dnnl_engine_destroy (m->engine);
   g_free (m->scores);
+  g_free (m->src_bf16);
   g_free (m);
 }
 
@@ -179,11 +196,16 @@ build_matmul (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc
         && dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, attr, m->engine, NULL),
                     "matmul primitive_desc_create", error)
         && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "matmul primitive_create", error);
+  /* memory objects from the primitive's own descriptors: the weights may
+   * have been asked for in "any" layout */
+  const dnnl_query_t queries[4] = { dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
+                                    dnnl_query_dst_md };
+  const int index[4] = { 0, 0, 1, 0 };
   const dnnl_memory_desc_t *mds[4] = { src, wei, bias, dst };
   for (int i = 0; ok && i < 4; i++)
     if (mds[i])
-      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], mds[i], m->engine, DNNL_MEMORY_NONE),
-                    "memory_create", error);
+      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], dnnl_primitive_desc_query_md (pd, queries[i], index[i]),
+                                        m->engine, DNNL_MEMORY_NONE), "memory_create", error);
   if (pd)
     dnnl_primitive_desc_destroy (pd);
   if (po)
@@ -223,6 +245,13 @@ execute (BlipMath *m, CachedPrimitive *c, void *const handles[4], const int args
   }
   return dnnl_ok (dnnl_primitive_execute (c->prim, m->stream, n, ea), "matmul execute", error)
       && dnnl_ok (dnnl_stream_wait (m->stream), "stream wait", error);
+}
+
+/* Cache key of a packed weight: its address, tagged with the precision. */
+static gpointer
+packed_key (BlipMath *m, const BlipLinear *l)
+{
+  return (gpointer) ((guintptr) l->w | (guintptr) m->bf16);
 }
 
 /* Packs W [N,K] into the layout oneDNN chose for pd's weights, once per model. */
@@ -266,7 +295,7 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
     packed_weight_free (w);
     return NULL;
   }
-  g_hash_table_insert (wc->by_weight, (gpointer) l->w, w);
+  g_hash_table_insert (wc->by_weight, packed_key (m, l), w);
   /* the packed copy is the one in use now: give the original's pages back */
   if (wc->st)
     blip_safetensors_release (wc->st, l->w, sizeof (float) * (gsize) l->in * l->out);
@@ -279,26 +308,29 @@ static gboolean
 build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean sum,
               CachedPrimitive *c, GError **error)
 {
-  dnnl_memory_desc_t src, any, plain, bias, dst;
+  dnnl_memory_desc_t src, src16, any, plain, bias, dst;
   dnnl_dim_t K = l->in, N = l->out;
   md_strided (&src, 2, (dnnl_dim_t[]) { M, K }, (dnnl_dim_t[]) { K, 1 });
+  dnnl_memory_desc_init_by_tag (&src16, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { M, K }, dnnl_bf16,
+                                dnnl_ab);
   /* W is [N,K] row-major: as the [K,N] weights matrix its strides are (1, K). */
   md_strided (&plain, 2, (dnnl_dim_t[]) { K, N }, (dnnl_dim_t[]) { 1, K });
-  dnnl_memory_desc_init_by_tag (&any, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { K, N }, dnnl_f32,
-                                dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&any, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { K, N },
+                                m->bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any);
+  const dnnl_memory_desc_t *in = m->bf16 ? &src16 : &src;
   md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
   md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
   const dnnl_memory_desc_t *b = l->b ? &bias : NULL;
 
   if (m->weights) {
     g_mutex_lock (&m->weights->lock);
-    const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, l->w);
+    const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, packed_key (m, l));
     GError *local = NULL;
     gboolean ok;
     if (pw) {
-      ok = build_matmul (m, &src, &pw->md, b, &dst, gelu, sum, 1.0f, c, &local);
+      ok = build_matmul (m, in, &pw->md, b, &dst, gelu, sum, 1.0f, c, &local);
     } else {
-      ok = build_matmul (m, &src, &any, b, &dst, gelu, sum, 1.0f, c, &local);
+      ok = build_matmul (m, in, &any, b, &dst, gelu, sum, 1.0f, c, &local);
       if (ok) {
         const_dnnl_primitive_desc_t cpd;
         ok = dnnl_ok (dnnl_primitive_get_primitive_desc (c->prim, &cpd), "get pd", &local)
@@ -308,6 +340,7 @@ build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean s
     g_mutex_unlock (&m->weights->lock);
     if (ok) {
       c->weights = pw->data;
+      c->src_bf16 = m->bf16;
       return TRUE;
     }
     /* this shape has no kernel for the packed layout: use W as it is */
@@ -332,7 +365,7 @@ blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error)
   if (m->backend != BLIP_BACKEND_ONEDNN || !m->weights)
     return TRUE;
   g_mutex_lock (&m->weights->lock);
-  gboolean packed = g_hash_table_contains (m->weights->by_weight, l->w);
+  gboolean packed = g_hash_table_contains (m->weights->by_weight, packed_key (m, l));
   g_mutex_unlock (&m->weights->lock);
   if (packed)
     return TRUE;
@@ -352,8 +385,8 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
                gboolean gelu, gboolean sum, GError **error)
 {
   /* the weight pointer is part of the key: primitives carry packed weights */
-  struct { int kind, M, K, N, bias, gelu, sum; const float *w; } key =
-      { 1, M, l->in, l->out, l->b != NULL, gelu, sum, l->w };
+  struct { int kind, M, K, N, bias, gelu, sum, bf16; const float *w; } key =
+      { 1, M, l->in, l->out, l->b != NULL, gelu, sum, m->bf16, l->w };
   GBytes *k = NULL;
   CachedPrimitive *c = cache_lookup (m, &key, sizeof key, &k);
   if (!c) {
@@ -365,7 +398,22 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
     }
     g_hash_table_insert (m->cache, k, c);
   }
-  void *h[4] = { (void *) x, c->weights ? (void *) c->weights : (void *) l->w, (void *) l->b, y };
+  const void *in = x;
+  if (c->src_bf16) {
+    const gsize n = (gsize) M * l->in;
+    if (n > m->src_bf16_len) {
+      g_free (m->src_bf16);
+      m->src_bf16 = g_try_new (guint16, n);
+      m->src_bf16_len = m->src_bf16 ? n : 0;
+      if (!m->src_bf16) {
+        g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+        return FALSE;
+      }
+    }
+    blip_f32_to_bf16 (m->src_bf16, x, n);
+    in = m->src_bf16;
+  }
+  void *h[4] = { (void *) in, c->weights ? (void *) c->weights : (void *) l->w, (void *) l->b, y };
   const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
   return execute (m, c, h, args, error);
 }

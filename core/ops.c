@@ -2,6 +2,7 @@
 #include "blip-private.h"
 
 #include <math.h>
+#include <string.h>
 
 void
 blip_layernorm (float *out, const float *x, const BlipNorm *n, int M)
@@ -64,5 +65,17 @@ blip_l2_normalize (float *x, int rows, int n)
     const float inv = (float) (1.0 / MAX (sqrt (ss), 1e-12));
     for (int i = 0; i < n; i++)
       row[i] *= inv;
+  }
+}
+
+void
+blip_f32_to_bf16 (guint16 *out, const float *x, gsize n)
+{
+  for (gsize i = 0; i < n; i++) {
+    guint32 bits;
+    memcpy (&bits, &x[i], 4);
+    /* round to nearest, ties to even */
+    bits += 0x7FFF + ((bits >> 16) & 1);
+    out[i] = (guint16) (bits >> 16);
   }
 }

@@ -7,7 +7,8 @@
 BlipSessionParams
 blip_session_default_params (void)
 {
-  return (BlipSessionParams) { .backend = BLIP_BACKEND_ONEDNN, .n_threads = 0 };
+  return (BlipSessionParams) { .backend = BLIP_BACKEND_ONEDNN, .n_threads = 0,
+                               .precision = BLIP_PRECISION_F32 };
 }
 
 static gboolean
@@ -62,7 +63,7 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
                  "thread count %d is out of range [0, 1024]", p.n_threads);
     return NULL;
   }
-  BlipMath *math = blip_math_new (p.backend, p.n_threads, model->packed, error);
+  BlipMath *math = blip_math_new (p.backend, p.precision, p.n_threads, model->packed, error);
   if (!math)
     return NULL;
   blip_math_bind_thread (math);

@@ -23,6 +23,7 @@
 #include "../core/safetensors.h"
 
 static char *opt_model = NULL, *opt_prompt = NULL, *opt_inputs = NULL, *opt_out = NULL;
+static char *opt_precision = NULL;
 static char *opt_backend = NULL, *opt_preset = NULL, *opt_kind = NULL;
 static int opt_beams = 1, opt_max_new = 20, opt_min_new = 0, opt_top_k = 0, opt_threads = 0;
 static double opt_top_p = 0.9, opt_temperature = 1.0, opt_rep = 1.0, opt_lp = 1.0;
@@ -34,6 +35,7 @@ static GOptionEntry common_entries[] = {
     N_("Hugging Face BLIP checkpoint folder (default: the embedded model)"), "DIR" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, N_("Math backend: onednn (default) or openblas"), "NAME" },
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, N_("Threads (0: all cores)"), "N" },
+  { "precision", 0, 0, G_OPTION_ARG_STRING, &opt_precision, N_("f32 (default) or bf16"), "P" },
   { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON"), NULL },
   { NULL }
 };
@@ -98,6 +100,14 @@ open_session (BlipModel **model, GError **error)
   else if (opt_backend && strcmp (opt_backend, "onednn") != 0) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
                  _("unknown backend '%s' (onednn or openblas)"), opt_backend);
+    blip_model_unref (*model);
+    return NULL;
+  }
+  if (opt_precision && g_str_equal (opt_precision, "bf16"))
+    sp.precision = BLIP_PRECISION_BF16;
+  else if (opt_precision && !g_str_equal (opt_precision, "f32")) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 _("unknown precision '%s' (f32 or bf16)"), opt_precision);
     blip_model_unref (*model);
     return NULL;
   }

@@ -1,0 +1,95 @@
+/* Reduced precision stays close to fp32 on the fixture models: bf16 outputs
+ * within 2e-2 relative (||bf16 - f32|| / ||f32||) of fp32's. */
+#include "testutil.h"
+
+#include <math.h>
+
+#define TOL 2e-2
+
+static double
+rel_error (const float *a, const float *b, gsize n)
+{
+  double d = 0, r = 0;
+  for (gsize i = 0; i < n; i++) {
+    d += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+    r += (double) b[i] * b[i];
+  }
+  return sqrt (d / MAX (r, 1e-30));
+}
+
+static BlipSession *
+session (BlipModel *m, BlipPrecision p)
+{
+  GError *error = NULL;
+  BlipSessionParams sp = blip_session_default_params ();
+  sp.precision = p;
+  sp.n_threads = 2;
+  BlipSession *s = blip_session_new (m, &sp, &error);
+  g_assert_no_error (error);
+  return s;
+}
+
+static void
+test_bf16 (void)
+{
+  GError *error = NULL;
+  char *dir = fixture_path ("caption_model"), *dir2 = fixture_path ("itm_model");
+  char *refp = fixture_path ("caption_reference.safetensors");
+  BlipModel *cap = blip_model_load (dir, &error), *itm = blip_model_load (dir2, &error);
+  BlipSafetensors *ref = blip_safetensors_open (refp, &error);
+  g_assert_no_error (error);
+  float *px = ref_tensor (ref, "pixel_values", NULL);
+  int64_t nids;
+  int32_t *ids = ref_ids (ref, "input_ids", &nids), *mask = ref_ids (ref, "attention_mask", NULL);
+  const int T = (int) (nids / 2), V = 240, P = 17, Dv = 48;
+  float *out[2][4];
+  const BlipPrecision precs[2] = { BLIP_PRECISION_F32, BLIP_PRECISION_BF16 };
+  for (int k = 0; k < 2; k++) {
+    BlipSession *s = session (cap, precs[k]), *si = session (itm, precs[k]);
+    out[k][0] = g_new (float, 2 * P * Dv);
+    out[k][1] = g_new (float, 2 * T * V);
+    out[k][2] = g_new (float, 4);
+    out[k][3] = g_new (float, 2 * 16);
+    g_assert_true (blip_session_encode_images (s, px, 2, out[k][0], NULL, &error));
+    g_assert_true (blip_session_decoder_logits (s, out[0][0], ids, mask, 2, T, out[k][1], &error));
+    g_assert_true (blip_session_itm (si, out[0][0], FALSE, ids, mask, 2, T, NULL, out[k][2], &error));
+    g_assert_true (blip_session_text_features (si, ids, mask, 2, T, NULL, out[k][3], &error));
+    g_assert_no_error (error);
+    blip_session_free (s);
+    blip_session_free (si);
+  }
+  const char *names[4] = { "image_embeds", "decoder_logits", "itm_logits", "text_feat" };
+  const gsize sizes[4] = { 2 * P * Dv, (gsize) 2 * T * V, 4, 32 };
+  for (int i = 0; i < 4; i++) {
+    double e = rel_error (out[1][i], out[0][i], sizes[i]);
+    g_test_message ("bf16 %s: relative error %.3g", names[i], e);
+    if (!(e <= TOL))
+      g_error ("bf16 %s: relative error %.3g > %.3g", names[i], e, TOL);
+    /* and it is really computed in lower precision */
+    g_assert_cmpfloat (e, >, 0.0);
+    g_free (out[0][i]);
+    g_free (out[1][i]);
+  }
+  /* bf16 needs oneDNN */
+  BlipSessionParams sp = { .backend = BLIP_BACKEND_OPENBLAS, .precision = BLIP_PRECISION_BF16 };
+  g_assert_null (blip_session_new (cap, &sp, &error));
+  g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_free (px);
+  g_free (ids);
+  g_free (mask);
+  g_free (dir);
+  g_free (dir2);
+  g_free (refp);
+  blip_safetensors_free (ref);
+  blip_model_unref (cap);
+  blip_model_unref (itm);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/precision/bf16", test_bf16);
+  return g_test_run ();
+}
