@@ -85,114 +85,136 @@ residual_norm (BlipSession *s, float *x, const float *in, const BlipLinear *l,
 
 gboolean
 blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
-                   const int32_t *mask, int T, const float *image, int P,
-                   gboolean causal, BlipKVCache *cache, float *hidden, GError **error)
+                   const int32_t *mask, int B, int T, const float *image, gsize image_stride,
+                   int P, gboolean causal, BlipKVCache **caches, float *hidden, GError **error)
 {
   const BlipTextConfig *c = &s->model->config.text;
-  const int D = c->hidden_size, H = c->num_heads, hd = D / H;
-  const int past = cache ? cache->len : 0;
+  const int D = c->hidden_size, H = c->num_heads, hd = D / H, Dv = c->encoder_hidden_size;
+  const int past = caches ? caches[0]->len : 0;
+  const gsize M = (gsize) B * T;
 
-  if (T <= 0) {
+  if (T <= 0 || B <= 0) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "empty token sequence");
     return FALSE;
   }
-  if (past + T > c->max_position_embeddings || (cache && past + T > cache->max_len)) {
+  if (past + T > c->max_position_embeddings || (caches && past + T > caches[0]->max_len)) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
                  "%d tokens exceed the model's %d positions", past + T,
                  c->max_position_embeddings);
     return FALSE;
   }
-  for (int t = 0; t < T; t++)
+  for (gsize t = 0; t < M; t++)
     if (ids[t] < 0 || ids[t] >= c->vocab_size) {
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
                    "token id %d is outside the vocabulary (%d)", ids[t], c->vocab_size);
       return FALSE;
     }
+  for (int b = 0; caches && b < B; b++)
+    g_return_val_if_fail (caches[b]->len == past, FALSE);
 
+  /* the image's keys and values: once if shared (or cached), else per sequence */
+  const gboolean cross_cached = caches && caches[0]->cross_ready;
+  const int n_images = image_stride ? B : 1;
   float *x = hidden;
-  float *q = blip_session_scratch (s, SCRATCH_BERT_Q, (gsize) T * D);
-  float *k = blip_session_scratch (s, SCRATCH_BERT_K, (gsize) T * D);
-  float *v = blip_session_scratch (s, SCRATCH_BERT_V, (gsize) T * D);
-  float *ctx = blip_session_scratch (s, SCRATCH_BERT_CTX, (gsize) T * D);
-  float *mlp = blip_session_scratch (s, SCRATCH_BERT_MLP, (gsize) T * c->intermediate_size);
+  float *q = blip_session_scratch (s, SCRATCH_BERT_Q, M * D);
+  float *k = blip_session_scratch (s, SCRATCH_BERT_K, M * D);
+  float *v = blip_session_scratch (s, SCRATCH_BERT_V, M * D);
+  float *ctx = blip_session_scratch (s, SCRATCH_BERT_CTX, M * D);
+  float *mlp = blip_session_scratch (s, SCRATCH_BERT_MLP, M * c->intermediate_size);
   float *ck = NULL, *cv = NULL;
-  if (image && !(cache && cache->cross_ready)) {
-    ck = blip_session_scratch (s, SCRATCH_BERT_CK, (gsize) P * D);
-    cv = blip_session_scratch (s, SCRATCH_BERT_CV, (gsize) P * D);
+  if (image && !cross_cached) {
+    ck = blip_session_scratch (s, SCRATCH_BERT_CK, (gsize) n_images * P * D);
+    cv = blip_session_scratch (s, SCRATCH_BERT_CV, (gsize) n_images * P * D);
   }
-  if (!q || !k || !v || !ctx || !mlp || (image && !(cache && cache->cross_ready) && (!ck || !cv))) {
+  if (!q || !k || !v || !ctx || !mlp || (image && !cross_cached && (!ck || !cv))) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the text model");
     return FALSE;
   }
-
-  for (int t = 0; t < T; t++) {
-    const float *we = bert->word_emb + (gsize) ids[t] * D;
-    const float *pe = bert->pos_emb + (gsize) (past + t) * D;
-    for (int d = 0; d < D; d++)
-      x[(gsize) t * D + d] = we[d] + pe[d];
+  if (image && image_stride && image_stride != (gsize) P * Dv) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "images must be contiguous");
+    return FALSE;
   }
-  if (!blip_math_layernorm (s->math, x, x, &bert->emb_ln, T, error))
+
+  for (gsize r = 0; r < M; r++) {
+    const float *we = bert->word_emb + (gsize) ids[r] * D;
+    const float *pe = bert->pos_emb + (gsize) (past + r % T) * D;
+    for (int d = 0; d < D; d++)
+      x[r * D + d] = we[d] + pe[d];
+  }
+  if (!blip_math_layernorm (s->math, x, x, &bert->emb_ln, (int) M, error))
     return FALSE;
 
   for (int l = 0; l < c->num_layers; l++) {
     const BlipBertLayer *L = &bert->layers[l];
-    const float *keys = k, *values = v;
-    int S = T;
-    const int32_t *key_mask = mask;
-    if (!blip_math_linear (s->math, q, x, &L->self.q, T, FALSE, NULL, error))
+    /* one matmul per projection over every sequence's rows */
+    if (!blip_math_linear (s->math, q, x, &L->self.q, (int) M, FALSE, NULL, error)
+        || !blip_math_linear (s->math, k, x, &L->self.k, (int) M, FALSE, NULL, error)
+        || !blip_math_linear (s->math, v, x, &L->self.v, (int) M, FALSE, NULL, error))
       return FALSE;
-    if (cache) {
-      /* New keys/values go straight into the cache rows after the past. */
-      float *kc = cache->self_k[l] + (gsize) past * D, *vc = cache->self_v[l] + (gsize) past * D;
-      if (!blip_math_linear (s->math, kc, x, &L->self.k, T, FALSE, NULL, error)
-          || !blip_math_linear (s->math, vc, x, &L->self.v, T, FALSE, NULL, error))
+    for (int b = 0; b < B; b++) {
+      const gsize row = (gsize) b * T * D;
+      const float *keys = k + row, *values = v + row;
+      int S = T;
+      const int32_t *key_mask = mask ? mask + (gsize) b * T : NULL;
+      if (caches) {
+        /* new keys/values join the sequence's cache after its past */
+        memcpy (caches[b]->self_k[l] + (gsize) past * D, k + row, sizeof (float) * T * D);
+        memcpy (caches[b]->self_v[l] + (gsize) past * D, v + row, sizeof (float) * T * D);
+        keys = caches[b]->self_k[l];
+        values = caches[b]->self_v[l];
+        S = past + T;
+        key_mask = NULL; /* cached decoding runs on unpadded sequences */
+      }
+      if (!blip_math_attention (s->math, ctx + row, D, q + row, D, keys, D, values, D, T, S, H,
+                                hd, key_mask, causal ? past : -1, error))
         return FALSE;
-      keys = cache->self_k[l];
-      values = cache->self_v[l];
-      S = past + T;
-      key_mask = NULL; /* cached decoding runs on unpadded sequences */
-    } else if (!blip_math_linear (s->math, k, x, &L->self.k, T, FALSE, NULL, error)
-               || !blip_math_linear (s->math, v, x, &L->self.v, T, FALSE, NULL, error)) {
-      return FALSE;
     }
-    if (!blip_math_attention (s->math, ctx, D, q, D, keys, D, values, D, T, S, H, hd,
-                              key_mask, causal ? past : -1, error)
-        || !residual_norm (s, x, ctx, &L->self.o, &L->self.ln, T, error))
+    if (!residual_norm (s, x, ctx, &L->self.o, &L->self.ln, (int) M, error))
       return FALSE;
 
     if (image) {
       const float *ik = ck, *iv = cv;
-      if (cache && cache->cross_ready) {
-        ik = cache->cross_k[l];
-        iv = cache->cross_v[l];
+      if (cross_cached) {
+        ik = caches[0]->cross_k[l];
+        iv = caches[0]->cross_v[l];
       } else {
-        if (cache) {
-          cache->cross_k[l] = g_renew (float, cache->cross_k[l], (gsize) P * D);
-          cache->cross_v[l] = g_renew (float, cache->cross_v[l], (gsize) P * D);
-          ck = cache->cross_k[l];
-          cv = cache->cross_v[l];
+        if (caches) {
+          /* cached decoding shares one image: its keys/values live in caches[0] */
+          caches[0]->cross_k[l] = g_renew (float, caches[0]->cross_k[l], (gsize) P * D);
+          caches[0]->cross_v[l] = g_renew (float, caches[0]->cross_v[l], (gsize) P * D);
+          ck = caches[0]->cross_k[l];
+          cv = caches[0]->cross_v[l];
           ik = ck;
           iv = cv;
         }
-        if (!blip_math_linear (s->math, ck, image, &L->cross.k, P, FALSE, NULL, error)
-            || !blip_math_linear (s->math, cv, image, &L->cross.v, P, FALSE, NULL, error))
+        if (!blip_math_linear (s->math, ck, image, &L->cross.k, n_images * P, FALSE, NULL, error)
+            || !blip_math_linear (s->math, cv, image, &L->cross.v, n_images * P, FALSE, NULL, error))
           return FALSE;
       }
-      if (!blip_math_linear (s->math, q, x, &L->cross.q, T, FALSE, NULL, error)
-          || !blip_math_attention (s->math, ctx, D, q, D, ik, D, iv, D, T, P, H, hd, NULL, -1, error)
-          || !residual_norm (s, x, ctx, &L->cross.o, &L->cross.ln, T, error))
+      if (!blip_math_linear (s->math, q, x, &L->cross.q, (int) M, FALSE, NULL, error))
+        return FALSE;
+      for (int b = 0; b < B; b++) {
+        const gsize row = (gsize) b * T * D, img = image_stride ? (gsize) b * P * D : 0;
+        if (!blip_math_attention (s->math, ctx + row, D, q + row, D, ik + img, D, iv + img, D, T,
+                                  P, H, hd, NULL, -1, error))
+          return FALSE;
+      }
+      if (!residual_norm (s, x, ctx, &L->cross.o, &L->cross.ln, (int) M, error))
         return FALSE;
     }
 
-    if (!blip_math_linear (s->math, mlp, x, &L->inter, T, TRUE, NULL, error)
-        || !residual_norm (s, x, mlp, &L->out, &L->out_ln, T, error))
+    if (!blip_math_linear (s->math, mlp, x, &L->inter, (int) M, TRUE, NULL, error)
+        || !residual_norm (s, x, mlp, &L->out, &L->out_ln, (int) M, error))
       return FALSE;
   }
-  if (cache) {
-    cache->len = past + T;
+  for (int b = 0; caches && b < B; b++) {
+    caches[b]->len = past + T;
     if (image)
-      cache->cross_ready = TRUE;
+      caches[b]->cross_ready = TRUE;
   }
+  if (caches && image && !cross_cached)
+    for (int b = 1; b < B; b++)
+      blip_kv_cache_share_cross (caches[b], caches[0]);
   return TRUE;
 }
 

@@ -133,7 +133,7 @@ enum {
   SCRATCH_VIT_X, SCRATCH_VIT_H, SCRATCH_VIT_QKV, SCRATCH_VIT_CTX, SCRATCH_VIT_MLP,
   SCRATCH_BERT_X, SCRATCH_BERT_H, SCRATCH_BERT_Q, SCRATCH_BERT_K, SCRATCH_BERT_V,
   SCRATCH_BERT_CTX, SCRATCH_BERT_MLP, SCRATCH_BERT_CK, SCRATCH_BERT_CV,
-  SCRATCH_HEAD, SCRATCH_GEN_HIDDEN, SCRATCH_GEN_LOGITS, SCRATCH_API,
+  SCRATCH_HEAD, SCRATCH_GEN_HIDDEN, SCRATCH_GEN_LOGITS, SCRATCH_API, SCRATCH_FIRST,
   SCRATCH_N_SLOTS
 };
 
@@ -171,13 +171,17 @@ void blip_kv_cache_copy (BlipKVCache *dst, const BlipKVCache *src);
 /* dst uses src's image keys/values (computed once per image, shared by beams). */
 void blip_kv_cache_share_cross (BlipKVCache *dst, const BlipKVCache *src);
 
-/* BERT forward over one sequence of T tokens (positions start at `past`,
- * the cache length when cache is not NULL): hidden [T,D].  image [P,Dv] may be
- * NULL (no cross-attention).  causal selects the decoder's causal mask. */
+/* BERT forward over B sequences of T tokens each (ids/mask [B,T], mask may be
+ * NULL), all linear layers as one matmul over the B*T rows: hidden [B*T,D].
+ * image [P,Dv] (image_stride 0: shared by all) or [B,P,Dv] (image_stride
+ * P*Dv) may be NULL (no cross-attention).  causal selects the decoder's mask.
+ * caches (NULL or one per sequence, all at the same length) make positions
+ * start at that length; the image's keys/values are computed once into
+ * caches[0] and shared with the others. */
 gboolean blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
-                            const int32_t *mask, int T, const float *image, int P,
-                            gboolean causal, BlipKVCache *cache, float *hidden,
-                            GError **error);
+                            const int32_t *mask, int B, int T, const float *image,
+                            gsize image_stride, int P, gboolean causal, BlipKVCache **caches,
+                            float *hidden, GError **error);
 /* LM head: logits[T,V] of hidden[T,D]. */
 gboolean blip_bert_lm_head (BlipSession *s, const BlipBert *bert, const float *hidden,
                             int T, float *logits, GError **error);

@@ -183,21 +183,26 @@ prompt_ids (const BlipModel *m, const char *prompt, GError **error)
   return ids;
 }
 
-/* Feeds ids [T] at the cache's position and leaves the last row's logits. */
+/* Feeds B sequences of T tokens (ids [B,T]) at their caches' position and
+ * leaves each sequence's last-row logits in logits [B,V]: one pass for all. */
 static gboolean
-step (BlipSession *s, BlipKVCache *cache, const int32_t *ids, int T, const float *image,
+step (BlipSession *s, BlipKVCache **caches, int B, const int32_t *ids, int T, const float *image,
       float *logits, GError **error)
 {
   const BlipModel *m = s->model;
   const int D = m->config.text.hidden_size;
-  float *hidden = blip_session_scratch (s, SCRATCH_GEN_HIDDEN, (gsize) T * D);
-  if (!hidden) {
+  float *hidden = blip_session_scratch (s, SCRATCH_GEN_HIDDEN, (gsize) B * T * D);
+  float *last = blip_session_scratch (s, SCRATCH_GEN_LOGITS, (gsize) B * D);
+  if (!hidden || !last) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
     return FALSE;
   }
-  return blip_bert_forward (s, &m->decoder, ids, NULL, T, image, blip_model_vision_tokens (m),
-                            TRUE, cache, hidden, error)
-      && blip_bert_lm_head (s, &m->decoder, hidden + (gsize) (T - 1) * D, 1, logits, error);
+  if (!blip_bert_forward (s, &m->decoder, ids, NULL, B, T, image, 0, blip_model_vision_tokens (m),
+                          TRUE, caches, hidden, error))
+    return FALSE;
+  for (int b = 0; b < B; b++)
+    memcpy (last + (gsize) b * D, hidden + ((gsize) b * T + T - 1) * D, sizeof (float) * D);
+  return blip_bert_lm_head (s, &m->decoder, last, B, logits, error);
 }
 
 static gboolean
@@ -233,7 +238,7 @@ generate_single (BlipSession *s, const float *image, GArray *prompt,
     rng = g_rand_new_with_seed_array (seed, 2);
   }
   double logprob_sum = 0;
-  gboolean ok = step (s, cache, gen->ids, L0, image, logits, error);
+  gboolean ok = step (s, &cache, 1, gen->ids, L0, image, logits, error);
   while (ok) {
     const int n_new = gen->n_ids - L0;
     memcpy (lp, logits, sizeof (float) * V);
@@ -248,7 +253,7 @@ generate_single (BlipSession *s, const float *image, GArray *prompt,
       ok = FALSE;
       break;
     }
-    ok = step (s, cache, &gen->ids[gen->n_ids - 1], 1, image, logits, error);
+    ok = step (s, &cache, 1, &gen->ids[gen->n_ids - 1], 1, image, logits, error);
   }
   gen->mean_logprob = gen->n_ids > L0 ? logprob_sum / (gen->n_ids - L0) : 0.0;
   if (rng)
@@ -289,6 +294,7 @@ generate_beam (BlipSession *s, const float *image, GArray *prompt,
   float *run_score = g_new (float, nb), *fin_score = g_new (float, nb), *fin_score2 = g_new (float, nb);
   gboolean *is_fin = g_new0 (gboolean, nb), *is_fin2 = g_new0 (gboolean, nb);
   float *logp = g_new (float, (gsize) nb * V), *logits = g_new (float, V);
+  int32_t last_tokens[MAX_BEAMS];
   Scored *flat = g_new (Scored, (gsize) nb * V);
   Scored cand[2 * MAX_BEAMS], merged[3 * MAX_BEAMS];
   double cand_lp[2 * MAX_BEAMS];
@@ -307,7 +313,7 @@ generate_beam (BlipSession *s, const float *image, GArray *prompt,
   int cur_len = L0;
 
   /* All beams start identical: run the prompt once and share it. */
-  ok = step (s, caches[0], run, L0, image, logits, error);
+  ok = step (s, caches, 1, run, L0, image, logits, error);
   for (int b = 0; ok && b < nb; b++)
     memcpy (logp + (gsize) b * V, logits, sizeof (float) * V);
   for (int b = 1; ok && b < nb; b++) {
@@ -419,10 +425,10 @@ generate_beam (BlipSession *s, const float *image, GArray *prompt,
       ok = FALSE;
       break;
     }
-    for (int b = 0; ok && b < nb; b++) {
-      ok = step (s, caches[b], run + (gsize) b * max_len + cur_len - 1, 1, image, logits, error);
-      memcpy (logp + (gsize) b * V, logits, sizeof (float) * V);
-    }
+    /* all beams advance in one pass: their weights are read once */
+    for (int b = 0; b < nb; b++)
+      last_tokens[b] = run[(gsize) b * max_len + cur_len - 1];
+    ok = step (s, caches, nb, last_tokens, 1, image, logp, error);
   }
 
   if (ok) {

@@ -139,14 +139,26 @@ blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_ima
   return TRUE;
 }
 
-/* The [T, D] hidden states of one text, in the session's API slot. */
+/* Texts go through the text model this many at a time: one matmul for all
+ * their tokens, with memory bounded whatever the caller's count. */
+#define TEXT_CHUNK 32
+
+/* The [rows, D] hidden states of a chunk of texts, in the session's API slot. */
 static float *
-text_scratch (BlipSession *s, int T, GError **error)
+text_scratch (BlipSession *s, int rows, GError **error)
 {
-  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) T * s->model->config.text.hidden_size);
+  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) rows * s->model->config.text.hidden_size);
   if (!h)
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory for %d tokens", T);
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory for %d tokens", rows);
   return h;
+}
+
+/* first [B, D]: row 0 of each text's hidden [B, T, D] */
+static void
+first_tokens (float *first, const float *h, int B, int T, int D)
+{
+  for (int b = 0; b < B; b++)
+    memcpy (first + (gsize) b * D, h + (gsize) b * T * D, sizeof (float) * D);
 }
 
 static gboolean
@@ -178,17 +190,19 @@ blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const in
   const int T = n_tokens;
   const int V = s->model->config.text.vocab_size, P = blip_model_vision_tokens (s->model);
   const int Dv = s->model->config.vision.hidden_size;
-  float *hidden = text_scratch (s, T, error);
-  if (!hidden)
-    return FALSE;
   blip_math_bind_thread (s->math);
-  for (int b = 0; b < n_texts; b++)
-    if (!blip_bert_forward (s, &s->model->decoder, ids + (gsize) b * T,
-                            mask ? mask + (gsize) b * T : NULL, T,
-                            image_embeds + (gsize) b * P * Dv, P, TRUE, NULL, hidden, error)
-        || !blip_bert_lm_head (s, &s->model->decoder, hidden, T,
-                               logits + (gsize) b * T * V, error))
+  for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
+    const int B = MIN (TEXT_CHUNK, n_texts - b0);
+    float *hidden = text_scratch (s, B * T, error);
+    if (!hidden
+        || !blip_bert_forward (s, &s->model->decoder, ids + (gsize) b0 * T,
+                               mask ? mask + (gsize) b0 * T : NULL, B, T,
+                               image_embeds + (gsize) b0 * P * Dv, (gsize) P * Dv, P, TRUE, NULL,
+                               hidden, error)
+        || !blip_bert_lm_head (s, &s->model->decoder, hidden, B * T,
+                               logits + (gsize) b0 * T * V, error))
       return FALSE;
+  }
   return TRUE;
 }
 
@@ -212,19 +226,22 @@ blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_ima
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
-  float *h = text_scratch (s, T, error);
-  if (!h)
-    return FALSE;
   blip_math_bind_thread (s->math);
-  for (int b = 0; b < n_texts; b++) {
-    const float *img = image_embeds + (shared_image ? 0 : (gsize) b * P * Dv);
-    if (!blip_bert_forward (s, &s->model->encoder, ids + (gsize) b * T,
-                            mask ? mask + (gsize) b * T : NULL, T, img, P, FALSE, NULL, h, error))
+  for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
+    const int B = MIN (TEXT_CHUNK, n_texts - b0);
+    float *h = text_scratch (s, B * T, error);
+    float *first = blip_session_scratch (s, SCRATCH_FIRST, (gsize) B * D);
+    if (!h || !first
+        || !blip_bert_forward (s, &s->model->encoder, ids + (gsize) b0 * T,
+                               mask ? mask + (gsize) b0 * T : NULL, B, T,
+                               image_embeds + (shared_image ? 0 : (gsize) b0 * P * Dv),
+                               shared_image ? 0 : (gsize) P * Dv, P, FALSE, NULL, h, error))
       return FALSE;
     if (hidden)
-      memcpy (hidden + (gsize) b * T * D, h, sizeof (float) * T * D);
-    /* The ITM head reads the first token's hidden state. */
-    if (logits && !blip_math_linear (s->math, logits + 2 * b, h, &s->model->itm_head, 1,
+      memcpy (hidden + (gsize) b0 * T * D, h, sizeof (float) * B * T * D);
+    /* The ITM head reads each text's first token. */
+    first_tokens (first, h, B, T, D);
+    if (logits && !blip_math_linear (s->math, logits + 2 * b0, first, &s->model->itm_head, B,
                                      FALSE, NULL, error))
       return FALSE;
   }
@@ -240,21 +257,24 @@ blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *m
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int E = s->model->config.image_text_hidden_size;
-  float *h = text_scratch (s, T, error);
-  if (!h)
-    return FALSE;
   blip_math_bind_thread (s->math);
-  for (int b = 0; b < n_texts; b++) {
-    if (!blip_bert_forward (s, &s->model->encoder, ids + (gsize) b * T,
-                            mask ? mask + (gsize) b * T : NULL, T, NULL, 0, FALSE, NULL, h, error))
+  for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
+    const int B = MIN (TEXT_CHUNK, n_texts - b0);
+    float *h = text_scratch (s, B * T, error);
+    float *first = blip_session_scratch (s, SCRATCH_FIRST, (gsize) B * D);
+    if (!h || !first
+        || !blip_bert_forward (s, &s->model->encoder, ids + (gsize) b0 * T,
+                               mask ? mask + (gsize) b0 * T : NULL, B, T, NULL, 0, 0, FALSE, NULL,
+                               h, error))
       return FALSE;
     if (hidden)
-      memcpy (hidden + (gsize) b * T * D, h, sizeof (float) * T * D);
+      memcpy (hidden + (gsize) b0 * T * D, h, sizeof (float) * B * T * D);
     if (text_feat) {
-      if (!blip_math_linear (s->math, text_feat + (gsize) b * E, h, &s->model->text_proj, 1,
+      first_tokens (first, h, B, T, D);
+      if (!blip_math_linear (s->math, text_feat + (gsize) b0 * E, first, &s->model->text_proj, B,
                              FALSE, NULL, error))
         return FALSE;
-      blip_l2_normalize (text_feat + (gsize) b * E, 1, E);
+      blip_l2_normalize (text_feat + (gsize) b0 * E, B, E);
     }
   }
   return TRUE;
