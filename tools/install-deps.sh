@@ -9,5 +9,5 @@ apt-get install -y -q --no-install-recommends \
   libpng-dev libjpeg-dev \
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-bad gstreamer1.0-x gettext valgrind \
+  gstreamer1.0-plugins-bad gstreamer1.0-x gettext valgrind clang libclang-rt-14-dev \
   python3-numpy
