@@ -57,5 +57,18 @@ for lang, text in (("zh_CN", "未知命令"), ("fr", "commande")):
     r = subprocess.run([blip, "frobnicate"], capture_output=True, text=True, env=env)
     check("%s message" % lang, text in r.stderr, r.stderr)
 
-print("1..%d" % 12)
+# blip-train grad writes every gradient under the fixture names
+train = os.path.join(os.path.dirname(blip), "..", "training", "blip-train")
+with tempfile.TemporaryDirectory() as d:
+    out = os.path.join(d, "g.safetensors")
+    r = subprocess.run([train, "grad", "--model", cap, "--inputs", ref, "--loss", "lm", "--out", out],
+                       capture_output=True, text=True)
+    ok = r.returncode == 0 and os.path.exists(out)
+    if ok:
+        raw = open(out, "rb").read()
+        names = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+        ok = sum(k.startswith("grad.") for k in names) == 91 and "lm_loss" in names
+    check("blip-train grad", ok, r.stderr)
+
+print("1..%d" % 13)
 sys.exit(1 if failures else 0)

@@ -1,0 +1,227 @@
+/* Forward and backward of each layer kind (see layers.h). */
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void
+linear_forward (float *out, const float *inp, const float *w, const float *b, int M, int K, int N)
+{
+  for (int i = 0; i < M; i++) {
+    if (b)
+      memcpy (out + (gsize) i * N, b, sizeof (float) * N);
+    else
+      memset (out + (gsize) i * N, 0, sizeof (float) * N);
+  }
+  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, inp, K, w, K, 1.0f, out, N);
+}
+
+void
+linear_backward (float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                 const float *w, int M, int K, int N)
+{
+  if (dinp)
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dout, N, w, K, 1.0f, dinp, K);
+  if (dw)
+    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);
+  if (db)
+    for (int i = 0; i < M; i++)
+      for (int j = 0; j < N; j++)
+        db[j] += dout[(gsize) i * N + j];
+}
+
+void
+layernorm_forward (float *out, float *mean, float *rstd, const float *inp, const float *w,
+                   const float *b, int M, int C, float eps)
+{
+  for (int i = 0; i < M; i++) {
+    const float *x = inp + (gsize) i * C;
+    double m = 0, v = 0;
+    for (int c = 0; c < C; c++)
+      m += x[c];
+    m /= C;
+    for (int c = 0; c < C; c++)
+      v += (x[c] - m) * (x[c] - m);
+    v /= C;
+    const float s = (float) (1.0 / sqrt (v + eps));
+    for (int c = 0; c < C; c++)
+      out[(gsize) i * C + c] = (float) (x[c] - m) * s * w[c] + b[c];
+    mean[i] = (float) m;
+    rstd[i] = s;
+  }
+}
+
+void
+layernorm_backward (float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                    const float *w, const float *mean, const float *rstd, int M, int C)
+{
+  for (int i = 0; i < M; i++) {
+    const float *x = inp + (gsize) i * C, *dy = dout + (gsize) i * C;
+    /* xhat = (x - mean) rstd;  dxhat = dy w
+     * dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
+    double dmean = 0, dmean_x = 0;
+    for (int c = 0; c < C; c++) {
+      const float xhat = (x[c] - mean[i]) * rstd[i];
+      const float dxhat = dy[c] * w[c];
+      dmean += dxhat;
+      dmean_x += dxhat * xhat;
+    }
+    dmean /= C;
+    dmean_x /= C;
+    for (int c = 0; c < C; c++) {
+      const float xhat = (x[c] - mean[i]) * rstd[i];
+      const float dxhat = dy[c] * w[c];
+      if (dw)
+        dw[c] += dy[c] * xhat;
+      if (db)
+        db[c] += dy[c];
+      dinp[(gsize) i * C + c] += rstd[i] * (float) (dxhat - dmean - xhat * dmean_x);
+    }
+  }
+}
+
+void
+gelu_forward (float *out, const float *inp, gsize n)
+{
+  for (gsize i = 0; i < n; i++)
+    out[i] = 0.5f * inp[i] * (1.0f + erff (inp[i] * (float) M_SQRT1_2));
+}
+
+void
+gelu_backward (float *dinp, const float *inp, const float *dout, gsize n)
+{
+  const double inv_sqrt_2pi = 0.3989422804014327;
+  for (gsize i = 0; i < n; i++) {
+    const double x = inp[i];
+    const double cdf = 0.5 * (1.0 + erf (x * M_SQRT1_2));
+    const double pdf = inv_sqrt_2pi * exp (-0.5 * x * x);
+    dinp[i] += (float) ((cdf + x * pdf) * dout[i]);
+  }
+}
+
+void
+attention_forward (float *out, float *probs, const float *q, int ldq, const float *k, int ldk,
+                   const float *v, int ldv, const int32_t *key_mask, gboolean causal,
+                   int T, int S, int H, int hd)
+{
+  const float scale = 1.0f / sqrtf ((float) hd);
+  for (int h = 0; h < H; h++) {
+    float *P = probs + (gsize) h * T * S;
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, scale, q + h * hd, ldq,
+                 k + h * hd, ldk, 0.0f, P, S);
+    for (int t = 0; t < T; t++) {
+      float *row = P + (gsize) t * S;
+      float mx = -INFINITY;
+      for (int s = 0; s < S; s++) {
+        if ((key_mask && !key_mask[s]) || (causal && s > t))
+          row[s] += -1e30f; /* as transformers' finfo.min: a fully masked row is uniform */
+        mx = MAX (mx, row[s]);
+      }
+      double sum = 0;
+      for (int s = 0; s < S; s++) {
+        row[s] = expf (row[s] - mx);
+        sum += row[s];
+      }
+      for (int s = 0; s < S; s++)
+        row[s] = (float) (row[s] / sum);
+    }
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, P, S, v + h * hd, ldv,
+                 0.0f, out + h * hd, H * hd);
+  }
+}
+
+void
+attention_backward (float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                    const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                    int T, int S, int H, int hd)
+{
+  const float scale = 1.0f / sqrtf ((float) hd);
+  const int D = H * hd;
+  float *dP = g_new (float, (gsize) T * S);
+  for (int h = 0; h < H; h++) {
+    const float *P = probs + (gsize) h * T * S;
+    /* dV += P^T dout ; dP = dout V^T */
+    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, 1.0f, P, S, dout + h * hd, D,
+                 1.0f, dv + h * hd, ldv);
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, 1.0f, dout + h * hd, D,
+                 v + h * hd, ldv, 0.0f, dP, S);
+    /* softmax backward: dS = P (dP - sum(P dP)) */
+    for (int t = 0; t < T; t++) {
+      float *d = dP + (gsize) t * S;
+      const float *p = P + (gsize) t * S;
+      double dot = 0;
+      for (int s = 0; s < S; s++)
+        dot += (double) p[s] * d[s];
+      for (int s = 0; s < S; s++)
+        d[s] = p[s] * (float) (d[s] - dot);
+    }
+    /* S = scale Q K^T:  dQ += scale dS K ; dK += scale dS^T Q */
+    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, scale, dP, S, k + h * hd, ldk,
+                 1.0f, dq + h * hd, ldq);
+    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, scale, dP, S, q + h * hd, ldq,
+                 1.0f, dk + h * hd, ldk);
+  }
+  g_free (dP);
+}
+
+double
+crossentropy_forward_backward (float *dlogits, const float *logits, const int32_t *labels,
+                               int M, int V, double eps, double dloss)
+{
+  int counted = 0;
+  for (int i = 0; i < M; i++)
+    counted += labels[i] >= 0;
+  double loss = 0;
+  for (int i = 0; i < M; i++) {
+    const float *z = logits + (gsize) i * V;
+    if (labels[i] < 0) {
+      if (dlogits)
+        memset (dlogits + (gsize) i * V, 0, sizeof (float) * V);
+      continue;
+    }
+    double mx = z[0];
+    for (int j = 1; j < V; j++)
+      mx = MAX (mx, z[j]);
+    double sum = 0, sum_logp = 0;
+    for (int j = 0; j < V; j++)
+      sum += exp (z[j] - mx);
+    const double lse = mx + log (sum);
+    for (int j = 0; j < V; j++)
+      sum_logp += z[j] - lse;
+    /* smoothed target: (1 - eps) on the label, eps spread over all V */
+    loss += (1 - eps) * (lse - z[labels[i]]) - eps * sum_logp / V;
+    if (dlogits)
+      for (int j = 0; j < V; j++) {
+        const double target = (j == labels[i] ? 1 - eps : 0) + eps / V;
+        dlogits[(gsize) i * V + j] = (float) ((exp (z[j] - lse) - target) * dloss / MAX (counted, 1));
+      }
+  }
+  return counted ? loss / counted : 0.0;
+}
+
+void
+l2norm_forward (float *out, float *norm, const float *x, int M, int C)
+{
+  for (int i = 0; i < M; i++) {
+    double ss = 0;
+    for (int c = 0; c < C; c++)
+      ss += (double) x[(gsize) i * C + c] * x[(gsize) i * C + c];
+    norm[i] = (float) MAX (sqrt (ss), 1e-12);
+    for (int c = 0; c < C; c++)
+      out[(gsize) i * C + c] = x[(gsize) i * C + c] / norm[i];
+  }
+}
+
+void
+l2norm_backward (float *dx, const float *dout, const float *out, const float *norm, int M, int C)
+{
+  /* y = x / |x| :  dx = (dy - y (y . dy)) / |x| */
+  for (int i = 0; i < M; i++) {
+    double dot = 0;
+    for (int c = 0; c < C; c++)
+      dot += (double) out[(gsize) i * C + c] * dout[(gsize) i * C + c];
+    for (int c = 0; c < C; c++)
+      dx[(gsize) i * C + c] += (float) ((dout[(gsize) i * C + c] - out[(gsize) i * C + c] * dot) / norm[i]);
+  }
+}

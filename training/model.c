@@ -1,0 +1,610 @@
+/* BLIP for training: parameters as float copies with a gradient each, and
+ * forward passes that keep what their backward passes need.  The vision
+ * encoder is a pre-LN ViT, the text side a post-LN BERT (see core/vit.c and
+ * core/bert.c for the same functions without gradients). */
+#include "model.h"
+#include "../core/safetensors.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+/* ---- parameters ---- */
+
+static void
+train_param_free (gpointer p)
+{
+  TrainParam *t = p;
+  g_free (t->name);
+  g_free (t->value);
+  g_free (t->grad);
+  g_free (t);
+}
+
+TrainModel *
+train_model_load (const char *dir, GError **error)
+{
+  BlipModel *bm = blip_model_load (dir, error);
+  if (!bm)
+    return NULL;
+  BlipSafetensors *st = blip_safetensors_open_dir (dir, error);
+  if (!st) {
+    blip_model_unref (bm);
+    return NULL;
+  }
+  TrainModel *m = g_new0 (TrainModel, 1);
+  m->c = *blip_model_get_config (bm);
+  m->text = blip_model_can_caption (bm) ? "text_decoder.bert" : "text_encoder";
+  m->params = g_ptr_array_new_with_free_func (train_param_free);
+  m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  GPtrArray *names = blip_safetensors_names (st);
+  gboolean ok = TRUE;
+  for (guint i = 0; ok && i < names->len; i++) {
+    const BlipTensorInfo *t = blip_safetensors_get (st, names->pdata[i]);
+    float *owned = NULL;
+    const float *d = blip_tensor_as_f32 (t, &owned, error);
+    ok = d != NULL;
+    if (ok) {
+      TrainParam *p = g_new0 (TrainParam, 1);
+      p->name = g_strdup (t->name);
+      p->value = owned ? owned : g_memdup2 (d, sizeof (float) * t->numel);
+      p->grad = g_new0 (float, MAX (t->numel, 1));
+      p->ndim = t->ndim;
+      memcpy (p->shape, t->shape, sizeof p->shape);
+      p->numel = t->numel;
+      g_ptr_array_add (m->params, p);
+      g_hash_table_insert (m->by_name, p->name, p);
+    }
+  }
+  g_ptr_array_unref (names);
+  blip_safetensors_free (st);
+  blip_model_unref (bm);
+  if (!ok) {
+    train_model_free (m);
+    return NULL;
+  }
+  return m;
+}
+
+void
+train_model_free (TrainModel *m)
+{
+  if (!m)
+    return;
+  g_hash_table_destroy (m->by_name);
+  g_ptr_array_unref (m->params);
+  g_free (m);
+}
+
+static TrainParam *
+lookup (TrainModel *m, const char *fmt, va_list ap)
+{
+  char *name = g_strdup_vprintf (fmt, ap);
+  TrainParam *p = g_hash_table_lookup (m->by_name, name);
+  if (!p)
+    g_error ("parameter %s is missing", name); /* the model loaded and was checked */
+  g_free (name);
+  return p;
+}
+
+float *
+train_param (TrainModel *m, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  TrainParam *p = lookup (m, fmt, ap);
+  va_end (ap);
+  return p->value;
+}
+
+float *
+train_grad (TrainModel *m, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  TrainParam *p = lookup (m, fmt, ap);
+  va_end (ap);
+  return p->grad;
+}
+
+void
+train_zero_grads (TrainModel *m)
+{
+  for (guint i = 0; i < m->params->len; i++) {
+    TrainParam *p = m->params->pdata[i];
+    memset (p->grad, 0, sizeof (float) * p->numel);
+  }
+}
+
+/* ---- vision encoder ---- */
+
+typedef struct {
+  float *x_in;              /* [P,Dv] residual stream entering the layer */
+  float *ln1, *ln1_mean, *ln1_rstd;
+  float *qkv, *probs, *ctx;
+  float *x_mid;             /* after the attention residual */
+  float *ln2, *ln2_mean, *ln2_rstd;
+  float *fc1, *act;
+} VitLayerTape;
+
+struct _VisionTape {
+  int P, Dv, np, patch_len, n_layers;
+  float *patches;           /* [np, 3*p*p] */
+  VitLayerTape *layers;
+  float *x_out, *post_mean, *post_rstd;
+};
+
+VisionTape *
+vision_forward (TrainModel *m, const float *pixels, float *out)
+{
+  const BlipVisionConfig *c = &m->c.vision;
+  const int Dv = c->hidden_size, p = c->patch_size, S = c->image_size, g = S / p;
+  const int np = g * g, P = np + 1, H = c->num_heads, I = c->intermediate_size;
+  VisionTape *t = g_new0 (VisionTape, 1);
+  t->P = P;
+  t->Dv = Dv;
+  t->np = np;
+  t->patch_len = 3 * p * p;
+  t->patches = g_new (float, (gsize) np * t->patch_len);
+  for (int py = 0; py < g; py++)
+    for (int px = 0; px < g; px++)
+      for (int ch = 0; ch < 3; ch++)
+        for (int ky = 0; ky < p; ky++)
+          memcpy (t->patches + (gsize) (py * g + px) * t->patch_len + (ch * p + ky) * p,
+                  pixels + ((gsize) ch * S + py * p + ky) * S + px * p, sizeof (float) * p);
+  float *x = g_new (float, (gsize) P * Dv);
+  linear_forward (x + Dv, t->patches, train_param (m, "vision_model.embeddings.patch_embedding.weight"),
+                  train_param (m, "vision_model.embeddings.patch_embedding.bias"), np, t->patch_len, Dv);
+  memcpy (x, train_param (m, "vision_model.embeddings.class_embedding"), sizeof (float) * Dv);
+  const float *pos = train_param (m, "vision_model.embeddings.position_embedding");
+  for (gsize i = 0; i < (gsize) P * Dv; i++)
+    x[i] += pos[i];
+
+  t->layers = g_new0 (VitLayerTape, c->num_layers);
+  t->n_layers = c->num_layers;
+  for (int l = 0; l < c->num_layers; l++) {
+    VitLayerTape *L = &t->layers[l];
+    const char *pre = "vision_model.encoder.layers";
+    L->x_in = x;
+    L->ln1 = g_new (float, (gsize) P * Dv);
+    L->ln1_mean = g_new (float, P);
+    L->ln1_rstd = g_new (float, P);
+    layernorm_forward (L->ln1, L->ln1_mean, L->ln1_rstd, x, train_param (m, "%s.%d.layer_norm1.weight", pre, l),
+                       train_param (m, "%s.%d.layer_norm1.bias", pre, l), P, Dv, c->layer_norm_eps);
+    L->qkv = g_new (float, (gsize) P * 3 * Dv);
+    linear_forward (L->qkv, L->ln1, train_param (m, "%s.%d.self_attn.qkv.weight", pre, l),
+                    train_param (m, "%s.%d.self_attn.qkv.bias", pre, l), P, Dv, 3 * Dv);
+    L->probs = g_new (float, (gsize) H * P * P);
+    L->ctx = g_new (float, (gsize) P * Dv);
+    attention_forward (L->ctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv, 3 * Dv, L->qkv + 2 * Dv,
+                       3 * Dv, NULL, FALSE, P, P, H, Dv / H);
+    L->x_mid = g_new (float, (gsize) P * Dv);
+    linear_forward (L->x_mid, L->ctx, train_param (m, "%s.%d.self_attn.projection.weight", pre, l),
+                    train_param (m, "%s.%d.self_attn.projection.bias", pre, l), P, Dv, Dv);
+    for (gsize i = 0; i < (gsize) P * Dv; i++)
+      L->x_mid[i] += x[i];
+    L->ln2 = g_new (float, (gsize) P * Dv);
+    L->ln2_mean = g_new (float, P);
+    L->ln2_rstd = g_new (float, P);
+    layernorm_forward (L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid,
+                       train_param (m, "%s.%d.layer_norm2.weight", pre, l),
+                       train_param (m, "%s.%d.layer_norm2.bias", pre, l), P, Dv, c->layer_norm_eps);
+    L->fc1 = g_new (float, (gsize) P * I);
+    L->act = g_new (float, (gsize) P * I);
+    linear_forward (L->fc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l),
+                    train_param (m, "%s.%d.mlp.fc1.bias", pre, l), P, Dv, I);
+    gelu_forward (L->act, L->fc1, (gsize) P * I);
+    x = g_new (float, (gsize) P * Dv);
+    linear_forward (x, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l),
+                    train_param (m, "%s.%d.mlp.fc2.bias", pre, l), P, I, Dv);
+    for (gsize i = 0; i < (gsize) P * Dv; i++)
+      x[i] += L->x_mid[i];
+  }
+  t->x_out = x;
+  t->post_mean = g_new (float, P);
+  t->post_rstd = g_new (float, P);
+  layernorm_forward (out, t->post_mean, t->post_rstd, x, train_param (m, "vision_model.post_layernorm.weight"),
+                     train_param (m, "vision_model.post_layernorm.bias"), P, Dv, c->layer_norm_eps);
+  return t;
+}
+
+void
+vision_backward (TrainModel *m, VisionTape *t, const float *dout)
+{
+  const BlipVisionConfig *c = &m->c.vision;
+  const int P = t->P, Dv = t->Dv, H = c->num_heads, I = c->intermediate_size;
+  const gsize n = (gsize) P * Dv;
+  float *dx = g_new0 (float, n);
+  layernorm_backward (dx, train_grad (m, "vision_model.post_layernorm.weight"),
+                      train_grad (m, "vision_model.post_layernorm.bias"), dout, t->x_out,
+                      train_param (m, "vision_model.post_layernorm.weight"), t->post_mean, t->post_rstd, P, Dv);
+  float *dmid = g_new (float, n), *dln = g_new (float, n), *dctx = g_new (float, n);
+  float *dact = g_new (float, (gsize) P * I), *dfc1 = g_new (float, (gsize) P * I);
+  float *dqkv = g_new (float, (gsize) P * 3 * Dv);
+  const char *pre = "vision_model.encoder.layers";
+  for (int l = c->num_layers - 1; l >= 0; l--) {
+    VitLayerTape *L = &t->layers[l];
+    /* x_out = x_mid + fc2(gelu(fc1(ln2(x_mid)))) */
+    memcpy (dmid, dx, sizeof (float) * n);
+    memset (dact, 0, sizeof (float) * P * I);
+    linear_backward (dact, train_grad (m, "%s.%d.mlp.fc2.weight", pre, l), train_grad (m, "%s.%d.mlp.fc2.bias", pre, l),
+                     dx, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l), P, I, Dv);
+    memset (dfc1, 0, sizeof (float) * P * I);
+    gelu_backward (dfc1, L->fc1, dact, (gsize) P * I);
+    memset (dln, 0, sizeof (float) * n);
+    linear_backward (dln, train_grad (m, "%s.%d.mlp.fc1.weight", pre, l), train_grad (m, "%s.%d.mlp.fc1.bias", pre, l),
+                     dfc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l), P, Dv, I);
+    layernorm_backward (dmid, train_grad (m, "%s.%d.layer_norm2.weight", pre, l),
+                        train_grad (m, "%s.%d.layer_norm2.bias", pre, l), dln, L->x_mid,
+                        train_param (m, "%s.%d.layer_norm2.weight", pre, l), L->ln2_mean, L->ln2_rstd, P, Dv);
+    /* x_mid = x_in + proj(attn(ln1(x_in))) */
+    memcpy (dx, dmid, sizeof (float) * n);
+    memset (dctx, 0, sizeof (float) * n);
+    linear_backward (dctx, train_grad (m, "%s.%d.self_attn.projection.weight", pre, l),
+                     train_grad (m, "%s.%d.self_attn.projection.bias", pre, l), dmid, L->ctx,
+                     train_param (m, "%s.%d.self_attn.projection.weight", pre, l), P, Dv, Dv);
+    memset (dqkv, 0, sizeof (float) * P * 3 * Dv);
+    attention_backward (dqkv, dqkv + Dv, dqkv + 2 * Dv, dctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv,
+                        3 * Dv, L->qkv + 2 * Dv, 3 * Dv, P, P, H, Dv / H);
+    memset (dln, 0, sizeof (float) * n);
+    linear_backward (dln, train_grad (m, "%s.%d.self_attn.qkv.weight", pre, l),
+                     train_grad (m, "%s.%d.self_attn.qkv.bias", pre, l), dqkv, L->ln1,
+                     train_param (m, "%s.%d.self_attn.qkv.weight", pre, l), P, Dv, 3 * Dv);
+    layernorm_backward (dx, train_grad (m, "%s.%d.layer_norm1.weight", pre, l),
+                        train_grad (m, "%s.%d.layer_norm1.bias", pre, l), dln, L->x_in,
+                        train_param (m, "%s.%d.layer_norm1.weight", pre, l), L->ln1_mean, L->ln1_rstd, P, Dv);
+  }
+  /* embeddings: x = [cls; patches W^T + b] + pos */
+  float *dpos = train_grad (m, "vision_model.embeddings.position_embedding");
+  float *dcls = train_grad (m, "vision_model.embeddings.class_embedding");
+  for (gsize i = 0; i < n; i++)
+    dpos[i] += dx[i];
+  for (int d = 0; d < Dv; d++)
+    dcls[d] += dx[d];
+  linear_backward (NULL, train_grad (m, "vision_model.embeddings.patch_embedding.weight"),
+                   train_grad (m, "vision_model.embeddings.patch_embedding.bias"), dx + Dv, t->patches,
+                   NULL, t->np, t->patch_len, Dv);
+  g_free (dx);
+  g_free (dmid);
+  g_free (dln);
+  g_free (dctx);
+  g_free (dact);
+  g_free (dfc1);
+  g_free (dqkv);
+}
+
+void
+vision_tape_free (VisionTape *t)
+{
+  if (!t)
+    return;
+  for (int l = 0; l < t->n_layers; l++) {
+    VitLayerTape *L = &t->layers[l];
+    g_free (L->x_in);
+    g_free (L->ln1);
+    g_free (L->ln1_mean);
+    g_free (L->ln1_rstd);
+    g_free (L->qkv);
+    g_free (L->probs);
+    g_free (L->ctx);
+    g_free (L->x_mid);
+    g_free (L->ln2);
+    g_free (L->ln2_mean);
+    g_free (L->ln2_rstd);
+    g_free (L->fc1);
+    g_free (L->act);
+  }
+  g_free (t->layers);
+  g_free (t->patches);
+  g_free (t->x_out);
+  g_free (t->post_mean);
+  g_free (t->post_rstd);
+  g_free (t);
+}
+
+/* ---- text model (post-LN BERT) ---- */
+
+/* One attention block: x_out = LN(x_in + O(attn(Q x_in, K kv, V kv))) */
+typedef struct {
+  float *q, *k, *v, *probs, *ctx, *sum, *mean, *rstd, *out;
+} AttnTape;
+
+typedef struct {
+  float *x_in;
+  AttnTape self, cross;
+  float *inter, *act, *sum, *mean, *rstd, *out;
+} BertLayerTape;
+
+struct _TextTape {
+  int T, P;
+  const int32_t *ids, *mask;
+  gboolean causal;
+  const float *image;
+  float *emb, *emb_mean, *emb_rstd;
+  BertLayerTape *layers;
+  int n_layers;
+};
+
+static void
+attn_forward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int T, const float *kv,
+              int S, int kv_dim, const int32_t *mask, gboolean causal, float eps)
+{
+  const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
+  a->q = g_new (float, (gsize) T * D);
+  a->k = g_new (float, (gsize) S * D);
+  a->v = g_new (float, (gsize) S * D);
+  linear_forward (a->q, x, train_param (m, "%s.self.query.weight", pre), train_param (m, "%s.self.query.bias", pre), T, D, D);
+  linear_forward (a->k, kv, train_param (m, "%s.self.key.weight", pre), train_param (m, "%s.self.key.bias", pre), S, kv_dim, D);
+  linear_forward (a->v, kv, train_param (m, "%s.self.value.weight", pre), train_param (m, "%s.self.value.bias", pre), S, kv_dim, D);
+  a->probs = g_new (float, (gsize) H * T * S);
+  a->ctx = g_new (float, (gsize) T * D);
+  attention_forward (a->ctx, a->probs, a->q, D, a->k, D, a->v, D, mask, causal, T, S, H, D / H);
+  a->sum = g_new (float, (gsize) T * D);
+  linear_forward (a->sum, a->ctx, train_param (m, "%s.output.dense.weight", pre),
+                  train_param (m, "%s.output.dense.bias", pre), T, D, D);
+  for (gsize i = 0; i < (gsize) T * D; i++)
+    a->sum[i] += x[i];
+  a->mean = g_new (float, T);
+  a->rstd = g_new (float, T);
+  a->out = g_new (float, (gsize) T * D);
+  layernorm_forward (a->out, a->mean, a->rstd, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
+                     train_param (m, "%s.output.LayerNorm.bias", pre), T, D, eps);
+}
+
+/* dx (grad wrt x, +=) and dkv (grad wrt kv, +=, may alias dx for self-attention) */
+static void
+attn_backward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int T, const float *kv,
+               int S, int kv_dim, const float *dout, float *dx, float *dkv)
+{
+  const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
+  float *dsum = g_new0 (float, (gsize) T * D);
+  layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
+                      dout, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre), a->mean, a->rstd, T, D);
+  for (gsize i = 0; i < (gsize) T * D; i++)
+    dx[i] += dsum[i];
+  float *dctx = g_new0 (float, (gsize) T * D);
+  linear_backward (dctx, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
+                   dsum, a->ctx, train_param (m, "%s.output.dense.weight", pre), T, D, D);
+  float *dq = g_new0 (float, (gsize) T * D), *dk = g_new0 (float, (gsize) S * D), *dv = g_new0 (float, (gsize) S * D);
+  attention_backward (dq, dk, dv, dctx, a->probs, a->q, D, a->k, D, a->v, D, T, S, H, D / H);
+  linear_backward (dx, train_grad (m, "%s.self.query.weight", pre), train_grad (m, "%s.self.query.bias", pre),
+                   dq, x, train_param (m, "%s.self.query.weight", pre), T, D, D);
+  linear_backward (dkv, train_grad (m, "%s.self.key.weight", pre), train_grad (m, "%s.self.key.bias", pre),
+                   dk, kv, train_param (m, "%s.self.key.weight", pre), S, kv_dim, D);
+  linear_backward (dkv, train_grad (m, "%s.self.value.weight", pre), train_grad (m, "%s.self.value.bias", pre),
+                   dv, kv, train_param (m, "%s.self.value.weight", pre), S, kv_dim, D);
+  g_free (dsum);
+  g_free (dctx);
+  g_free (dq);
+  g_free (dk);
+  g_free (dv);
+}
+
+static void
+attn_tape_clear (AttnTape *a)
+{
+  g_free (a->q);
+  g_free (a->k);
+  g_free (a->v);
+  g_free (a->probs);
+  g_free (a->ctx);
+  g_free (a->sum);
+  g_free (a->mean);
+  g_free (a->rstd);
+  g_free (a->out);
+}
+
+TextTape *
+text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T, const float *image,
+              gboolean causal, float *hidden)
+{
+  const BlipTextConfig *c = &m->c.text;
+  const int D = c->hidden_size, I = c->intermediate_size, Dv = m->c.vision.hidden_size;
+  const int g = m->c.vision.image_size / m->c.vision.patch_size, P = g * g + 1;
+  const float eps = c->layer_norm_eps;
+  TextTape *t = g_new0 (TextTape, 1);
+  t->T = T;
+  t->P = P;
+  t->ids = ids;
+  t->mask = mask;
+  t->causal = causal;
+  t->image = image;
+  t->n_layers = c->num_layers;
+  const float *we = train_param (m, "%s.embeddings.word_embeddings.weight", m->text);
+  const float *pe = train_param (m, "%s.embeddings.position_embeddings.weight", m->text);
+  t->emb = g_new (float, (gsize) T * D);
+  for (int i = 0; i < T; i++)
+    for (int d = 0; d < D; d++)
+      t->emb[(gsize) i * D + d] = we[(gsize) ids[i] * D + d] + pe[(gsize) i * D + d];
+  t->emb_mean = g_new (float, T);
+  t->emb_rstd = g_new (float, T);
+  float *x = g_new (float, (gsize) T * D);
+  layernorm_forward (x, t->emb_mean, t->emb_rstd, t->emb, train_param (m, "%s.embeddings.LayerNorm.weight", m->text),
+                     train_param (m, "%s.embeddings.LayerNorm.bias", m->text), T, D, eps);
+  t->layers = g_new0 (BertLayerTape, c->num_layers);
+  for (int l = 0; l < c->num_layers; l++) {
+    BertLayerTape *L = &t->layers[l];
+    char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
+    char *sa = g_strconcat (pre, ".attention", NULL), *ca = g_strconcat (pre, ".crossattention", NULL);
+    L->x_in = x;
+    attn_forward (m, &L->self, sa, x, T, x, T, D, mask, causal, eps);
+    const float *h = L->self.out;
+    if (image) {
+      attn_forward (m, &L->cross, ca, h, T, image, P, Dv, NULL, FALSE, eps);
+      h = L->cross.out;
+    }
+    L->inter = g_new (float, (gsize) T * I);
+    L->act = g_new (float, (gsize) T * I);
+    linear_forward (L->inter, h, train_param (m, "%s.intermediate.dense.weight", pre),
+                    train_param (m, "%s.intermediate.dense.bias", pre), T, D, I);
+    gelu_forward (L->act, L->inter, (gsize) T * I);
+    L->sum = g_new (float, (gsize) T * D);
+    linear_forward (L->sum, L->act, train_param (m, "%s.output.dense.weight", pre),
+                    train_param (m, "%s.output.dense.bias", pre), T, I, D);
+    for (gsize i = 0; i < (gsize) T * D; i++)
+      L->sum[i] += h[i];
+    L->mean = g_new (float, T);
+    L->rstd = g_new (float, T);
+    L->out = g_new (float, (gsize) T * D);
+    layernorm_forward (L->out, L->mean, L->rstd, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
+                       train_param (m, "%s.output.LayerNorm.bias", pre), T, D, eps);
+    x = L->out;
+    g_free (pre);
+    g_free (sa);
+    g_free (ca);
+  }
+  memcpy (hidden, x, sizeof (float) * T * D);
+  return t;
+}
+
+void
+text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
+{
+  const BlipTextConfig *c = &m->c.text;
+  const int D = c->hidden_size, I = c->intermediate_size, T = t->T, Dv = m->c.vision.hidden_size;
+  const gsize n = (gsize) T * D;
+  float *dx = g_memdup2 (dhidden, sizeof (float) * n);
+  float *dsum = g_new (float, n), *dh = g_new (float, n), *dact = g_new (float, (gsize) T * I);
+  float *dinter = g_new (float, (gsize) T * I), *dself = g_new (float, n);
+  for (int l = c->num_layers - 1; l >= 0; l--) {
+    BertLayerTape *L = &t->layers[l];
+    char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
+    char *sa = g_strconcat (pre, ".attention", NULL), *ca = g_strconcat (pre, ".crossattention", NULL);
+    const float *h = t->image ? L->cross.out : L->self.out;
+    /* out = LN(h + W2 gelu(W1 h)) */
+    memset (dsum, 0, sizeof (float) * n);
+    layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
+                        dx, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre), L->mean, L->rstd, T, D);
+    memcpy (dh, dsum, sizeof (float) * n);
+    memset (dact, 0, sizeof (float) * T * I);
+    linear_backward (dact, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
+                     dsum, L->act, train_param (m, "%s.output.dense.weight", pre), T, I, D);
+    memset (dinter, 0, sizeof (float) * T * I);
+    gelu_backward (dinter, L->inter, dact, (gsize) T * I);
+    linear_backward (dh, train_grad (m, "%s.intermediate.dense.weight", pre), train_grad (m, "%s.intermediate.dense.bias", pre),
+                     dinter, h, train_param (m, "%s.intermediate.dense.weight", pre), T, D, I);
+    /* cross-attention: its input is the self-attention's output */
+    if (t->image) {
+      memset (dself, 0, sizeof (float) * n);
+      attn_backward (m, &L->cross, ca, L->self.out, T, t->image, t->P, Dv, dh, dself, dimage);
+      memcpy (dh, dself, sizeof (float) * n);
+    }
+    memset (dx, 0, sizeof (float) * n);
+    attn_backward (m, &L->self, sa, L->x_in, T, L->x_in, T, D, dh, dx, dx);
+    g_free (pre);
+    g_free (sa);
+    g_free (ca);
+  }
+  /* embeddings: x0 = LN(word[ids] + pos) */
+  float *demb = g_new0 (float, n);
+  layernorm_backward (demb, train_grad (m, "%s.embeddings.LayerNorm.weight", m->text),
+                      train_grad (m, "%s.embeddings.LayerNorm.bias", m->text), dx, t->emb,
+                      train_param (m, "%s.embeddings.LayerNorm.weight", m->text), t->emb_mean, t->emb_rstd, T, D);
+  float *dwe = train_grad (m, "%s.embeddings.word_embeddings.weight", m->text);
+  float *dpe = train_grad (m, "%s.embeddings.position_embeddings.weight", m->text);
+  for (int i = 0; i < T; i++)
+    for (int d = 0; d < D; d++) {
+      dwe[(gsize) t->ids[i] * D + d] += demb[(gsize) i * D + d];
+      dpe[(gsize) i * D + d] += demb[(gsize) i * D + d];
+    }
+  g_free (demb);
+  g_free (dx);
+  g_free (dsum);
+  g_free (dh);
+  g_free (dact);
+  g_free (dinter);
+  g_free (dself);
+}
+
+void
+text_tape_free (TextTape *t)
+{
+  if (!t)
+    return;
+  for (int l = 0; l < t->n_layers; l++) {
+    BertLayerTape *L = &t->layers[l];
+    g_free (L->x_in);
+    attn_tape_clear (&L->self);
+    if (t->image)
+      attn_tape_clear (&L->cross);
+    g_free (L->inter);
+    g_free (L->act);
+    g_free (L->sum);
+    g_free (L->mean);
+    g_free (L->rstd);
+    /* L->out is the next layer's x_in, freed there; the last one here */
+    if (l == t->n_layers - 1)
+      g_free (L->out);
+  }
+  g_free (t->layers);
+  g_free (t->emb);
+  g_free (t->emb_mean);
+  g_free (t->emb_rstd);
+  g_free (t);
+}
+
+/* ---- LM head: logits = LN(gelu(W h + b)) E^T + bias, E the word embeddings ---- */
+
+struct _HeadTape {
+  int T;
+  const float *hidden;
+  float *dense, *act, *mean, *rstd, *normed;
+};
+
+HeadTape *
+lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits)
+{
+  const int D = m->c.text.hidden_size, V = m->c.text.vocab_size;
+  HeadTape *h = g_new0 (HeadTape, 1);
+  h->T = T;
+  h->hidden = hidden;
+  h->dense = g_new (float, (gsize) T * D);
+  h->act = g_new (float, (gsize) T * D);
+  h->normed = g_new (float, (gsize) T * D);
+  h->mean = g_new (float, T);
+  h->rstd = g_new (float, T);
+  linear_forward (h->dense, hidden, train_param (m, "text_decoder.cls.predictions.transform.dense.weight"),
+                  train_param (m, "text_decoder.cls.predictions.transform.dense.bias"), T, D, D);
+  gelu_forward (h->act, h->dense, (gsize) T * D);
+  layernorm_forward (h->normed, h->mean, h->rstd, h->act,
+                     train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"),
+                     train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.bias"), T, D,
+                     m->c.text.layer_norm_eps);
+  linear_forward (logits, h->normed, train_param (m, "text_decoder.bert.embeddings.word_embeddings.weight"),
+                  train_param (m, "text_decoder.cls.predictions.bias"), T, D, V);
+  return h;
+}
+
+void
+lm_head_backward (TrainModel *m, HeadTape *h, const float *dlogits, float *dhidden)
+{
+  const int D = m->c.text.hidden_size, V = m->c.text.vocab_size, T = h->T;
+  float *dnormed = g_new0 (float, (gsize) T * D), *dact = g_new0 (float, (gsize) T * D);
+  float *ddense = g_new0 (float, (gsize) T * D);
+  /* the tied decoder weight's gradient goes to the word embeddings */
+  linear_backward (dnormed, train_grad (m, "text_decoder.bert.embeddings.word_embeddings.weight"),
+                   train_grad (m, "text_decoder.cls.predictions.bias"), dlogits, h->normed,
+                   train_param (m, "text_decoder.bert.embeddings.word_embeddings.weight"), T, D, V);
+  layernorm_backward (dact, train_grad (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"),
+                      train_grad (m, "text_decoder.cls.predictions.transform.LayerNorm.bias"), dnormed, h->act,
+                      train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"), h->mean, h->rstd, T, D);
+  gelu_backward (ddense, h->dense, dact, (gsize) T * D);
+  linear_backward (dhidden, train_grad (m, "text_decoder.cls.predictions.transform.dense.weight"),
+                   train_grad (m, "text_decoder.cls.predictions.transform.dense.bias"), ddense, h->hidden,
+                   train_param (m, "text_decoder.cls.predictions.transform.dense.weight"), T, D, D);
+  g_free (dnormed);
+  g_free (dact);
+  g_free (ddense);
+}
+
+void
+head_tape_free (HeadTape *h)
+{
+  if (!h)
+    return;
+  g_free (h->dense);
+  g_free (h->act);
+  g_free (h->normed);
+  g_free (h->mean);
+  g_free (h->rstd);
+  g_free (h);
+}

@@ -1,0 +1,55 @@
+/* BLIP's parameters, gradients, and the forward/backward passes of its
+ * parts, for training.  Shapes: P vision tokens, Dv vision width, T text
+ * tokens, D text width, V vocabulary, E projection width. */
+#ifndef BLIP_TRAIN_MODEL_H
+#define BLIP_TRAIN_MODEL_H
+
+#include <blip.h>
+#include "layers.h"
+
+/* One parameter tensor and its gradient. */
+typedef struct {
+  char *name;
+  float *value, *grad;
+  int ndim;
+  int64_t shape[8];
+  gsize numel;
+} TrainParam;
+
+typedef struct {
+  BlipConfig c;
+  GPtrArray *params;   /* TrainParam *, in checkpoint order */
+  GHashTable *by_name; /* name -> TrainParam * */
+  const char *text;    /* "text_decoder.bert" or "text_encoder" */
+} TrainModel;
+
+TrainModel *train_model_load (const char *dir, GError **error);
+void train_model_free (TrainModel *m);
+float *train_param (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+float *train_grad (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
+void train_zero_grads (TrainModel *m);
+
+/* Activations saved by a forward pass for its backward. */
+typedef struct _VisionTape VisionTape;
+typedef struct _TextTape TextTape;
+
+/* image_embeds [P,Dv] of one image [3,S,S] */
+VisionTape *vision_forward (TrainModel *m, const float *pixels, float *image_embeds);
+void vision_backward (TrainModel *m, VisionTape *tape, const float *dimage_embeds);
+void vision_tape_free (VisionTape *t);
+
+/* hidden [T,D] of one text; image [P,Dv] or NULL (no cross-attention);
+ * causal for the decoder */
+TextTape *text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T,
+                        const float *image, gboolean causal, float *hidden);
+/* dimage (may be NULL) += gradient wrt the image embeddings */
+void text_backward (TrainModel *m, TextTape *tape, const float *dhidden, float *dimage);
+void text_tape_free (TextTape *t);
+
+/* LM head of the decoder: logits [T,V]; backward from dlogits to dhidden (+=) */
+typedef struct _HeadTape HeadTape;
+HeadTape *lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits);
+void lm_head_backward (TrainModel *m, HeadTape *tape, const float *dlogits, float *dhidden);
+void head_tape_free (HeadTape *t);
+
+#endif
