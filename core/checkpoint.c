@@ -226,8 +226,9 @@ write_json (JsonBuilder *b, const char *path, GError **error)
   return ok;
 }
 
-static gboolean
-write_config (const char *dir, const BlipConfig *c, BlipCheckpointKind kind, GError **error)
+gboolean
+blip_checkpoint_write_config (const char *dir, const BlipConfig *c, BlipCheckpointKind kind,
+                              GError **error)
 {
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_object (b);
@@ -397,7 +398,7 @@ blip_checkpoint_write_random (const char *dir, const BlipConfig *c, BlipCheckpoi
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: cannot write vocab.txt", dir);
     return FALSE;
   }
-  ok = blip_tokenizer_write (tok, dir, error) && write_config (dir, c, kind, error);
+  ok = blip_tokenizer_write (tok, dir, error) && blip_checkpoint_write_config (dir, c, kind, error);
   blip_tokenizer_free (tok);
   if (!ok)
     return FALSE;

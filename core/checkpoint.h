@@ -38,6 +38,10 @@ BlipConfig blip_config_preset (const char *name, gboolean *found);
 gboolean blip_checkpoint_write_random (const char *dir, const BlipConfig *config,
                                        BlipCheckpointKind kind, guint64 seed, GError **error);
 
+/* config.json of a checkpoint of this geometry and kind. */
+gboolean blip_checkpoint_write_config (const char *dir, const BlipConfig *config,
+                                       BlipCheckpointKind kind, GError **error);
+
 /* vocab.txt and tokenizer_config.json of a tokenizer. */
 gboolean blip_tokenizer_write (const BlipTokenizer *tok, const char *dir, GError **error);
 

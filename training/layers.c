@@ -1,7 +1,8 @@
 /* Forward and backward of each layer kind (see layers.h). */
 #include "layers.h"
 
-#include <cblas.h>
+/* oneDNN's sgemm (row-major): the same kernels as libblip's oneDNN backend */
+#include <dnnl.h>
 #include <math.h>
 #include <string.h>
 
@@ -14,7 +15,7 @@ linear_forward (float *out, const float *inp, const float *w, const float *b, in
     else
       memset (out + (gsize) i * N, 0, sizeof (float) * N);
   }
-  cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, inp, K, w, K, 1.0f, out, N);
+  dnnl_sgemm ('N', 'T', M, N, K, 1.0f, inp, K, w, K, 1.0f, out, N);
 }
 
 void
@@ -22,9 +23,9 @@ linear_backward (float *dinp, float *dw, float *db, const float *dout, const flo
                  const float *w, int M, int K, int N)
 {
   if (dinp)
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, N, 1.0f, dout, N, w, K, 1.0f, dinp, K);
+    dnnl_sgemm ('N', 'N', M, K, N, 1.0f, dout, N, w, K, 1.0f, dinp, K);
   if (dw)
-    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);
+    dnnl_sgemm ('T', 'N', N, K, M, 1.0f, dout, N, inp, K, 1.0f, dw, K);
   if (db)
     for (int i = 0; i < M; i++)
       for (int j = 0; j < N; j++)
@@ -108,7 +109,7 @@ attention_forward (float *out, float *probs, const float *q, int ldq, const floa
   const float scale = 1.0f / sqrtf ((float) hd);
   for (int h = 0; h < H; h++) {
     float *P = probs + (gsize) h * T * S;
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, scale, q + h * hd, ldq,
+    dnnl_sgemm ('N', 'T', T, S, hd, scale, q + h * hd, ldq,
                  k + h * hd, ldk, 0.0f, P, S);
     for (int t = 0; t < T; t++) {
       float *row = P + (gsize) t * S;
@@ -126,7 +127,7 @@ attention_forward (float *out, float *probs, const float *q, int ldq, const floa
       for (int s = 0; s < S; s++)
         row[s] = (float) (row[s] / sum);
     }
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f, P, S, v + h * hd, ldv,
+    dnnl_sgemm ('N', 'N', T, hd, S, 1.0f, P, S, v + h * hd, ldv,
                  0.0f, out + h * hd, H * hd);
   }
 }
@@ -142,9 +143,9 @@ attention_backward (float *dq, float *dk, float *dv, const float *dout, const fl
   for (int h = 0; h < H; h++) {
     const float *P = probs + (gsize) h * T * S;
     /* dV += P^T dout ; dP = dout V^T */
-    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, 1.0f, P, S, dout + h * hd, D,
+    dnnl_sgemm ('T', 'N', S, hd, T, 1.0f, P, S, dout + h * hd, D,
                  1.0f, dv + h * hd, ldv);
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, 1.0f, dout + h * hd, D,
+    dnnl_sgemm ('N', 'T', T, S, hd, 1.0f, dout + h * hd, D,
                  v + h * hd, ldv, 0.0f, dP, S);
     /* softmax backward: dS = P (dP - sum(P dP)) */
     for (int t = 0; t < T; t++) {
@@ -157,9 +158,9 @@ attention_backward (float *dq, float *dk, float *dv, const float *dout, const fl
         d[s] = p[s] * (float) (d[s] - dot);
     }
     /* S = scale Q K^T:  dQ += scale dS K ; dK += scale dS^T Q */
-    cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, scale, dP, S, k + h * hd, ldk,
+    dnnl_sgemm ('N', 'N', T, hd, S, scale, dP, S, k + h * hd, ldk,
                  1.0f, dq + h * hd, ldq);
-    cblas_sgemm (CblasRowMajor, CblasTrans, CblasNoTrans, S, hd, T, scale, dP, S, q + h * hd, ldq,
+    dnnl_sgemm ('T', 'N', S, hd, T, scale, dP, S, q + h * hd, ldq,
                  1.0f, dk + h * hd, ldk);
   }
   g_free (dP);

@@ -3,12 +3,121 @@
  * encoder is a pre-LN ViT, the text side a post-LN BERT (see core/vit.c and
  * core/bert.c for the same functions without gradients). */
 #include "model.h"
+#include "../core/checkpoint.h"
 #include "../core/safetensors.h"
+
+#include <math.h>
 
 #include <stdarg.h>
 #include <string.h>
 
 /* ---- parameters ---- */
+
+static void train_param_free (gpointer p);
+
+static void
+add_param (TrainModel *m, const BlipParam *bp, GRand *rng)
+{
+  TrainParam *p = g_new0 (TrainParam, 1);
+  p->name = g_strdup (bp->name);
+  p->ndim = bp->ndim;
+  memcpy (p->shape, bp->shape, sizeof (int64_t) * 4);
+  p->numel = bp->numel;
+  p->value = g_new (float, MAX (p->numel, 1));
+  p->grad = g_new0 (float, MAX (p->numel, 1));
+  for (gsize k = 0; k < p->numel; k++) {
+    if (bp->init == BLIP_INIT_ONES)
+      p->value[k] = 1.0f;
+    else if (bp->init == BLIP_INIT_ZEROS)
+      p->value[k] = 0.0f;
+    else { /* normal(0, 0.02), Box-Muller */
+      const double u1 = MAX (g_rand_double (rng), 1e-300), u2 = g_rand_double (rng);
+      p->value[k] = (float) (0.02 * sqrt (-2.0 * log (u1)) * cos (2 * G_PI * u2));
+    }
+  }
+  g_ptr_array_add (m->params, p);
+  g_hash_table_insert (m->by_name, p->name, p);
+}
+
+TrainModel *
+train_model_new (const BlipConfig *c, guint64 seed)
+{
+  TrainModel *m = g_new0 (TrainModel, 1);
+  m->c = *c;
+  m->text = "text_decoder.bert";
+  m->encoder_self = "text_encoder";
+  m->params = g_ptr_array_new_with_free_func (train_param_free);
+  m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
+  GArray *cap = blip_param_list (c, BLIP_CHECKPOINT_CAPTION);
+  for (guint i = 0; i < cap->len; i++)
+    add_param (m, &g_array_index (cap, BlipParam, i), rng);
+  g_array_unref (cap);
+  /* from the retrieval model: what the decoder does not share with it */
+  GArray *ret = blip_param_list (c, BLIP_CHECKPOINT_RETRIEVAL);
+  for (guint i = 0; i < ret->len; i++) {
+    const BlipParam *bp = &g_array_index (ret, BlipParam, i);
+    if (strstr (bp->name, ".attention.") || g_str_has_prefix (bp->name, "vision_proj")
+        || g_str_has_prefix (bp->name, "text_proj") || g_str_has_prefix (bp->name, "itm_head"))
+      add_param (m, bp, rng);
+  }
+  g_array_unref (ret);
+  g_rand_free (rng);
+  return m;
+}
+
+/* The retrieval model's name of a parameter of the pretraining model
+ * (NULL: not part of it). */
+static char *
+retrieval_name (const char *name)
+{
+  if (g_str_has_prefix (name, "text_decoder.cls.")
+      || (strstr (name, "text_decoder.bert.encoder.layer.") && strstr (name, ".attention.")))
+    return NULL;
+  if (g_str_has_prefix (name, "text_decoder.bert."))
+    return g_strconcat ("text_encoder.", name + strlen ("text_decoder.bert."), NULL);
+  return g_strdup (name);
+}
+
+gboolean
+train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GError **error)
+{
+  const char *kinds[2] = { "caption", "retrieval" };
+  for (int k = 0; k < 2; k++) {
+    char *sub = g_build_filename (dir, kinds[k], NULL);
+    if (g_mkdir_with_parents (sub, 0755) != 0) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: cannot create", sub);
+      g_free (sub);
+      return FALSE;
+    }
+    BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
+    GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
+    for (guint i = 0; i < m->params->len; i++) {
+      const TrainParam *p = m->params->pdata[i];
+      char *name;
+      if (k == 0)
+        name = g_str_has_prefix (p->name, "text_decoder.") || g_str_has_prefix (p->name, "vision_model.")
+            ? g_strdup (p->name) : NULL;
+      else
+        name = retrieval_name (p->name);
+      if (!name)
+        continue;
+      g_ptr_array_add (names, name);
+      blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, p->ndim, p->shape, p->value);
+    }
+    char *path = g_build_filename (sub, "model.safetensors", NULL);
+    gboolean ok = blip_safetensors_writer_write (w, path, error)
+        && blip_checkpoint_write_config (sub, &m->c, k == 0 ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL, error)
+        && blip_tokenizer_write (tok, sub, error);
+    blip_safetensors_writer_free (w);
+    g_ptr_array_unref (names);
+    g_free (path);
+    g_free (sub);
+    if (!ok)
+      return FALSE;
+  }
+  return TRUE;
+}
 
 static void
 train_param_free (gpointer p)
@@ -34,6 +143,7 @@ train_model_load (const char *dir, GError **error)
   TrainModel *m = g_new0 (TrainModel, 1);
   m->c = *blip_model_get_config (bm);
   m->text = blip_model_can_caption (bm) ? "text_decoder.bert" : "text_encoder";
+  m->encoder_self = m->text;
   m->params = g_ptr_array_new_with_free_func (train_param_free);
   m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
   GPtrArray *names = blip_safetensors_names (st);
@@ -424,7 +534,9 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T, con
   for (int l = 0; l < c->num_layers; l++) {
     BertLayerTape *L = &t->layers[l];
     char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
-    char *sa = g_strconcat (pre, ".attention", NULL), *ca = g_strconcat (pre, ".crossattention", NULL);
+    char *sa = causal ? g_strconcat (pre, ".attention", NULL)
+                      : g_strdup_printf ("%s.encoder.layer.%d.attention", m->encoder_self, l);
+    char *ca = g_strconcat (pre, ".crossattention", NULL);
     L->x_in = x;
     attn_forward (m, &L->self, sa, x, T, x, T, D, mask, causal, eps);
     const float *h = L->self.out;
@@ -468,7 +580,9 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
   for (int l = c->num_layers - 1; l >= 0; l--) {
     BertLayerTape *L = &t->layers[l];
     char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
-    char *sa = g_strconcat (pre, ".attention", NULL), *ca = g_strconcat (pre, ".crossattention", NULL);
+    char *sa = t->causal ? g_strconcat (pre, ".attention", NULL)
+                         : g_strdup_printf ("%s.encoder.layer.%d.attention", m->encoder_self, l);
+    char *ca = g_strconcat (pre, ".crossattention", NULL);
     const float *h = t->image ? L->cross.out : L->self.out;
     /* out = LN(h + W2 gelu(W1 h)) */
     memset (dsum, 0, sizeof (float) * n);

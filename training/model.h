@@ -20,8 +20,18 @@ typedef struct {
   BlipConfig c;
   GPtrArray *params;   /* TrainParam *, in checkpoint order */
   GHashTable *by_name; /* name -> TrainParam * */
-  const char *text;    /* "text_decoder.bert" or "text_encoder" */
+  const char *text;    /* text model prefix: "text_decoder.bert" or "text_encoder" */
+  /* the text encoder's self-attention: text's own, or (pretraining, where
+   * encoder and decoder share everything else as BLIP ties them) its own */
+  const char *encoder_self;
 } TrainModel;
+
+/* A pretraining model of this geometry: the captioning parameters, the
+ * encoder's own self-attention, projections and ITM head; BLIP's init. */
+TrainModel *train_model_new (const BlipConfig *config, guint64 seed);
+/* Writes it as Hugging Face folders: dir/caption (BlipForConditionalGeneration)
+ * and dir/retrieval (BlipForImageTextRetrieval), with the tokenizer. */
+gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GError **error);
 
 TrainModel *train_model_load (const char *dir, GError **error);
 void train_model_free (TrainModel *m);

@@ -24,3 +24,17 @@ gboolean objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, Tra
 gboolean objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses *out);
 
 #endif
+
+/* BLIP pretraining on a batch of B image-caption pairs: ITC (in-batch,
+ * temperature temp), ITM with one hard negative text per image and one hard
+ * negative image per text (sampled from the similarities), LM with label
+ * smoothing.  itc_ids start with [CLS], itm_ids with [ENC], lm_ids with
+ * [DEC] (all [B,T], one mask).  Gradients of ITC + ITM + LM accumulated. */
+typedef struct {
+  int B, T;
+  const float *pixels;
+  const int32_t *itc_ids, *itm_ids, *lm_ids, *mask;
+} PretrainBatch;
+
+gboolean objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double smoothing,
+                             GRand *rng, TrainLosses *out);

@@ -1,0 +1,307 @@
+/* The synthetic image-text data set (blip-train make-dataset): shapes of
+ * several colours, sizes and positions on coloured backgrounds, drawn with
+ * cairo, with compositional captions.  The test split holds colour-shape
+ * combinations never seen in training.  An optional fraction of the
+ * training captions is corrupted (swapped for another image's caption), each
+ * entry recording whether it was, so a filter can be scored on the truth. */
+#include "dataset.h"
+
+#include <cairo.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <string.h>
+
+static const struct { const char *name; double r, g, b; } colours[] = {
+  { "red", 0.85, 0.1, 0.1 }, { "green", 0.1, 0.7, 0.15 }, { "blue", 0.15, 0.25, 0.9 },
+  { "yellow", 0.95, 0.85, 0.1 }, { "white", 0.97, 0.97, 0.97 }, { "black", 0.05, 0.05, 0.05 },
+};
+#define N_COLOURS G_N_ELEMENTS (colours)
+static const char *const shapes[] = { "circle", "square", "triangle" };
+#define N_SHAPES 3
+
+/* colour-shape pairs kept out of training: the test split's novelty */
+static gboolean
+held_out (int colour, int shape)
+{
+  return (colour == 0 && shape == 2) || (colour == 1 && shape == 0) || (colour == 2 && shape == 1)
+      || (colour == 3 && shape == 2);
+}
+
+static void
+draw_shape (cairo_t *cr, int shape, double cx, double cy, double r)
+{
+  switch (shape) {
+    case 0: cairo_arc (cr, cx, cy, r, 0, 2 * G_PI); break;
+    case 1: cairo_rectangle (cr, cx - r, cy - r, 2 * r, 2 * r); break;
+    default:
+      cairo_move_to (cr, cx, cy - r);
+      cairo_line_to (cr, cx + r, cy + r * 0.9);
+      cairo_line_to (cr, cx - r, cy + r * 0.9);
+      cairo_close_path (cr);
+      break;
+  }
+  cairo_fill (cr);
+}
+
+typedef struct {
+  int bg, c1, s1, big, c2, s2; /* c2 < 0: one shape */
+  char *caption;
+} Scene;
+
+static void
+random_scene (GRand *rng, Scene *sc, gboolean test)
+{
+  do {
+    sc->bg = g_rand_int_range (rng, 0, N_COLOURS);
+    sc->c1 = g_rand_int_range (rng, 0, N_COLOURS);
+    sc->s1 = g_rand_int_range (rng, 0, N_SHAPES);
+    sc->big = g_rand_boolean (rng);
+    sc->c2 = g_rand_boolean (rng) ? g_rand_int_range (rng, 0, N_COLOURS) : -1;
+    sc->s2 = g_rand_int_range (rng, 0, N_SHAPES);
+  } while (sc->c1 == sc->bg || (sc->c2 >= 0 && (sc->c2 == sc->bg || (sc->c2 == sc->c1 && sc->s2 == sc->s1)))
+           /* training never shows a held-out pair; the test split always does */
+           || (!test && (held_out (sc->c1, sc->s1) || (sc->c2 >= 0 && held_out (sc->c2, sc->s2))))
+           || (test && !held_out (sc->c1, sc->s1) && !(sc->c2 >= 0 && held_out (sc->c2, sc->s2))));
+  if (sc->c2 < 0)
+    sc->caption = g_strdup_printf ("a %s %s %s on a %s background", sc->big ? "large" : "small",
+                                   colours[sc->c1].name, shapes[sc->s1], colours[sc->bg].name);
+  else
+    sc->caption = g_strdup_printf ("a %s %s to the left of a %s %s", colours[sc->c1].name,
+                                   shapes[sc->s1], colours[sc->c2].name, shapes[sc->s2]);
+}
+
+static gboolean
+render (const Scene *sc, int size, GRand *rng, const char *path, GError **error)
+{
+  cairo_surface_t *s = cairo_image_surface_create (CAIRO_FORMAT_RGB24, size, size);
+  cairo_t *cr = cairo_create (s);
+  cairo_set_source_rgb (cr, colours[sc->bg].r, colours[sc->bg].g, colours[sc->bg].b);
+  cairo_paint (cr);
+  const double jitter = size * 0.06;
+  if (sc->c2 < 0) {
+    const double r = size * (sc->big ? 0.3 : 0.15);
+    cairo_set_source_rgb (cr, colours[sc->c1].r, colours[sc->c1].g, colours[sc->c1].b);
+    draw_shape (cr, sc->s1, size / 2.0 + g_rand_double_range (rng, -jitter, jitter),
+                size / 2.0 + g_rand_double_range (rng, -jitter, jitter), r);
+  } else {
+    const double r = size * 0.17;
+    cairo_set_source_rgb (cr, colours[sc->c1].r, colours[sc->c1].g, colours[sc->c1].b);
+    draw_shape (cr, sc->s1, size * 0.27 + g_rand_double_range (rng, -jitter, jitter),
+                size / 2.0 + g_rand_double_range (rng, -2 * jitter, 2 * jitter), r);
+    cairo_set_source_rgb (cr, colours[sc->c2].r, colours[sc->c2].g, colours[sc->c2].b);
+    draw_shape (cr, sc->s2, size * 0.73 + g_rand_double_range (rng, -jitter, jitter),
+                size / 2.0 + g_rand_double_range (rng, -2 * jitter, 2 * jitter), r);
+  }
+  cairo_destroy (cr);
+  cairo_status_t st = cairo_surface_write_to_png (s, path);
+  cairo_surface_destroy (s);
+  if (st != CAIRO_STATUS_SUCCESS) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, cairo_status_to_string (st));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+write_split (const char *dir, const char *split, int n, int size, double corrupt, int *next_id,
+             GRand *rng, GError **error)
+{
+  const gboolean test = g_str_equal (split, "test");
+  Scene *scenes = g_new0 (Scene, n);
+  for (int i = 0; i < n; i++)
+    random_scene (rng, &scenes[i], test);
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_array (b);
+  gboolean ok = TRUE;
+  for (int i = 0; ok && i < n; i++) {
+    const int id = (*next_id)++;
+    char *rel = g_strdup_printf ("images/%06d.png", id);
+    char *path = g_build_filename (dir, rel, NULL);
+    ok = render (&scenes[i], size, rng, path, error);
+    /* a corrupted caption: another image's, as noisy web text is */
+    gboolean bad = !test && g_rand_double (rng) < corrupt;
+    const char *caption = scenes[i].caption;
+    if (bad) {
+      int j;
+      do
+        j = g_rand_int_range (rng, 0, n);
+      while (n > 1 && g_str_equal (scenes[j].caption, caption));
+      caption = scenes[j].caption;
+    }
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "image");
+    json_builder_add_string_value (b, rel);
+    json_builder_set_member_name (b, "caption");
+    json_builder_add_string_value (b, caption);
+    json_builder_set_member_name (b, "image_id");
+    json_builder_add_int_value (b, id);
+    json_builder_set_member_name (b, "true_caption");
+    json_builder_add_string_value (b, scenes[i].caption);
+    json_builder_set_member_name (b, "corrupted");
+    json_builder_add_boolean_value (b, bad);
+    json_builder_end_object (b);
+    g_free (rel);
+    g_free (path);
+  }
+  json_builder_end_array (b);
+  if (ok) {
+    JsonGenerator *g = json_generator_new ();
+    JsonNode *root = json_builder_get_root (b);
+    json_generator_set_root (g, root);
+    char *name = g_strdup_printf ("%s.json", split), *path = g_build_filename (dir, name, NULL);
+    GError *err = NULL;
+    ok = json_generator_to_file (g, path, &err);
+    if (!ok) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, err->message);
+      g_error_free (err);
+    }
+    g_free (name);
+    g_free (path);
+    json_node_unref (root);
+    g_object_unref (g);
+  }
+  g_object_unref (b);
+  for (int i = 0; i < n; i++)
+    g_free (scenes[i].caption);
+  g_free (scenes);
+  return ok;
+}
+
+gboolean
+dataset_make (const char *dir, int n_train, int n_val, int n_test, int size, double corrupt,
+              guint64 seed, GError **error)
+{
+  char *images = g_build_filename (dir, "images", NULL);
+  if (g_mkdir_with_parents (images, 0755) != 0) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: cannot create", images);
+    g_free (images);
+    return FALSE;
+  }
+  g_free (images);
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
+  int id = 0;
+  gboolean ok = write_split (dir, "train", n_train, size, corrupt, &id, rng, error)
+      && write_split (dir, "val", n_val, size, 0, &id, rng, error)
+      && write_split (dir, "test", n_test, size, 0, &id, rng, error);
+  g_rand_free (rng);
+  return ok;
+}
+
+/* ---- reading ---- */
+
+void
+dataset_free (Dataset *d)
+{
+  if (!d)
+    return;
+  for (int i = 0; i < d->n; i++) {
+    g_free (d->items[i].image);
+    g_free (d->items[i].caption);
+  }
+  g_free (d->items);
+  g_free (d->pixels);
+  g_free (d);
+}
+
+/* BLIP's pre_caption: lower case, punctuation to spaces, single spaces, at
+ * most max_words words. */
+char *
+dataset_pre_caption (const char *caption, int max_words)
+{
+  GString *s = g_string_new (NULL);
+  for (const char *p = caption; *p; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    if (c == ',' || c == '.' || c == '!' || c == '?' || c == '"' || c == ':' || c == ';'
+        || c == '-' || c == '/' || c == '\\' || c == '(' || c == ')' || c == '*' || c == '#'
+        || c == '~' || c == '\'' || g_unichar_isspace (c))
+      g_string_append_c (s, ' ');
+    else
+      g_string_append_unichar (s, g_unichar_tolower (c));
+  }
+  char **words = g_strsplit (s->str, " ", -1);
+  GString *out = g_string_new (NULL);
+  int n = 0;
+  for (char **w = words; *w && n < max_words; w++)
+    if (**w) {
+      g_string_append_printf (out, "%s%s", n ? " " : "", *w);
+      n++;
+    }
+  g_strfreev (words);
+  g_string_free (s, TRUE);
+  return g_string_free (out, FALSE);
+}
+
+static gboolean
+load_png_pixels (const char *path, const BlipConfig *c, float *out, GError **error)
+{
+  cairo_surface_t *s = cairo_image_surface_create_from_png (path);
+  if (cairo_surface_status (s) != CAIRO_STATUS_SUCCESS) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path,
+                 cairo_status_to_string (cairo_surface_status (s)));
+    cairo_surface_destroy (s);
+    return FALSE;
+  }
+  cairo_surface_flush (s);
+  /* cairo's RGB24/ARGB32 are native-endian 32-bit words: B, G, R, x in memory */
+  gboolean ok = blip_preprocess (cairo_image_surface_get_data (s), cairo_image_surface_get_width (s),
+                                 cairo_image_surface_get_height (s), cairo_image_surface_get_stride (s),
+                                 BLIP_PIXEL_BGRA, c->vision.image_size, c->image_mean, c->image_std,
+                                 out, error);
+  cairo_surface_destroy (s);
+  return ok;
+}
+
+Dataset *
+dataset_load (const char *annotations, const BlipConfig *c, int max_words, GError **error)
+{
+  JsonParser *p = json_parser_new ();
+  GError *err = NULL;
+  if (!json_parser_load_from_file (p, annotations, &err)) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s", annotations, err->message);
+    g_error_free (err);
+    g_object_unref (p);
+    return NULL;
+  }
+  JsonNode *root = json_parser_get_root (p);
+  if (!root || !JSON_NODE_HOLDS_ARRAY (root)) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: not a JSON array", annotations);
+    g_object_unref (p);
+    return NULL;
+  }
+  JsonArray *a = json_node_get_array (root);
+  char *base = g_path_get_dirname (annotations);
+  Dataset *d = g_new0 (Dataset, 1);
+  const int S = c->vision.image_size;
+  d->image_len = 3 * S * S;
+  d->items = g_new0 (DatasetItem, json_array_get_length (a));
+  d->pixels = g_new (float, (gsize) d->image_len * MAX (json_array_get_length (a), 1));
+  for (guint i = 0; i < json_array_get_length (a); i++) {
+    JsonNode *n = json_array_get_element (a, i);
+    JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
+    const char *img = o ? json_object_get_string_member_with_default (o, "image", NULL) : NULL;
+    JsonNode *cap = o ? json_object_get_member (o, "caption") : NULL;
+    const char *text = NULL;
+    if (cap && JSON_NODE_HOLDS_VALUE (cap) && json_node_get_value_type (cap) == G_TYPE_STRING)
+      text = json_node_get_string (cap);
+    else if (cap && JSON_NODE_HOLDS_ARRAY (cap) && json_array_get_length (json_node_get_array (cap)))
+      text = json_array_get_string_element (json_node_get_array (cap), 0);
+    char *path = img ? (g_path_is_absolute (img) ? g_strdup (img) : g_build_filename (base, img, NULL)) : NULL;
+    GError *e = NULL;
+    /* a broken entry or image is skipped with a warning and counted */
+    if (!path || !text || !load_png_pixels (path, c, d->pixels + (gsize) d->n * d->image_len, &e)) {
+      g_warning ("%s: entry %u skipped: %s", annotations, i, e ? e->message : "no image or caption");
+      g_clear_error (&e);
+      d->skipped++;
+      g_free (path);
+      continue;
+    }
+    DatasetItem *it = &d->items[d->n++];
+    it->image = path;
+    it->caption = dataset_pre_caption (text, max_words);
+    it->image_id = (int) json_object_get_int_member_with_default (o, "image_id", i);
+    it->corrupted = json_object_get_boolean_member_with_default (o, "corrupted", FALSE);
+  }
+  g_free (base);
+  g_object_unref (p);
+  return d;
+}

@@ -1,0 +1,28 @@
+/* Image-text data sets: the synthetic one (make-dataset) and reading
+ * BLIP/COCO-style annotation files ([{"image": path, "caption": text}]). */
+#ifndef BLIP_TRAIN_DATASET_H
+#define BLIP_TRAIN_DATASET_H
+
+#include <blip.h>
+
+typedef struct {
+  char *image, *caption; /* caption after pre_caption */
+  int image_id;
+  gboolean corrupted;    /* synthetic sets: the caption was swapped */
+} DatasetItem;
+
+typedef struct {
+  DatasetItem *items;
+  int n, skipped;
+  float *pixels;         /* [n, 3, S, S] preprocessed once */
+  int image_len;
+} Dataset;
+
+gboolean dataset_make (const char *dir, int n_train, int n_val, int n_test, int size,
+                       double corrupt, guint64 seed, GError **error);
+Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
+                       GError **error);
+void dataset_free (Dataset *d);
+char *dataset_pre_caption (const char *caption, int max_words);
+
+#endif

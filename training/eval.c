@@ -1,0 +1,166 @@
+/* Evaluation of a trained model folder (caption/ and retrieval/) on a split:
+ * greedy captions against the references (exact match), and image-to-text
+ * and text-to-image recall@1/5/10 by ITC similarity with the top-k
+ * re-ranked by ITM, as BLIP evaluates retrieval. */
+#include "eval.h"
+#include "dataset.h"
+
+#include <blip.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static gchar *opt_split, *opt_models;
+static int opt_k = 8;
+
+GOptionEntry eval_entries[] = {
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_split, "Annotation file of the split (e.g. DATA/test.json)", "FILE" },
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_models, "Folder with caption/ and retrieval/ (pretrain's --out)", "DIR" },
+  { "k", 0, 0, G_OPTION_ARG_INT, &opt_k, "ITM re-ranks the ITC top k (default 8)", "K" },
+  { NULL }
+};
+
+static BlipSession *
+open_model (const char *dir, const char *kind, BlipModel **model, GError **error)
+{
+  char *path = g_build_filename (dir, kind, NULL);
+  *model = blip_model_load (path, error);
+  g_free (path);
+  if (!*model)
+    return NULL;
+  return blip_session_new (*model, NULL, error);
+}
+
+/* rank (0-based) of the first correct item when scores are sorted descending */
+static int
+rank_of (const double *scores, int n, const gboolean *correct)
+{
+  int best_correct = -1;
+  for (int i = 0; i < n; i++)
+    if (correct[i] && (best_correct < 0 || scores[i] > scores[best_correct]))
+      best_correct = i;
+  int rank = 0;
+  for (int i = 0; i < n; i++)
+    rank += scores[i] > scores[best_correct];
+  return rank;
+}
+
+int
+cmd_eval (void)
+{
+  GError *error = NULL;
+  if (!opt_split || !opt_models) {
+    g_printerr ("blip-train eval: --data and --model are required\n");
+    return 2;
+  }
+  BlipModel *cap = NULL, *ret = NULL;
+  BlipSession *cs = open_model (opt_models, "caption", &cap, &error);
+  BlipSession *rs = cs ? open_model (opt_models, "retrieval", &ret, &error) : NULL;
+  if (!rs) {
+    g_printerr ("blip-train eval: %s\n", error->message);
+    return 1;
+  }
+  const BlipConfig *c = blip_model_get_config (cap);
+  Dataset *d = dataset_load (opt_split, c, 30, &error);
+  if (!d) {
+    g_printerr ("blip-train eval: %s\n", error->message);
+    return 1;
+  }
+  const int N = d->n, P = blip_model_vision_tokens (cap), Dv = c->vision.hidden_size;
+  const int E = c->image_text_hidden_size;
+  float *embeds = g_new (float, (gsize) P * Dv);
+
+  /* captioning: greedy, exact match against the reference */
+  int exact = 0;
+  BlipGenerateParams gp = blip_generate_default_params ();
+  gp.max_new_tokens = 20;
+  for (int i = 0; i < N; i++) {
+    blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, NULL);
+    BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, NULL);
+    char *text = gen ? blip_generation_caption (cap, gen) : g_strdup ("");
+    exact += g_str_equal (text, d->items[i].caption);
+    if (i < 5)
+      printf ("# %s | reference: %s\n", text, d->items[i].caption);
+    g_free (text);
+    blip_generation_free (gen);
+  }
+
+  /* retrieval: ITC over all pairs, ITM re-ranking of the top k */
+  const BlipTokenizer *tok = blip_model_get_tokenizer (ret);
+  const char **texts = g_new (const char *, N);
+  for (int i = 0; i < N; i++)
+    texts[i] = d->items[i].caption;
+  int32_t *ids, *mask;
+  int T;
+  blip_tokenizer_encode_batch (tok, texts, N, 40, FALSE, &ids, &mask, &T, NULL);
+  float *tfeat = g_new (float, (gsize) N * E), *ifeat = g_new (float, (gsize) N * E);
+  float *all_embeds = g_new (float, (gsize) N * P * Dv);
+  blip_session_text_features (rs, ids, mask, N, T, NULL, tfeat, NULL);
+  blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, NULL);
+  blip_session_image_features (rs, all_embeds, N, ifeat, NULL);
+  double *score = g_new (double, N);
+  gboolean *correct = g_new (gboolean, N);
+  int i2t[3] = { 0 }, t2i[3] = { 0 };
+  const int cut[3] = { 1, 5, 10 };
+  const int K = MIN (opt_k, N);
+  int32_t *ids_enc = g_memdup2 (ids, sizeof (int32_t) * N * T);
+  /* BLIP trains ITM with [ENC] as the first token */
+  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
+  for (int q = 0; q < N && enc >= 0; q++)
+    ids_enc[(gsize) q * T] = enc;
+  for (int dir = 0; dir < 2; dir++)
+    for (int q = 0; q < N; q++) {
+      for (int j = 0; j < N; j++) {
+        double s = 0;
+        const float *a = (dir == 0 ? ifeat : tfeat) + (gsize) q * E, *b = (dir == 0 ? tfeat : ifeat) + (gsize) j * E;
+        for (int e = 0; e < E; e++)
+          s += (double) a[e] * b[e];
+        score[j] = s;
+        /* the same caption counts as correct, whichever image it came from */
+        correct[j] = g_str_equal (d->items[dir == 0 ? j : q].caption, d->items[dir == 0 ? q : j].caption);
+      }
+      /* ITM on the ITC top K, placed above the rest */
+      int *top = g_new (int, K);
+      gboolean *taken = g_new0 (gboolean, N);
+      for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int j = 0; j < N; j++)
+          if (!taken[j] && (best < 0 || score[j] > score[best]))
+            best = j;
+        top[k] = best;
+        taken[best] = TRUE;
+      }
+      for (int k = 0; k < K; k++) {
+        const int j = top[k], img = dir == 0 ? q : j, txt = dir == 0 ? j : q;
+        float logits[2];
+        blip_session_itm (rs, all_embeds + (gsize) img * P * Dv, TRUE, ids_enc + (gsize) txt * T, mask + (gsize) txt * T,
+                          1, T, NULL, logits, NULL);
+        score[j] = 10.0 + 1.0 / (1.0 + exp (logits[0] - logits[1]));
+      }
+      const int r = rank_of (score, N, correct);
+      for (int c2 = 0; c2 < 3; c2++)
+        (dir == 0 ? i2t : t2i)[c2] += r < cut[c2];
+      g_free (top);
+      g_free (taken);
+    }
+  printf ("{\"split\": \"%s\", \"n\": %d, \"caption_exact_match\": %.4f, "
+          "\"i2t_r1\": %.4f, \"i2t_r5\": %.4f, \"i2t_r10\": %.4f, \"t2i_r1\": %.4f, \"t2i_r5\": %.4f, \"t2i_r10\": %.4f}\n",
+          opt_split, N, (double) exact / MAX (N, 1), (double) i2t[0] / N, (double) i2t[1] / N,
+          (double) i2t[2] / N, (double) t2i[0] / N, (double) t2i[1] / N, (double) t2i[2] / N);
+  g_free (ids_enc);
+  g_free (score);
+  g_free (correct);
+  g_free (texts);
+  g_free (ids);
+  g_free (mask);
+  g_free (tfeat);
+  g_free (ifeat);
+  g_free (all_embeds);
+  g_free (embeds);
+  dataset_free (d);
+  blip_session_free (cs);
+  blip_session_free (rs);
+  blip_model_unref (cap);
+  blip_model_unref (ret);
+  return 0;
+}
