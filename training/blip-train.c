@@ -133,7 +133,7 @@ cmd_grad (void)
 static int opt_n_train = 6000, opt_n_val = 300, opt_n_test = 300, opt_size = 64, opt_batch = 32;
 static double opt_corrupt = 0.0, opt_lr = 5e-4, opt_minutes = 20, opt_wd = 0.05;
 static gint64 opt_seed = 0;
-static int opt_epochs = 100, opt_log_every = 20, opt_threads = 1;
+static int opt_epochs = 100, opt_log_every = 20, opt_threads = 1, opt_steps = 0;
 static gchar *opt_data, *opt_preset;
 
 static GOptionEntry dataset_entries[] = {
@@ -170,6 +170,7 @@ static GOptionEntry pretrain_entries[] = {
   { "preset", 0, 0, G_OPTION_ARG_STRING, &opt_preset, "Geometry: small (default), base or large", "NAME" },
   { "epochs", 0, 0, G_OPTION_ARG_INT, &opt_epochs, "Most epochs (default 100)", "N" },
   { "minutes", 0, 0, G_OPTION_ARG_DOUBLE, &opt_minutes, "Stop after this long (default 20)", "M" },
+  { "steps", 0, 0, G_OPTION_ARG_INT, &opt_steps, "Stop after this many steps (default: no limit)", "N" },
   { "batch", 'b', 0, G_OPTION_ARG_INT, &opt_batch, "Batch size (default 32)", "B" },
   { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &opt_lr, "Peak learning rate (default 5e-4)", "LR" },
   { "weight-decay", 0, 0, G_OPTION_ARG_DOUBLE, &opt_wd, "AdamW weight decay (default 0.05)", "W" },
@@ -334,7 +335,7 @@ cmd_pretrain (void)
     }
     for (int s = 0; s < steps_per_epoch; s++) {
       const double elapsed = (g_get_monotonic_time () - t0) / 1e6;
-      if (elapsed > opt_minutes * 60)
+      if (elapsed > opt_minutes * 60 || (opt_steps > 0 && step >= opt_steps))
         goto done;
       for (int k = 0; k < B; k++) {
         const int it = order[s * B + k];
