@@ -343,6 +343,14 @@ build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean s
       c->src_bf16 = m->bf16;
       return TRUE;
     }
+    if (m->bf16) {
+      /* no silent fallback to fp32: the caller asked for bf16 */
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
+                   "bf16 matmul (%dx%d) is not supported on this CPU by oneDNN: %s", l->out, l->in,
+                   local ? local->message : "no implementation");
+      g_clear_error (&local);
+      return FALSE;
+    }
     /* this shape has no kernel for the packed layout: use W as it is */
     g_clear_error (&local);
     for (int i = 0; i < 5; i++)

@@ -25,6 +25,12 @@ session (BlipModel *m, BlipPrecision p)
   sp.precision = p;
   sp.n_threads = 2;
   BlipSession *s = blip_session_new (m, &sp, &error);
+  if (g_error_matches (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED)) {
+    /* a CPU (or valgrind's virtual one) without bf16 support: refused, not faked */
+    g_test_skip (error->message);
+    g_error_free (error);
+    return NULL;
+  }
   g_assert_no_error (error);
   return s;
 }
@@ -45,7 +51,14 @@ test_bf16 (void)
   float *out[2][4];
   const BlipPrecision precs[2] = { BLIP_PRECISION_F32, BLIP_PRECISION_BF16 };
   for (int k = 0; k < 2; k++) {
-    BlipSession *s = session (cap, precs[k]), *si = session (itm, precs[k]);
+    BlipSession *s = session (cap, precs[k]), *si = s ? session (itm, precs[k]) : NULL;
+    if (!s || !si) {
+      blip_session_free (s);
+      for (int j = 0; j < k; j++)
+        for (int i = 0; i < 4; i++)
+          g_free (out[j][i]);
+      goto out;
+    }
     out[k][0] = g_new (float, 2 * P * Dv);
     out[k][1] = g_new (float, 2 * T * V);
     out[k][2] = g_new (float, 4);
@@ -70,6 +83,7 @@ test_bf16 (void)
     g_free (out[0][i]);
     g_free (out[1][i]);
   }
+out:
   /* bf16 needs oneDNN */
   BlipSessionParams sp = { .backend = BLIP_BACKEND_OPENBLAS, .precision = BLIP_PRECISION_BF16 };
   g_assert_null (blip_session_new (cap, &sp, &error));
