@@ -21,7 +21,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   static const double mean[3] = { 0.5, 0.5, 0.5 }, std[3] = { 0.25, 0.25, 0.25 };
   float *px = g_new (float, 3 * out * out);
   GError *error = NULL;
-  guint8 *copy = g_memdup2 (data + 8, need ? need : 1); /* exactly the claimed size */
+  /* exactly the claimed size (a zero-sized image gets a buffer of its own) */
+  guint8 *copy = need ? g_memdup2 (data + 8, need) : g_malloc0 (1);
   if (blip_preprocess (copy, w, h, stride, formats[fmt], out, mean, std, px, &error)) {
     for (int i = 0; i < 3 * out * out; i++)
       g_assert (px[i] >= (0 - 0.5) / 0.25 - 1e-3 && px[i] <= (1 - 0.5) / 0.25 + 1e-3);
