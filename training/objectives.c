@@ -14,6 +14,61 @@ vision_tokens (const TrainModel *m)
   return g * g + 1;
 }
 
+/* ITC: image features (vision_proj of the CLS rows cls [B,Dv]) against text
+ * features (text_proj of the first tokens first [B,D]), both L2-normalised,
+ * cross-entropy of similarities / temp both ways.  Accumulates the
+ * projections' gradients, adds d(loss)/d(cls) and d/d(first) into dcls and
+ * dfirst, and leaves the similarities / temp in sims [B,B] (image-major). */
+static double
+itc_forward_backward (TrainModel *m, const float *cls, const float *first, int B, double temp,
+                      float *sims, float *dcls, float *dfirst)
+{
+  const int D = m->c.text.hidden_size, E = m->c.image_text_hidden_size, Dv = m->c.vision.hidden_size;
+  const gsize be = (gsize) B * E, bb = (gsize) B * B;
+  float *ip = g_new (float, be), *tp = g_new (float, be), *ifeat = g_new (float, be), *tfeat = g_new (float, be);
+  float *inorm = g_new (float, (gsize) B), *tnorm = g_new (float, (gsize) B);
+  linear_forward (ip, cls, train_param (m, "vision_proj.weight"), train_param (m, "vision_proj.bias"), B, Dv, E);
+  linear_forward (tp, first, train_param (m, "text_proj.weight"), train_param (m, "text_proj.bias"), B, D, E);
+  l2norm_forward (ifeat, inorm, ip, B, E);
+  l2norm_forward (tfeat, tnorm, tp, B, E);
+  float *t2i = g_new (float, bb);
+  for (int i = 0; i < B; i++)
+    for (int j = 0; j < B; j++) {
+      double s = 0;
+      for (int e = 0; e < E; e++)
+        s += (double) ifeat[(gsize) i * E + e] * tfeat[(gsize) j * E + e];
+      sims[(gsize) i * B + j] = (float) (s / temp);
+      t2i[(gsize) j * B + i] = (float) (s / temp);
+    }
+  int32_t *diag = g_new (int32_t, (gsize) B);
+  for (int i = 0; i < B; i++)
+    diag[i] = i;
+  float *di2t = g_new0 (float, bb), *dt2i = g_new0 (float, bb);
+  const double loss = 0.5 * crossentropy_forward_backward (di2t, sims, diag, B, B, 0.0, 0.5)
+      + 0.5 * crossentropy_forward_backward (dt2i, t2i, diag, B, B, 0.0, 0.5);
+  /* dsim[i][j] = (di2t[i][j] + dt2i[j][i]) / temp */
+  float *difeat = g_new0 (float, be), *dtfeat = g_new0 (float, be);
+  for (int i = 0; i < B; i++)
+    for (int j = 0; j < B; j++) {
+      const float ds = (float) ((di2t[(gsize) i * B + j] + dt2i[(gsize) j * B + i]) / temp);
+      for (int e = 0; e < E; e++) {
+        difeat[(gsize) i * E + e] += ds * tfeat[(gsize) j * E + e];
+        dtfeat[(gsize) j * E + e] += ds * ifeat[(gsize) i * E + e];
+      }
+    }
+  float *dip = g_new0 (float, be), *dtp = g_new0 (float, be);
+  l2norm_backward (dip, difeat, ifeat, inorm, B, E);
+  l2norm_backward (dtp, dtfeat, tfeat, tnorm, B, E);
+  linear_backward (dcls, train_grad (m, "vision_proj.weight"), train_grad (m, "vision_proj.bias"), dip, cls,
+                   train_param (m, "vision_proj.weight"), B, Dv, E);
+  linear_backward (dfirst, train_grad (m, "text_proj.weight"), train_grad (m, "text_proj.bias"), dtp, first,
+                   train_param (m, "text_proj.weight"), B, D, E);
+  g_free (ip); g_free (tp); g_free (ifeat); g_free (tfeat); g_free (inorm); g_free (tnorm);
+  g_free (t2i); g_free (diag); g_free (di2t); g_free (dt2i); g_free (difeat); g_free (dtfeat);
+  g_free (dip); g_free (dtp);
+  return loss;
+}
+
 gboolean
 objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses *out)
 {
@@ -64,7 +119,7 @@ objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses 
 gboolean
 objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses *out)
 {
-  const int B = b->B, T = b->T, D = m->c.text.hidden_size, E = m->c.image_text_hidden_size;
+  const int B = b->B, T = b->T, D = m->c.text.hidden_size;
   const int P = vision_tokens (m), Dv = m->c.vision.hidden_size, S = m->c.vision.image_size;
   float *embeds = g_new (float, (gsize) B * P * Dv), *dembeds = g_new0 (float, (gsize) B * P * Dv);
   VisionTape **vt = g_new0 (VisionTape *, B);
@@ -90,47 +145,11 @@ objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses 
   linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
                    train_param (m, "itm_head.weight"), B, D, 2);
 
-  /* ITC: normalised projections, similarities / temp, both directions */
-  float *ip = g_new (float, (gsize) B * E), *tp = g_new (float, (gsize) B * E);
-  float *ifeat = g_new (float, (gsize) B * E), *tfeat = g_new (float, (gsize) B * E);
-  float *inorm = g_new (float, B), *tnorm = g_new (float, B);
-  linear_forward (ip, cls, train_param (m, "vision_proj.weight"), train_param (m, "vision_proj.bias"), B, Dv, E);
-  linear_forward (tp, ufirst, train_param (m, "text_proj.weight"), train_param (m, "text_proj.bias"), B, D, E);
-  l2norm_forward (ifeat, inorm, ip, B, E);
-  l2norm_forward (tfeat, tnorm, tp, B, E);
-  float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      double s = 0;
-      for (int e = 0; e < E; e++)
-        s += (double) ifeat[(gsize) i * E + e] * tfeat[(gsize) j * E + e];
-      i2t[(gsize) i * B + j] = (float) (s / temp);
-      t2i[(gsize) j * B + i] = (float) (s / temp);
-    }
-  int32_t *diag = g_new (int32_t, B);
-  for (int i = 0; i < B; i++)
-    diag[i] = i;
-  float *di2t = g_new0 (float, (gsize) B * B), *dt2i = g_new0 (float, (gsize) B * B);
-  out->itc = 0.5 * crossentropy_forward_backward (di2t, i2t, diag, B, B, 0.0, 0.5)
-      + 0.5 * crossentropy_forward_backward (dt2i, t2i, diag, B, B, 0.0, 0.5);
-  /* dsim[i][j] = (di2t[i][j] + dt2i[j][i]) / temp */
-  float *difeat = g_new0 (float, (gsize) B * E), *dtfeat = g_new0 (float, (gsize) B * E);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      const float ds = (float) ((di2t[(gsize) i * B + j] + dt2i[(gsize) j * B + i]) / temp);
-      for (int e = 0; e < E; e++) {
-        difeat[(gsize) i * E + e] += ds * tfeat[(gsize) j * E + e];
-        dtfeat[(gsize) j * E + e] += ds * ifeat[(gsize) i * E + e];
-      }
-    }
-  float *dip = g_new0 (float, (gsize) B * E), *dtp = g_new0 (float, (gsize) B * E);
-  l2norm_backward (dip, difeat, ifeat, inorm, B, E);
-  l2norm_backward (dtp, dtfeat, tfeat, tnorm, B, E);
+  /* ITC */
+  float *sims = g_new (float, (gsize) B * B);
   float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
-  linear_backward (dcls, train_grad (m, "vision_proj.weight"), train_grad (m, "vision_proj.bias"), dip, cls,
-                   train_param (m, "vision_proj.weight"), B, Dv, E);
-  linear_backward (dufirst, train_grad (m, "text_proj.weight"), train_grad (m, "text_proj.bias"), dtp, ufirst,
-                   train_param (m, "text_proj.weight"), B, D, E);
+  out->itc = itc_forward_backward (m, cls, ufirst, B, temp, sims, dcls, dufirst);
+  g_free (sims);
 
   /* back through the text encoder (twice: shared weights, summed grads) and the ViT */
   float *dh = g_new0 (float, (gsize) T * D);
@@ -148,10 +167,7 @@ objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses 
     text_tape_free (ut[i]);
     vision_tape_free (vt[i]);
   }
-  g_free (dh); g_free (dcls); g_free (dufirst); g_free (dip); g_free (dtp);
-  g_free (difeat); g_free (dtfeat); g_free (di2t); g_free (dt2i); g_free (diag);
-  g_free (i2t); g_free (t2i); g_free (inorm); g_free (tnorm); g_free (ifeat); g_free (tfeat);
-  g_free (ip); g_free (tp); g_free (itm_logits); g_free (ditm); g_free (dfirst);
+  g_free (dh); g_free (dcls); g_free (dufirst); g_free (itm_logits); g_free (ditm); g_free (dfirst);
   g_free (first); g_free (ufirst); g_free (cls); g_free (mh); g_free (uh);
   g_free (vt); g_free (mt); g_free (ut); g_free (embeds); g_free (dembeds);
   return TRUE;
@@ -179,7 +195,7 @@ objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double s
 {
   if (b->B <= 0 || b->T <= 0 || b->B > 4096)
     return FALSE;
-  const int B = b->B, T = b->T, D = m->c.text.hidden_size, E = m->c.image_text_hidden_size;
+  const int B = b->B, T = b->T, D = m->c.text.hidden_size;
   const int V = m->c.text.vocab_size;
   const int P = vision_tokens (m), Dv = m->c.vision.hidden_size, S = m->c.vision.image_size;
   const gsize img = (gsize) P * Dv;
@@ -198,28 +214,12 @@ objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double s
     memcpy (ufirst + (gsize) i * D, uh + (gsize) i * T * D, sizeof (float) * D);
     memcpy (cls + (gsize) i * Dv, embeds + i * img, sizeof (float) * Dv);
   }
-  float *ip = g_new (float, (gsize) B * E), *tp = g_new (float, (gsize) B * E);
-  float *ifeat = g_new (float, (gsize) B * E), *tfeat = g_new (float, (gsize) B * E);
-  float *inorm = g_new (float, (gsize) B), *tnorm = g_new (float, (gsize) B);
-  linear_forward (ip, cls, train_param (m, "vision_proj.weight"), train_param (m, "vision_proj.bias"), B, Dv, E);
-  linear_forward (tp, ufirst, train_param (m, "text_proj.weight"), train_param (m, "text_proj.bias"), B, D, E);
-  l2norm_forward (ifeat, inorm, ip, B, E);
-  l2norm_forward (tfeat, tnorm, tp, B, E);
   float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
+  float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
+  out->itc = itc_forward_backward (m, cls, ufirst, B, temp, i2t, dcls, dufirst);
   for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      double s = 0;
-      for (int e = 0; e < E; e++)
-        s += (double) ifeat[(gsize) i * E + e] * tfeat[(gsize) j * E + e];
-      i2t[(gsize) i * B + j] = (float) (s / temp);
-      t2i[(gsize) j * B + i] = (float) (s / temp);
-    }
-  int32_t *diag = g_new (int32_t, (gsize) B);
-  for (int i = 0; i < B; i++)
-    diag[i] = i;
-  float *di2t = g_new0 (float, (gsize) B * B), *dt2i = g_new0 (float, (gsize) B * B);
-  out->itc = 0.5 * crossentropy_forward_backward (di2t, i2t, diag, B, B, 0.0, 0.5)
-      + 0.5 * crossentropy_forward_backward (dt2i, t2i, diag, B, B, 0.0, 0.5);
+    for (int j = 0; j < B; j++)
+      t2i[(gsize) j * B + i] = i2t[(gsize) i * B + j];
 
   /* ---- ITM: hard negatives drawn from softmax(sim) + 1e-4, positives excluded ---- */
   int *neg_text = g_new (int, (gsize) B), *neg_image = g_new (int, (gsize) B);
@@ -292,23 +292,7 @@ objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double s
     memcpy (dh, dfirst + (gsize) k * D, sizeof (float) * D);
     text_backward (m, mt[k], dh, dembeds + pair_image[k] * img);
   }
-  float *difeat = g_new0 (float, (gsize) B * E), *dtfeat = g_new0 (float, (gsize) B * E);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      const float ds = (float) ((di2t[(gsize) i * B + j] + dt2i[(gsize) j * B + i]) / temp);
-      for (int e = 0; e < E; e++) {
-        difeat[(gsize) i * E + e] += ds * tfeat[(gsize) j * E + e];
-        dtfeat[(gsize) j * E + e] += ds * ifeat[(gsize) i * E + e];
-      }
-    }
-  float *dip = g_new0 (float, (gsize) B * E), *dtp = g_new0 (float, (gsize) B * E);
-  l2norm_backward (dip, difeat, ifeat, inorm, B, E);
-  l2norm_backward (dtp, dtfeat, tfeat, tnorm, B, E);
-  float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
-  linear_backward (dcls, train_grad (m, "vision_proj.weight"), train_grad (m, "vision_proj.bias"), dip, cls,
-                   train_param (m, "vision_proj.weight"), B, Dv, E);
-  linear_backward (dufirst, train_grad (m, "text_proj.weight"), train_grad (m, "text_proj.bias"), dtp, ufirst,
-                   train_param (m, "text_proj.weight"), B, D, E);
+
   for (int i = 0; i < B; i++) {
     memset (dh, 0, sizeof (float) * T * D);
     memcpy (dh, dufirst + (gsize) i * D, sizeof (float) * D);
@@ -329,11 +313,10 @@ objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double s
     text_tape_free (mt[k]);
   g_free (vt); g_free (ut); g_free (dt); g_free (ht); g_free (mt);
   g_free (embeds); g_free (dembeds); g_free (uh); g_free (ufirst); g_free (cls);
-  g_free (ip); g_free (tp); g_free (ifeat); g_free (tfeat); g_free (inorm); g_free (tnorm);
-  g_free (i2t); g_free (t2i); g_free (diag); g_free (di2t); g_free (dt2i);
+  g_free (i2t); g_free (t2i);
   g_free (neg_text); g_free (neg_image); g_free (w); g_free (pair_image); g_free (pair_text);
   g_free (itm_labels); g_free (mh); g_free (first); g_free (itm_logits); g_free (ditm); g_free (dfirst);
   g_free (dh_all); g_free (logits); g_free (dlogits); g_free (labels); g_free (dh);
-  g_free (difeat); g_free (dtfeat); g_free (dip); g_free (dtp); g_free (dcls); g_free (dufirst);
+  g_free (dcls); g_free (dufirst);
   return TRUE;
 }
