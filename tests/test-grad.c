@@ -190,7 +190,7 @@ attention_loss (gpointer p)
 {
   Case *c = p;
   const int D = c->H * c->hd;
-  attention_forward (c->out, c->aux1, c->x, D, c->k, D, c->v, D, c->mask, c->causal, c->T, c->S, c->H, c->hd);
+  attention_forward (c->out, c->aux1, c->x, D, c->k, D, c->v, D, c->mask, c->causal, 1, c->T, c->S, c->H, c->hd);
   return dot (c->out, c->r, (gsize) c->T * D);
 }
 
@@ -252,7 +252,7 @@ test_finite_differences (void)
     c.out = g_new (float, c.T * D); c.aux1 = g_new (float, c.H * c.T * c.S);
     float *dq = g_new0 (float, c.T * D), *dk = g_new0 (float, c.S * D), *dv = g_new0 (float, c.S * D);
     attention_loss (&c);
-    attention_backward (dq, dk, dv, c.r, c.aux1, c.x, D, c.k, D, c.v, D, c.T, c.S, c.H, c.hd);
+    attention_backward (dq, dk, dv, c.r, c.aux1, c.x, D, c.k, D, c.v, D, 1, c.T, c.S, c.H, c.hd);
     fd_check (kind ? "cross-attention dq" : "causal attention dq", c.x, dq, c.T * D, attention_loss, &c);
     fd_check (kind ? "cross-attention dk" : "causal attention dk", c.k, dk, c.S * D, attention_loss, &c);
     fd_check (kind ? "cross-attention dv" : "causal attention dv", c.v, dv, c.S * D, attention_loss, &c);

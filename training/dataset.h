@@ -18,8 +18,13 @@ typedef struct {
   int image_len;
 } Dataset;
 
+typedef enum {
+  DATASET_HOLDOUT_SCENES, /* test captions (whole combinations) never in training */
+  DATASET_HOLDOUT_PAIRS,  /* test scenes hold colour-shape pairs never in training */
+} DatasetHoldout;
+
 gboolean dataset_make (const char *dir, int n_train, int n_val, int n_test, int size,
-                       double corrupt, guint64 seed, GError **error);
+                       double corrupt, DatasetHoldout holdout, guint64 seed, GError **error);
 Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
                        GError **error);
 void dataset_free (Dataset *d);

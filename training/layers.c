@@ -36,6 +36,7 @@ void
 layernorm_forward (float *out, float *mean, float *rstd, const float *inp, const float *w,
                    const float *b, int M, int C, float eps)
 {
+#pragma omp parallel for schedule(static) if (M > 256)
   for (int i = 0; i < M; i++) {
     const float *x = inp + (gsize) i * C;
     double m = 0, v = 0;
@@ -85,6 +86,7 @@ layernorm_backward (float *dinp, float *dw, float *db, const float *dout, const 
 void
 gelu_forward (float *out, const float *inp, gsize n)
 {
+#pragma omp parallel for schedule(static) if (n > 65536)
   for (gsize i = 0; i < n; i++)
     out[i] = 0.5f * inp[i] * (1.0f + erff (inp[i] * (float) M_SQRT1_2));
 }
@@ -93,6 +95,7 @@ void
 gelu_backward (float *dinp, const float *inp, const float *dout, gsize n)
 {
   const double inv_sqrt_2pi = 0.3989422804014327;
+#pragma omp parallel for schedule(static) if (n > 65536)
   for (gsize i = 0; i < n; i++) {
     const double x = inp[i];
     const double cdf = 0.5 * (1.0 + erf (x * M_SQRT1_2));
@@ -101,10 +104,10 @@ gelu_backward (float *dinp, const float *inp, const float *dout, gsize n)
   }
 }
 
-void
-attention_forward (float *out, float *probs, const float *q, int ldq, const float *k, int ldk,
-                   const float *v, int ldv, const int32_t *key_mask, gboolean causal,
-                   int T, int S, int H, int hd)
+static void
+attention_forward_one (float *out, float *probs, const float *q, int ldq, const float *k, int ldk,
+                       const float *v, int ldv, const int32_t *key_mask, gboolean causal,
+                       int T, int S, int H, int hd)
 {
   const float scale = 1.0f / sqrtf ((float) hd);
   for (int h = 0; h < H; h++) {
@@ -132,10 +135,10 @@ attention_forward (float *out, float *probs, const float *q, int ldq, const floa
   }
 }
 
-void
-attention_backward (float *dq, float *dk, float *dv, const float *dout, const float *probs,
-                    const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
-                    int T, int S, int H, int hd)
+static void
+attention_backward_one (float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                        const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                        int T, int S, int H, int hd)
 {
   const float scale = 1.0f / sqrtf ((float) hd);
   const int D = H * hd;
@@ -164,6 +167,42 @@ attention_backward (float *dq, float *dk, float *dv, const float *dout, const fl
                  1.0f, dk + h * hd, ldk);
   }
   g_free (dP);
+}
+
+/* The sequences are independent: one per thread, each product inside on
+ * that thread (oneDNN's sgemm runs sequentially in a parallel region). */
+void
+attention_forward (float *out, float *probs, const float *q, int ldq, const float *k, int ldk,
+                   const float *v, int ldv, const int32_t *key_mask, gboolean causal,
+                   int B, int T, int S, int H, int hd)
+{
+#pragma omp parallel for schedule(static) if (B > 1)
+  for (int b = 0; b < B; b++)
+    attention_forward_one (out + (gsize) b * T * H * hd, probs + (gsize) b * H * T * S,
+                           q + (gsize) b * T * ldq, ldq, k + (gsize) b * S * ldk, ldk,
+                           v + (gsize) b * S * ldv, ldv, key_mask ? key_mask + (gsize) b * S : NULL,
+                           causal, T, S, H, hd);
+}
+
+void
+attention_backward (float *dq, float *dk, float *dv, const float *dout, const float *probs,
+                    const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
+                    int B, int T, int S, int H, int hd)
+{
+#pragma omp parallel for schedule(static) if (B > 1)
+  for (int b = 0; b < B; b++)
+    attention_backward_one (dq + (gsize) b * T * ldq, dk + (gsize) b * S * ldk, dv + (gsize) b * S * ldv,
+                            dout + (gsize) b * T * H * hd, probs + (gsize) b * H * T * S,
+                            q + (gsize) b * T * ldq, ldq, k + (gsize) b * S * ldk, ldk,
+                            v + (gsize) b * S * ldv, ldv, T, S, H, hd);
+}
+
+void
+add_inplace (float *dst, const float *src, gsize n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (gsize i = 0; i < n; i++)
+    dst[i] += src[i];
 }
 
 double

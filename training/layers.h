@@ -24,16 +24,20 @@ void layernorm_backward (float *dinp, float *dw, float *db, const float *dout, c
 void gelu_forward (float *out, const float *inp, gsize n);
 void gelu_backward (float *dinp, const float *inp, const float *dout, gsize n);
 
-/* Multi-head attention of one sequence.  q [T, H*hd] (row stride ldq), k, v
- * [S, H*hd] (strides ldk, ldv), out [T, H*hd]; probs [H,T,S] saved.
- * key_mask [S] (1 keep) may be NULL; causal lets query t see keys s <= t. */
+/* Multi-head attention of B sequences, each q [T, H*hd] (row stride ldq),
+ * k, v [S, H*hd] (strides ldk, ldv), out [T, H*hd], the sequences' rows one
+ * after another; probs [B,H,T,S] saved.  key_mask [B,S] (1 keep) may be
+ * NULL; causal lets query t see keys s <= t. */
 void attention_forward (float *out, float *probs, const float *q, int ldq, const float *k, int ldk,
                         const float *v, int ldv, const int32_t *key_mask, gboolean causal,
-                        int T, int S, int H, int hd);
+                        int B, int T, int S, int H, int hd);
 /* dq, dk, dv (same layouts and strides as q, k, v) += their gradients */
 void attention_backward (float *dq, float *dk, float *dv, const float *dout, const float *probs,
                          const float *q, int ldq, const float *k, int ldk, const float *v, int ldv,
-                         int T, int S, int H, int hd);
+                         int B, int T, int S, int H, int hd);
+
+/* dst[n] += src[n] (residual connections and their gradients) */
+void add_inplace (float *dst, const float *src, gsize n);
 
 /* Cross-entropy of logits [M,V] against labels [M] (-100: ignored) with
  * label smoothing eps, averaged over the counted rows; dlogits (may be NULL)

@@ -63,7 +63,35 @@ train_model_new (const BlipConfig *c, guint64 seed)
   }
   g_array_unref (ret);
   g_rand_free (rng);
+  /* ITC's learnable temperature, BLIP's initial 0.07; not exported */
+  const BlipParam temp = { .name = (char *) "temp", .ndim = 1, .shape = { 1 }, .numel = 1, .init = BLIP_INIT_ZEROS };
+  add_param (m, &temp, NULL);
+  ((TrainParam *) g_hash_table_lookup (m->by_name, "temp"))->value[0] = 0.07f;
   return m;
+}
+
+TrainModel *
+train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const char *name))
+{
+  TrainModel *s = g_new0 (TrainModel, 1);
+  s->c = m->c;
+  s->text = m->text;
+  s->encoder_self = m->encoder_self;
+  s->params = g_ptr_array_new_with_free_func (train_param_free);
+  s->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  for (guint i = 0; i < m->params->len; i++) {
+    const TrainParam *p = m->params->pdata[i];
+    if (!keep (m, p->name))
+      continue;
+    TrainParam *c = g_new0 (TrainParam, 1);
+    *c = *p;
+    c->name = g_strdup (p->name);
+    c->value = g_memdup2 (p->value, sizeof (float) * MAX (p->numel, 1));
+    c->grad = NULL;
+    g_ptr_array_add (s->params, c);
+    g_hash_table_insert (s->by_name, c->name, c);
+  }
+  return s;
 }
 
 /* The retrieval model's name of a parameter of the pretraining model
@@ -71,6 +99,8 @@ train_model_new (const BlipConfig *c, guint64 seed)
 static char *
 retrieval_name (const char *name)
 {
+  if (g_str_equal (name, "temp"))
+    return NULL;
   if (g_str_has_prefix (name, "text_decoder.cls.")
       || (strstr (name, "text_decoder.bert.encoder.layer.") && strstr (name, ".attention.")))
     return NULL;
@@ -227,8 +257,10 @@ train_zero_grads (TrainModel *m)
 
 /* ---- vision encoder ---- */
 
+/* Every buffer holds the B images' rows one after another: R = B*P rows, so
+ * each linear layer is one matrix product over the whole batch. */
 typedef struct {
-  float *x_in;              /* [P,Dv] residual stream entering the layer */
+  float *x_in;              /* [R,Dv] residual stream entering the layer */
   float *ln1, *ln1_mean, *ln1_rstd;
   float *qkv, *probs, *ctx;
   float *x_mid;             /* after the attention residual */
@@ -237,37 +269,48 @@ typedef struct {
 } VitLayerTape;
 
 struct _VisionTape {
-  int P, Dv, np, patch_len, n_layers;
-  float *patches;           /* [np, 3*p*p] */
+  int B, P, Dv, np, patch_len, n_layers;
+  float *patches;           /* [B*np, 3*p*p] */
   VitLayerTape *layers;
   float *x_out, *post_mean, *post_rstd;
 };
 
 VisionTape *
-vision_forward (TrainModel *m, const float *pixels, float *out)
+vision_forward (TrainModel *m, const float *pixels, int B, float *out)
 {
   const BlipVisionConfig *c = &m->c.vision;
   const int Dv = c->hidden_size, p = c->patch_size, S = c->image_size, g = S / p;
   const int np = g * g, P = np + 1, H = c->num_heads, I = c->intermediate_size;
+  const int R = B * P;
   VisionTape *t = g_new0 (VisionTape, 1);
+  t->B = B;
   t->P = P;
   t->Dv = Dv;
   t->np = np;
   t->patch_len = 3 * p * p;
-  t->patches = g_new (float, (gsize) np * t->patch_len);
-  for (int py = 0; py < g; py++)
-    for (int px = 0; px < g; px++)
-      for (int ch = 0; ch < 3; ch++)
-        for (int ky = 0; ky < p; ky++)
-          memcpy (t->patches + (gsize) (py * g + px) * t->patch_len + (ch * p + ky) * p,
-                  pixels + ((gsize) ch * S + py * p + ky) * S + px * p, sizeof (float) * p);
-  float *x = g_new (float, (gsize) P * Dv);
-  linear_forward (x + Dv, t->patches, train_param (m, "vision_model.embeddings.patch_embedding.weight"),
-                  train_param (m, "vision_model.embeddings.patch_embedding.bias"), np, t->patch_len, Dv);
-  memcpy (x, train_param (m, "vision_model.embeddings.class_embedding"), sizeof (float) * Dv);
+  t->patches = g_new (float, (gsize) B * np * t->patch_len);
+  for (int b = 0; b < B; b++)
+    for (int py = 0; py < g; py++)
+      for (int px = 0; px < g; px++)
+        for (int ch = 0; ch < 3; ch++)
+          for (int ky = 0; ky < p; ky++)
+            memcpy (t->patches + ((gsize) b * np + py * g + px) * t->patch_len + (ch * p + ky) * p,
+                    pixels + (gsize) b * 3 * S * S + ((gsize) ch * S + py * p + ky) * S + px * p,
+                    sizeof (float) * p);
+  float *emb = g_new (float, (gsize) B * np * Dv);
+  linear_forward (emb, t->patches, train_param (m, "vision_model.embeddings.patch_embedding.weight"),
+                  train_param (m, "vision_model.embeddings.patch_embedding.bias"), B * np, t->patch_len, Dv);
+  float *x = g_new (float, (gsize) R * Dv);
+  const float *cls = train_param (m, "vision_model.embeddings.class_embedding");
   const float *pos = train_param (m, "vision_model.embeddings.position_embedding");
-  for (gsize i = 0; i < (gsize) P * Dv; i++)
-    x[i] += pos[i];
+  for (int b = 0; b < B; b++) {
+    float *xb = x + (gsize) b * P * Dv;
+    memcpy (xb, cls, sizeof (float) * Dv);
+    memcpy (xb + Dv, emb + (gsize) b * np * Dv, sizeof (float) * np * Dv);
+    for (gsize i = 0; i < (gsize) P * Dv; i++)
+      xb[i] += pos[i];
+  }
+  g_free (emb);
 
   t->layers = g_new0 (VitLayerTape, c->num_layers);
   t->n_layers = c->num_layers;
@@ -275,45 +318,43 @@ vision_forward (TrainModel *m, const float *pixels, float *out)
     VitLayerTape *L = &t->layers[l];
     const char *pre = "vision_model.encoder.layers";
     L->x_in = x;
-    L->ln1 = g_new (float, (gsize) P * Dv);
-    L->ln1_mean = g_new (float, P);
-    L->ln1_rstd = g_new (float, P);
+    L->ln1 = g_new (float, (gsize) R * Dv);
+    L->ln1_mean = g_new (float, R);
+    L->ln1_rstd = g_new (float, R);
     layernorm_forward (L->ln1, L->ln1_mean, L->ln1_rstd, x, train_param (m, "%s.%d.layer_norm1.weight", pre, l),
-                       train_param (m, "%s.%d.layer_norm1.bias", pre, l), P, Dv, c->layer_norm_eps);
-    L->qkv = g_new (float, (gsize) P * 3 * Dv);
+                       train_param (m, "%s.%d.layer_norm1.bias", pre, l), R, Dv, c->layer_norm_eps);
+    L->qkv = g_new (float, (gsize) R * 3 * Dv);
     linear_forward (L->qkv, L->ln1, train_param (m, "%s.%d.self_attn.qkv.weight", pre, l),
-                    train_param (m, "%s.%d.self_attn.qkv.bias", pre, l), P, Dv, 3 * Dv);
-    L->probs = g_new (float, (gsize) H * P * P);
-    L->ctx = g_new (float, (gsize) P * Dv);
+                    train_param (m, "%s.%d.self_attn.qkv.bias", pre, l), R, Dv, 3 * Dv);
+    L->probs = g_new (float, (gsize) B * H * P * P);
+    L->ctx = g_new (float, (gsize) R * Dv);
     attention_forward (L->ctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv, 3 * Dv, L->qkv + 2 * Dv,
-                       3 * Dv, NULL, FALSE, P, P, H, Dv / H);
-    L->x_mid = g_new (float, (gsize) P * Dv);
+                       3 * Dv, NULL, FALSE, B, P, P, H, Dv / H);
+    L->x_mid = g_new (float, (gsize) R * Dv);
     linear_forward (L->x_mid, L->ctx, train_param (m, "%s.%d.self_attn.projection.weight", pre, l),
-                    train_param (m, "%s.%d.self_attn.projection.bias", pre, l), P, Dv, Dv);
-    for (gsize i = 0; i < (gsize) P * Dv; i++)
-      L->x_mid[i] += x[i];
-    L->ln2 = g_new (float, (gsize) P * Dv);
-    L->ln2_mean = g_new (float, P);
-    L->ln2_rstd = g_new (float, P);
+                    train_param (m, "%s.%d.self_attn.projection.bias", pre, l), R, Dv, Dv);
+    add_inplace (L->x_mid, x, (gsize) R * Dv);
+    L->ln2 = g_new (float, (gsize) R * Dv);
+    L->ln2_mean = g_new (float, R);
+    L->ln2_rstd = g_new (float, R);
     layernorm_forward (L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid,
                        train_param (m, "%s.%d.layer_norm2.weight", pre, l),
-                       train_param (m, "%s.%d.layer_norm2.bias", pre, l), P, Dv, c->layer_norm_eps);
-    L->fc1 = g_new (float, (gsize) P * I);
-    L->act = g_new (float, (gsize) P * I);
+                       train_param (m, "%s.%d.layer_norm2.bias", pre, l), R, Dv, c->layer_norm_eps);
+    L->fc1 = g_new (float, (gsize) R * I);
+    L->act = g_new (float, (gsize) R * I);
     linear_forward (L->fc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l),
-                    train_param (m, "%s.%d.mlp.fc1.bias", pre, l), P, Dv, I);
-    gelu_forward (L->act, L->fc1, (gsize) P * I);
-    x = g_new (float, (gsize) P * Dv);
+                    train_param (m, "%s.%d.mlp.fc1.bias", pre, l), R, Dv, I);
+    gelu_forward (L->act, L->fc1, (gsize) R * I);
+    x = g_new (float, (gsize) R * Dv);
     linear_forward (x, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l),
-                    train_param (m, "%s.%d.mlp.fc2.bias", pre, l), P, I, Dv);
-    for (gsize i = 0; i < (gsize) P * Dv; i++)
-      x[i] += L->x_mid[i];
+                    train_param (m, "%s.%d.mlp.fc2.bias", pre, l), R, I, Dv);
+    add_inplace (x, L->x_mid, (gsize) R * Dv);
   }
   t->x_out = x;
-  t->post_mean = g_new (float, P);
-  t->post_rstd = g_new (float, P);
+  t->post_mean = g_new (float, R);
+  t->post_rstd = g_new (float, R);
   layernorm_forward (out, t->post_mean, t->post_rstd, x, train_param (m, "vision_model.post_layernorm.weight"),
-                     train_param (m, "vision_model.post_layernorm.bias"), P, Dv, c->layer_norm_eps);
+                     train_param (m, "vision_model.post_layernorm.bias"), R, Dv, c->layer_norm_eps);
   return t;
 }
 
@@ -321,58 +362,65 @@ void
 vision_backward (TrainModel *m, VisionTape *t, const float *dout)
 {
   const BlipVisionConfig *c = &m->c.vision;
-  const int P = t->P, Dv = t->Dv, H = c->num_heads, I = c->intermediate_size;
-  const gsize n = (gsize) P * Dv;
+  const int B = t->B, P = t->P, Dv = t->Dv, H = c->num_heads, I = c->intermediate_size;
+  const int R = B * P, np = t->np;
+  const gsize n = (gsize) R * Dv;
   float *dx = g_new0 (float, n);
   layernorm_backward (dx, train_grad (m, "vision_model.post_layernorm.weight"),
                       train_grad (m, "vision_model.post_layernorm.bias"), dout, t->x_out,
-                      train_param (m, "vision_model.post_layernorm.weight"), t->post_mean, t->post_rstd, P, Dv);
+                      train_param (m, "vision_model.post_layernorm.weight"), t->post_mean, t->post_rstd, R, Dv);
   float *dmid = g_new (float, n), *dln = g_new (float, n), *dctx = g_new (float, n);
-  float *dact = g_new (float, (gsize) P * I), *dfc1 = g_new (float, (gsize) P * I);
-  float *dqkv = g_new (float, (gsize) P * 3 * Dv);
+  float *dact = g_new (float, (gsize) R * I), *dfc1 = g_new (float, (gsize) R * I);
+  float *dqkv = g_new (float, (gsize) R * 3 * Dv);
   const char *pre = "vision_model.encoder.layers";
   for (int l = c->num_layers - 1; l >= 0; l--) {
     VitLayerTape *L = &t->layers[l];
     /* x_out = x_mid + fc2(gelu(fc1(ln2(x_mid)))) */
     memcpy (dmid, dx, sizeof (float) * n);
-    memset (dact, 0, sizeof (float) * P * I);
+    memset (dact, 0, sizeof (float) * R * I);
     linear_backward (dact, train_grad (m, "%s.%d.mlp.fc2.weight", pre, l), train_grad (m, "%s.%d.mlp.fc2.bias", pre, l),
-                     dx, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l), P, I, Dv);
-    memset (dfc1, 0, sizeof (float) * P * I);
-    gelu_backward (dfc1, L->fc1, dact, (gsize) P * I);
+                     dx, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l), R, I, Dv);
+    memset (dfc1, 0, sizeof (float) * R * I);
+    gelu_backward (dfc1, L->fc1, dact, (gsize) R * I);
     memset (dln, 0, sizeof (float) * n);
     linear_backward (dln, train_grad (m, "%s.%d.mlp.fc1.weight", pre, l), train_grad (m, "%s.%d.mlp.fc1.bias", pre, l),
-                     dfc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l), P, Dv, I);
+                     dfc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l), R, Dv, I);
     layernorm_backward (dmid, train_grad (m, "%s.%d.layer_norm2.weight", pre, l),
                         train_grad (m, "%s.%d.layer_norm2.bias", pre, l), dln, L->x_mid,
-                        train_param (m, "%s.%d.layer_norm2.weight", pre, l), L->ln2_mean, L->ln2_rstd, P, Dv);
+                        train_param (m, "%s.%d.layer_norm2.weight", pre, l), L->ln2_mean, L->ln2_rstd, R, Dv);
     /* x_mid = x_in + proj(attn(ln1(x_in))) */
     memcpy (dx, dmid, sizeof (float) * n);
     memset (dctx, 0, sizeof (float) * n);
     linear_backward (dctx, train_grad (m, "%s.%d.self_attn.projection.weight", pre, l),
                      train_grad (m, "%s.%d.self_attn.projection.bias", pre, l), dmid, L->ctx,
-                     train_param (m, "%s.%d.self_attn.projection.weight", pre, l), P, Dv, Dv);
-    memset (dqkv, 0, sizeof (float) * P * 3 * Dv);
+                     train_param (m, "%s.%d.self_attn.projection.weight", pre, l), R, Dv, Dv);
+    memset (dqkv, 0, sizeof (float) * R * 3 * Dv);
     attention_backward (dqkv, dqkv + Dv, dqkv + 2 * Dv, dctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv,
-                        3 * Dv, L->qkv + 2 * Dv, 3 * Dv, P, P, H, Dv / H);
+                        3 * Dv, L->qkv + 2 * Dv, 3 * Dv, B, P, P, H, Dv / H);
     memset (dln, 0, sizeof (float) * n);
     linear_backward (dln, train_grad (m, "%s.%d.self_attn.qkv.weight", pre, l),
                      train_grad (m, "%s.%d.self_attn.qkv.bias", pre, l), dqkv, L->ln1,
-                     train_param (m, "%s.%d.self_attn.qkv.weight", pre, l), P, Dv, 3 * Dv);
+                     train_param (m, "%s.%d.self_attn.qkv.weight", pre, l), R, Dv, 3 * Dv);
     layernorm_backward (dx, train_grad (m, "%s.%d.layer_norm1.weight", pre, l),
                         train_grad (m, "%s.%d.layer_norm1.bias", pre, l), dln, L->x_in,
-                        train_param (m, "%s.%d.layer_norm1.weight", pre, l), L->ln1_mean, L->ln1_rstd, P, Dv);
+                        train_param (m, "%s.%d.layer_norm1.weight", pre, l), L->ln1_mean, L->ln1_rstd, R, Dv);
   }
-  /* embeddings: x = [cls; patches W^T + b] + pos */
+  /* embeddings: x = [cls; patches W^T + b] + pos, per image */
   float *dpos = train_grad (m, "vision_model.embeddings.position_embedding");
   float *dcls = train_grad (m, "vision_model.embeddings.class_embedding");
-  for (gsize i = 0; i < n; i++)
-    dpos[i] += dx[i];
-  for (int d = 0; d < Dv; d++)
-    dcls[d] += dx[d];
+  float *demb = g_new (float, (gsize) B * np * Dv);
+  for (int b = 0; b < B; b++) {
+    const float *dxb = dx + (gsize) b * P * Dv;
+    for (gsize i = 0; i < (gsize) P * Dv; i++)
+      dpos[i] += dxb[i];
+    for (int d = 0; d < Dv; d++)
+      dcls[d] += dxb[d];
+    memcpy (demb + (gsize) b * np * Dv, dxb + Dv, sizeof (float) * np * Dv);
+  }
   linear_backward (NULL, train_grad (m, "vision_model.embeddings.patch_embedding.weight"),
-                   train_grad (m, "vision_model.embeddings.patch_embedding.bias"), dx + Dv, t->patches,
-                   NULL, t->np, t->patch_len, Dv);
+                   train_grad (m, "vision_model.embeddings.patch_embedding.bias"), demb, t->patches,
+                   NULL, B * np, t->patch_len, Dv);
+  g_free (demb);
   g_free (dx);
   g_free (dmid);
   g_free (dln);
@@ -413,7 +461,8 @@ vision_tape_free (VisionTape *t)
 
 /* ---- text model (post-LN BERT) ---- */
 
-/* One attention block: x_out = LN(x_in + O(attn(Q x_in, K kv, V kv))) */
+/* One attention block: x_out = LN(x_in + O(attn(Q x_in, K kv, V kv))), over
+ * B sequences of T queries and S keys each, rows one after another. */
 typedef struct {
   float *q, *k, *v, *probs, *ctx, *sum, *mean, *rstd, *out;
 } AttnTape;
@@ -425,7 +474,7 @@ typedef struct {
 } BertLayerTape;
 
 struct _TextTape {
-  int T, P;
+  int B, T, P;
   const int32_t *ids, *mask;
   gboolean causal;
   const float *image;
@@ -435,53 +484,54 @@ struct _TextTape {
 };
 
 static void
-attn_forward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int T, const float *kv,
+attn_forward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int B, int T, const float *kv,
               int S, int kv_dim, const int32_t *mask, gboolean causal, float eps)
 {
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
-  a->q = g_new (float, (gsize) T * D);
-  a->k = g_new (float, (gsize) S * D);
-  a->v = g_new (float, (gsize) S * D);
-  linear_forward (a->q, x, train_param (m, "%s.self.query.weight", pre), train_param (m, "%s.self.query.bias", pre), T, D, D);
-  linear_forward (a->k, kv, train_param (m, "%s.self.key.weight", pre), train_param (m, "%s.self.key.bias", pre), S, kv_dim, D);
-  linear_forward (a->v, kv, train_param (m, "%s.self.value.weight", pre), train_param (m, "%s.self.value.bias", pre), S, kv_dim, D);
-  a->probs = g_new (float, (gsize) H * T * S);
-  a->ctx = g_new (float, (gsize) T * D);
-  attention_forward (a->ctx, a->probs, a->q, D, a->k, D, a->v, D, mask, causal, T, S, H, D / H);
-  a->sum = g_new (float, (gsize) T * D);
+  const int R = B * T, RS = B * S;
+  a->q = g_new (float, (gsize) R * D);
+  a->k = g_new (float, (gsize) RS * D);
+  a->v = g_new (float, (gsize) RS * D);
+  linear_forward (a->q, x, train_param (m, "%s.self.query.weight", pre), train_param (m, "%s.self.query.bias", pre), R, D, D);
+  linear_forward (a->k, kv, train_param (m, "%s.self.key.weight", pre), train_param (m, "%s.self.key.bias", pre), RS, kv_dim, D);
+  linear_forward (a->v, kv, train_param (m, "%s.self.value.weight", pre), train_param (m, "%s.self.value.bias", pre), RS, kv_dim, D);
+  a->probs = g_new (float, (gsize) B * H * T * S);
+  a->ctx = g_new (float, (gsize) R * D);
+  attention_forward (a->ctx, a->probs, a->q, D, a->k, D, a->v, D, mask, causal, B, T, S, H, D / H);
+  a->sum = g_new (float, (gsize) R * D);
   linear_forward (a->sum, a->ctx, train_param (m, "%s.output.dense.weight", pre),
-                  train_param (m, "%s.output.dense.bias", pre), T, D, D);
-  for (gsize i = 0; i < (gsize) T * D; i++)
-    a->sum[i] += x[i];
-  a->mean = g_new (float, T);
-  a->rstd = g_new (float, T);
-  a->out = g_new (float, (gsize) T * D);
+                  train_param (m, "%s.output.dense.bias", pre), R, D, D);
+  add_inplace (a->sum, x, (gsize) R * D);
+  a->mean = g_new (float, R);
+  a->rstd = g_new (float, R);
+  a->out = g_new (float, (gsize) R * D);
   layernorm_forward (a->out, a->mean, a->rstd, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
-                     train_param (m, "%s.output.LayerNorm.bias", pre), T, D, eps);
+                     train_param (m, "%s.output.LayerNorm.bias", pre), R, D, eps);
 }
 
-/* dx (grad wrt x, +=) and dkv (grad wrt kv, +=, may alias dx for self-attention) */
+/* dx (grad wrt x, +=) and dkv (grad wrt kv, +=, may alias dx for
+ * self-attention; NULL: kv needs no gradient) */
 static void
-attn_backward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int T, const float *kv,
+attn_backward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int B, int T, const float *kv,
                int S, int kv_dim, const float *dout, float *dx, float *dkv)
 {
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
-  float *dsum = g_new0 (float, (gsize) T * D);
+  const int R = B * T, RS = B * S;
+  float *dsum = g_new0 (float, (gsize) R * D);
   layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
-                      dout, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre), a->mean, a->rstd, T, D);
-  for (gsize i = 0; i < (gsize) T * D; i++)
-    dx[i] += dsum[i];
-  float *dctx = g_new0 (float, (gsize) T * D);
+                      dout, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre), a->mean, a->rstd, R, D);
+  add_inplace (dx, dsum, (gsize) R * D);
+  float *dctx = g_new0 (float, (gsize) R * D);
   linear_backward (dctx, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
-                   dsum, a->ctx, train_param (m, "%s.output.dense.weight", pre), T, D, D);
-  float *dq = g_new0 (float, (gsize) T * D), *dk = g_new0 (float, (gsize) S * D), *dv = g_new0 (float, (gsize) S * D);
-  attention_backward (dq, dk, dv, dctx, a->probs, a->q, D, a->k, D, a->v, D, T, S, H, D / H);
+                   dsum, a->ctx, train_param (m, "%s.output.dense.weight", pre), R, D, D);
+  float *dq = g_new0 (float, (gsize) R * D), *dk = g_new0 (float, (gsize) RS * D), *dv = g_new0 (float, (gsize) RS * D);
+  attention_backward (dq, dk, dv, dctx, a->probs, a->q, D, a->k, D, a->v, D, B, T, S, H, D / H);
   linear_backward (dx, train_grad (m, "%s.self.query.weight", pre), train_grad (m, "%s.self.query.bias", pre),
-                   dq, x, train_param (m, "%s.self.query.weight", pre), T, D, D);
+                   dq, x, train_param (m, "%s.self.query.weight", pre), R, D, D);
   linear_backward (dkv, train_grad (m, "%s.self.key.weight", pre), train_grad (m, "%s.self.key.bias", pre),
-                   dk, kv, train_param (m, "%s.self.key.weight", pre), S, kv_dim, D);
+                   dk, kv, train_param (m, "%s.self.key.weight", pre), RS, kv_dim, D);
   linear_backward (dkv, train_grad (m, "%s.self.value.weight", pre), train_grad (m, "%s.self.value.bias", pre),
-                   dv, kv, train_param (m, "%s.self.value.weight", pre), S, kv_dim, D);
+                   dv, kv, train_param (m, "%s.self.value.weight", pre), RS, kv_dim, D);
   g_free (dsum);
   g_free (dctx);
   g_free (dq);
@@ -504,14 +554,16 @@ attn_tape_clear (AttnTape *a)
 }
 
 TextTape *
-text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T, const float *image,
+text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int T, const float *image,
               gboolean causal, float *hidden)
 {
   const BlipTextConfig *c = &m->c.text;
   const int D = c->hidden_size, I = c->intermediate_size, Dv = m->c.vision.hidden_size;
   const int g = m->c.vision.image_size / m->c.vision.patch_size, P = g * g + 1;
+  const int R = B * T;
   const float eps = c->layer_norm_eps;
   TextTape *t = g_new0 (TextTape, 1);
+  t->B = B;
   t->T = T;
   t->P = P;
   t->ids = ids;
@@ -521,15 +573,15 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T, con
   t->n_layers = c->num_layers;
   const float *we = train_param (m, "%s.embeddings.word_embeddings.weight", m->text);
   const float *pe = train_param (m, "%s.embeddings.position_embeddings.weight", m->text);
-  t->emb = g_new (float, (gsize) T * D);
-  for (int i = 0; i < T; i++)
+  t->emb = g_new (float, (gsize) R * D);
+  for (int i = 0; i < R; i++)
     for (int d = 0; d < D; d++)
-      t->emb[(gsize) i * D + d] = we[(gsize) ids[i] * D + d] + pe[(gsize) i * D + d];
-  t->emb_mean = g_new (float, T);
-  t->emb_rstd = g_new (float, T);
-  float *x = g_new (float, (gsize) T * D);
+      t->emb[(gsize) i * D + d] = we[(gsize) ids[i] * D + d] + pe[(gsize) (i % T) * D + d];
+  t->emb_mean = g_new (float, R);
+  t->emb_rstd = g_new (float, R);
+  float *x = g_new (float, (gsize) R * D);
   layernorm_forward (x, t->emb_mean, t->emb_rstd, t->emb, train_param (m, "%s.embeddings.LayerNorm.weight", m->text),
-                     train_param (m, "%s.embeddings.LayerNorm.bias", m->text), T, D, eps);
+                     train_param (m, "%s.embeddings.LayerNorm.bias", m->text), R, D, eps);
   t->layers = g_new0 (BertLayerTape, c->num_layers);
   for (int l = 0; l < c->num_layers; l++) {
     BertLayerTape *L = &t->layers[l];
@@ -538,33 +590,32 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T, con
                       : g_strdup_printf ("%s.encoder.layer.%d.attention", m->encoder_self, l);
     char *ca = g_strconcat (pre, ".crossattention", NULL);
     L->x_in = x;
-    attn_forward (m, &L->self, sa, x, T, x, T, D, mask, causal, eps);
+    attn_forward (m, &L->self, sa, x, B, T, x, T, D, mask, causal, eps);
     const float *h = L->self.out;
     if (image) {
-      attn_forward (m, &L->cross, ca, h, T, image, P, Dv, NULL, FALSE, eps);
+      attn_forward (m, &L->cross, ca, h, B, T, image, P, Dv, NULL, FALSE, eps);
       h = L->cross.out;
     }
-    L->inter = g_new (float, (gsize) T * I);
-    L->act = g_new (float, (gsize) T * I);
+    L->inter = g_new (float, (gsize) R * I);
+    L->act = g_new (float, (gsize) R * I);
     linear_forward (L->inter, h, train_param (m, "%s.intermediate.dense.weight", pre),
-                    train_param (m, "%s.intermediate.dense.bias", pre), T, D, I);
-    gelu_forward (L->act, L->inter, (gsize) T * I);
-    L->sum = g_new (float, (gsize) T * D);
+                    train_param (m, "%s.intermediate.dense.bias", pre), R, D, I);
+    gelu_forward (L->act, L->inter, (gsize) R * I);
+    L->sum = g_new (float, (gsize) R * D);
     linear_forward (L->sum, L->act, train_param (m, "%s.output.dense.weight", pre),
-                    train_param (m, "%s.output.dense.bias", pre), T, I, D);
-    for (gsize i = 0; i < (gsize) T * D; i++)
-      L->sum[i] += h[i];
-    L->mean = g_new (float, T);
-    L->rstd = g_new (float, T);
-    L->out = g_new (float, (gsize) T * D);
+                    train_param (m, "%s.output.dense.bias", pre), R, I, D);
+    add_inplace (L->sum, h, (gsize) R * D);
+    L->mean = g_new (float, R);
+    L->rstd = g_new (float, R);
+    L->out = g_new (float, (gsize) R * D);
     layernorm_forward (L->out, L->mean, L->rstd, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
-                       train_param (m, "%s.output.LayerNorm.bias", pre), T, D, eps);
+                       train_param (m, "%s.output.LayerNorm.bias", pre), R, D, eps);
     x = L->out;
     g_free (pre);
     g_free (sa);
     g_free (ca);
   }
-  memcpy (hidden, x, sizeof (float) * T * D);
+  memcpy (hidden, x, sizeof (float) * R * D);
   return t;
 }
 
@@ -572,11 +623,12 @@ void
 text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
 {
   const BlipTextConfig *c = &m->c.text;
-  const int D = c->hidden_size, I = c->intermediate_size, T = t->T, Dv = m->c.vision.hidden_size;
-  const gsize n = (gsize) T * D;
+  const int D = c->hidden_size, I = c->intermediate_size, B = t->B, T = t->T, Dv = m->c.vision.hidden_size;
+  const int R = B * T;
+  const gsize n = (gsize) R * D;
   float *dx = g_memdup2 (dhidden, sizeof (float) * n);
-  float *dsum = g_new (float, n), *dh = g_new (float, n), *dact = g_new (float, (gsize) T * I);
-  float *dinter = g_new (float, (gsize) T * I), *dself = g_new (float, n);
+  float *dsum = g_new (float, n), *dh = g_new (float, n), *dact = g_new (float, (gsize) R * I);
+  float *dinter = g_new (float, (gsize) R * I), *dself = g_new (float, n);
   for (int l = c->num_layers - 1; l >= 0; l--) {
     BertLayerTape *L = &t->layers[l];
     char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
@@ -587,23 +639,23 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
     /* out = LN(h + W2 gelu(W1 h)) */
     memset (dsum, 0, sizeof (float) * n);
     layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
-                        dx, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre), L->mean, L->rstd, T, D);
+                        dx, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre), L->mean, L->rstd, R, D);
     memcpy (dh, dsum, sizeof (float) * n);
-    memset (dact, 0, sizeof (float) * T * I);
+    memset (dact, 0, sizeof (float) * R * I);
     linear_backward (dact, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
-                     dsum, L->act, train_param (m, "%s.output.dense.weight", pre), T, I, D);
-    memset (dinter, 0, sizeof (float) * T * I);
-    gelu_backward (dinter, L->inter, dact, (gsize) T * I);
+                     dsum, L->act, train_param (m, "%s.output.dense.weight", pre), R, I, D);
+    memset (dinter, 0, sizeof (float) * R * I);
+    gelu_backward (dinter, L->inter, dact, (gsize) R * I);
     linear_backward (dh, train_grad (m, "%s.intermediate.dense.weight", pre), train_grad (m, "%s.intermediate.dense.bias", pre),
-                     dinter, h, train_param (m, "%s.intermediate.dense.weight", pre), T, D, I);
+                     dinter, h, train_param (m, "%s.intermediate.dense.weight", pre), R, D, I);
     /* cross-attention: its input is the self-attention's output */
     if (t->image) {
       memset (dself, 0, sizeof (float) * n);
-      attn_backward (m, &L->cross, ca, L->self.out, T, t->image, t->P, Dv, dh, dself, dimage);
+      attn_backward (m, &L->cross, ca, L->self.out, B, T, t->image, t->P, Dv, dh, dself, dimage);
       memcpy (dh, dself, sizeof (float) * n);
     }
     memset (dx, 0, sizeof (float) * n);
-    attn_backward (m, &L->self, sa, L->x_in, T, L->x_in, T, D, dh, dx, dx);
+    attn_backward (m, &L->self, sa, L->x_in, B, T, L->x_in, T, D, dh, dx, dx);
     g_free (pre);
     g_free (sa);
     g_free (ca);
@@ -612,13 +664,13 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
   float *demb = g_new0 (float, n);
   layernorm_backward (demb, train_grad (m, "%s.embeddings.LayerNorm.weight", m->text),
                       train_grad (m, "%s.embeddings.LayerNorm.bias", m->text), dx, t->emb,
-                      train_param (m, "%s.embeddings.LayerNorm.weight", m->text), t->emb_mean, t->emb_rstd, T, D);
+                      train_param (m, "%s.embeddings.LayerNorm.weight", m->text), t->emb_mean, t->emb_rstd, R, D);
   float *dwe = train_grad (m, "%s.embeddings.word_embeddings.weight", m->text);
   float *dpe = train_grad (m, "%s.embeddings.position_embeddings.weight", m->text);
-  for (int i = 0; i < T; i++)
+  for (int i = 0; i < R; i++)
     for (int d = 0; d < D; d++) {
       dwe[(gsize) t->ids[i] * D + d] += demb[(gsize) i * D + d];
-      dpe[(gsize) i * D + d] += demb[(gsize) i * D + d];
+      dpe[(gsize) (i % T) * D + d] += demb[(gsize) i * D + d];
     }
   g_free (demb);
   g_free (dx);

@@ -34,6 +34,9 @@ TrainModel *train_model_new (const BlipConfig *config, guint64 seed);
 gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GError **error);
 
 TrainModel *train_model_load (const char *dir, GError **error);
+/* A copy of the parameters keep() accepts, without gradients (the momentum
+ * encoder); forward passes run on it as on the whole model. */
+TrainModel *train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const char *name));
 void train_model_free (TrainModel *m);
 float *train_param (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 float *train_grad (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
@@ -43,20 +46,21 @@ void train_zero_grads (TrainModel *m);
 typedef struct _VisionTape VisionTape;
 typedef struct _TextTape TextTape;
 
-/* image_embeds [P,Dv] of one image [3,S,S] */
-VisionTape *vision_forward (TrainModel *m, const float *pixels, float *image_embeds);
+/* image_embeds [B,P,Dv] of B images [B,3,S,S] */
+VisionTape *vision_forward (TrainModel *m, const float *pixels, int B, float *image_embeds);
 void vision_backward (TrainModel *m, VisionTape *tape, const float *dimage_embeds);
 void vision_tape_free (VisionTape *t);
 
-/* hidden [T,D] of one text; image [P,Dv] or NULL (no cross-attention);
+/* hidden [B,T,D] of B texts ids, mask [B,T] (mask may be NULL); image
+ * [B,P,Dv] (text b attends to image b) or NULL (no cross-attention);
  * causal for the decoder */
-TextTape *text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int T,
+TextTape *text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int T,
                         const float *image, gboolean causal, float *hidden);
 /* dimage (may be NULL) += gradient wrt the image embeddings */
 void text_backward (TrainModel *m, TextTape *tape, const float *dhidden, float *dimage);
 void text_tape_free (TextTape *t);
 
-/* LM head of the decoder: logits [T,V]; backward from dlogits to dhidden (+=) */
+/* LM head of the decoder over T rows (any number of texts' tokens): logits [T,V]; backward from dlogits to dhidden (+=) */
 typedef struct _HeadTape HeadTape;
 HeadTape *lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits);
 void lm_head_backward (TrainModel *m, HeadTape *tape, const float *dlogits, float *dhidden);

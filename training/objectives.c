@@ -4,6 +4,7 @@
  *   ITM: the image-grounded encoder's first token through itm_head. */
 #include "objectives.h"
 
+#include <dnnl.h>
 #include <math.h>
 #include <string.h>
 
@@ -14,78 +15,256 @@ vision_tokens (const TrainModel *m)
   return g * g + 1;
 }
 
-/* ITC: image features (vision_proj of the CLS rows cls [B,Dv]) against text
- * features (text_proj of the first tokens first [B,D]), both L2-normalised,
- * cross-entropy of similarities / temp both ways.  Accumulates the
- * projections' gradients, adds d(loss)/d(cls) and d/d(first) into dcls and
- * dfirst, and leaves the similarities / temp in sims [B,B] (image-major). */
+/* ITC (blip_pretrain.py): image features (vision_proj of the CLS rows cls
+ * [B,Dv]) and text features (text_proj of the first tokens first [B,D]),
+ * L2-normalised, against keys: with a momentum encoder, its features of the
+ * batch followed by the queue (no gradient through them); without, the
+ * batch's own features (gradient on both sides).  Targets: the positives
+ * (same group id, or the diagonal), with momentum mixed with
+ * softmax(momentum similarities) by alpha.  Loss (i2t + t2i) / 2, each the
+ * mean over rows of -sum targets * log_softmax(sim / temp).
+ * Accumulates the projections' gradients and d/d(cls), d/d(first), d/d(temp)
+ * (dtemp may be NULL); leaves the batch columns of the similarities in
+ * i2t, t2i [B,B] for hard-negative sampling; writes the momentum features
+ * of the batch into feat_m [2,B,E] (image, text) when momentum is used. */
+typedef struct {
+  const float *cls, *first;       /* [B,Dv], [B,D] */
+  const float *cls_m, *first_m;   /* the momentum encoders' (NULL: no momentum) */
+  const int32_t *idx;             /* [B] or NULL */
+  int B;
+  double temp;
+} ItcInputs;
+
+/* unit-length projection of rows x [B,K] by the model's proj.weight/bias */
+static void
+project (TrainModel *m, const char *proj, const float *x, int B, int K, int E, float *raw, float *feat, float *norm)
+{
+  char *w = g_strconcat (proj, ".weight", NULL), *b = g_strconcat (proj, ".bias", NULL);
+  linear_forward (raw, x, train_param (m, "%s", w), train_param (m, "%s", b), B, K, E);
+  l2norm_forward (feat, norm, raw, B, E);
+  g_free (w);
+  g_free (b);
+}
+
+static void
+project_backward (TrainModel *m, const char *proj, const float *x, int B, int K, int E, const float *feat,
+                  const float *norm, const float *dfeat, float *dx)
+{
+  float *draw = g_new0 (float, (gsize) B * E);
+  l2norm_backward (draw, dfeat, feat, norm, B, E);
+  linear_backward (dx, train_grad (m, "%s.weight", proj), train_grad (m, "%s.bias", proj), draw, x,
+                   train_param (m, "%s.weight", proj), B, K, E);
+  g_free (draw);
+}
+
+/* one direction: queries q [B,E] against keys [K,E]; returns the loss and
+ * adds dsim (already / B and * 0.5) times keys into dq, q into dkeys (if
+ * not NULL), and the temperature's gradient into *dtemp */
 static double
-itc_forward_backward (TrainModel *m, const float *cls, const float *first, int B, double temp,
-                      float *sims, float *dcls, float *dfirst)
+itc_direction (const float *q, const float *keys, int B, int K, int E, double temp, const float *targets,
+               float *sims_batch, float *dq, float *dkeys, double *dtemp)
+{
+  float *sim = g_new (float, (gsize) B * K);
+  dnnl_sgemm ('N', 'T', B, K, E, (float) (1.0 / temp), q, E, keys, E, 0.0f, sim, K);
+  double loss = 0, dt = 0;
+  for (int i = 0; i < B; i++) {
+    float *row = sim + (gsize) i * K;
+    for (int k = 0; k < B; k++)
+      sims_batch[(gsize) i * B + k] = row[k];
+    double mx = row[0];
+    for (int k = 1; k < K; k++)
+      mx = MAX (mx, row[k]);
+    double sum = 0;
+    for (int k = 0; k < K; k++)
+      sum += exp (row[k] - mx);
+    const double lse = mx + log (sum);
+    for (int k = 0; k < K; k++) {
+      const double tg = targets[(gsize) i * K + k];
+      loss -= tg * (row[k] - lse);
+      /* d/dsim of the mean over rows, halved for (i2t + t2i) / 2 */
+      const double ds = 0.5 * (exp (row[k] - lse) - tg) / B;
+      dt -= ds * row[k] / temp; /* sim = s / temp */
+      row[k] = (float) ds;
+    }
+  }
+  /* sim = q keys^T / temp */
+  dnnl_sgemm ('N', 'N', B, E, K, (float) (1.0 / temp), sim, K, keys, E, 1.0f, dq, E);
+  if (dkeys)
+    dnnl_sgemm ('T', 'N', K, E, B, (float) (1.0 / temp), sim, K, q, E, 1.0f, dkeys, E);
+  if (dtemp)
+    *dtemp += dt;
+  g_free (sim);
+  return 0.5 * loss / B;
+}
+
+/* targets [B,K]: positives (same group, else the diagonal) normalised per
+ * row, mixed with softmax(q_m keys^T / temp) by alpha when q_m is given */
+static float *
+itc_targets (const float *q_m, const float *keys, const int32_t *idx, const int32_t *idx_keys, int B, int K,
+             int E, double temp, double alpha)
+{
+  float *t = g_new0 (float, (gsize) B * K);
+  for (int i = 0; i < B; i++) {
+    int n = 0;
+    for (int k = 0; k < K; k++)
+      n += idx ? idx[i] == idx_keys[k] : i == k;
+    for (int k = 0; k < K; k++)
+      t[(gsize) i * K + k] = (idx ? idx[i] == idx_keys[k] : i == k) ? 1.0f / n : 0.0f;
+  }
+  if (q_m && alpha > 0) {
+    float *s = g_new (float, (gsize) B * K);
+    dnnl_sgemm ('N', 'T', B, K, E, (float) (1.0 / temp), q_m, E, keys, E, 0.0f, s, K);
+    for (int i = 0; i < B; i++) {
+      float *row = s + (gsize) i * K;
+      double mx = row[0], sum = 0;
+      for (int k = 1; k < K; k++)
+        mx = MAX (mx, row[k]);
+      for (int k = 0; k < K; k++)
+        sum += exp (row[k] - mx);
+      for (int k = 0; k < K; k++)
+        t[(gsize) i * K + k] = (float) (alpha * exp (row[k] - mx) / sum + (1 - alpha) * t[(gsize) i * K + k]);
+    }
+    g_free (s);
+  }
+  return t;
+}
+
+static double
+itc_forward_backward (TrainModel *m, ItcMomentum *mo, const ItcInputs *in, float *i2t, float *t2i,
+                      float *dcls, float *dfirst, double *dtemp)
 {
   const int D = m->c.text.hidden_size, E = m->c.image_text_hidden_size, Dv = m->c.vision.hidden_size;
-  const gsize be = (gsize) B * E, bb = (gsize) B * B;
-  float *ip = g_new (float, be), *tp = g_new (float, be), *ifeat = g_new (float, be), *tfeat = g_new (float, be);
-  float *inorm = g_new (float, (gsize) B), *tnorm = g_new (float, (gsize) B);
-  linear_forward (ip, cls, train_param (m, "vision_proj.weight"), train_param (m, "vision_proj.bias"), B, Dv, E);
-  linear_forward (tp, first, train_param (m, "text_proj.weight"), train_param (m, "text_proj.bias"), B, D, E);
-  l2norm_forward (ifeat, inorm, ip, B, E);
-  l2norm_forward (tfeat, tnorm, tp, B, E);
-  float *t2i = g_new (float, bb);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      double s = 0;
-      for (int e = 0; e < E; e++)
-        s += (double) ifeat[(gsize) i * E + e] * tfeat[(gsize) j * E + e];
-      sims[(gsize) i * B + j] = (float) (s / temp);
-      t2i[(gsize) j * B + i] = (float) (s / temp);
-    }
-  int32_t *diag = g_new (int32_t, (gsize) B);
-  for (int i = 0; i < B; i++)
-    diag[i] = i;
-  float *di2t = g_new0 (float, bb), *dt2i = g_new0 (float, bb);
-  const double loss = 0.5 * crossentropy_forward_backward (di2t, sims, diag, B, B, 0.0, 0.5)
-      + 0.5 * crossentropy_forward_backward (dt2i, t2i, diag, B, B, 0.0, 0.5);
-  /* dsim[i][j] = (di2t[i][j] + dt2i[j][i]) / temp */
+  const int B = in->B;
+  const gboolean momentum = mo && mo->momentum && in->cls_m;
+  const gsize be = (gsize) B * E;
+  float *raw = g_new (float, be);
+  float *ifeat = g_new (float, be), *tfeat = g_new (float, be);
+  float *inorm = g_new (float, B), *tnorm = g_new (float, B);
+  project (m, "vision_proj", in->cls, B, Dv, E, raw, ifeat, inorm);
+  project (m, "text_proj", in->first, B, D, E, raw, tfeat, tnorm);
   float *difeat = g_new0 (float, be), *dtfeat = g_new0 (float, be);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++) {
-      const float ds = (float) ((di2t[(gsize) i * B + j] + dt2i[(gsize) j * B + i]) / temp);
-      for (int e = 0; e < E; e++) {
-        difeat[(gsize) i * E + e] += ds * tfeat[(gsize) j * E + e];
-        dtfeat[(gsize) j * E + e] += ds * ifeat[(gsize) i * E + e];
-      }
+  double loss;
+  if (momentum) {
+    const int Q = mo->queue_size, K = B + Q;
+    float *image_keys = g_new (float, (gsize) K * E), *text_keys = g_new (float, (gsize) K * E);
+    float *scratch = g_new (float, B);
+    project (mo->momentum, "vision_proj", in->cls_m, B, Dv, E, raw, image_keys, scratch);
+    project (mo->momentum, "text_proj", in->first_m, B, D, E, raw, text_keys, scratch);
+    memcpy (image_keys + be, mo->image_queue, sizeof (float) * Q * E);
+    memcpy (text_keys + be, mo->text_queue, sizeof (float) * Q * E);
+    int32_t *idx_keys = g_new (int32_t, K);
+    for (int i = 0; i < B; i++)
+      idx_keys[i] = in->idx ? in->idx[i] : -2 - i;
+    memcpy (idx_keys + B, mo->idx_queue, sizeof (int32_t) * Q);
+    int32_t *idx = g_new (int32_t, B);
+    memcpy (idx, idx_keys, sizeof (int32_t) * B);
+    float *ti = itc_targets (image_keys, text_keys, idx, idx_keys, B, K, E, in->temp, mo->alpha);
+    float *tt = itc_targets (text_keys, image_keys, idx, idx_keys, B, K, E, in->temp, mo->alpha);
+    loss = itc_direction (ifeat, text_keys, B, K, E, in->temp, ti, i2t, difeat, NULL, dtemp)
+         + itc_direction (tfeat, image_keys, B, K, E, in->temp, tt, t2i, dtfeat, NULL, dtemp);
+    /* _dequeue_and_enqueue: the batch's momentum features replace the oldest */
+    for (int i = 0; i < B; i++) {
+      const int slot = (mo->queue_ptr + i) % Q;
+      memcpy (mo->image_queue + (gsize) slot * E, image_keys + (gsize) i * E, sizeof (float) * E);
+      memcpy (mo->text_queue + (gsize) slot * E, text_keys + (gsize) i * E, sizeof (float) * E);
+      mo->idx_queue[slot] = in->idx ? in->idx[i] : -1;
     }
-  float *dip = g_new0 (float, be), *dtp = g_new0 (float, be);
-  l2norm_backward (dip, difeat, ifeat, inorm, B, E);
-  l2norm_backward (dtp, dtfeat, tfeat, tnorm, B, E);
-  linear_backward (dcls, train_grad (m, "vision_proj.weight"), train_grad (m, "vision_proj.bias"), dip, cls,
-                   train_param (m, "vision_proj.weight"), B, Dv, E);
-  linear_backward (dfirst, train_grad (m, "text_proj.weight"), train_grad (m, "text_proj.bias"), dtp, first,
-                   train_param (m, "text_proj.weight"), B, D, E);
-  g_free (ip); g_free (tp); g_free (ifeat); g_free (tfeat); g_free (inorm); g_free (tnorm);
-  g_free (t2i); g_free (diag); g_free (di2t); g_free (dt2i); g_free (difeat); g_free (dtfeat);
-  g_free (dip); g_free (dtp);
+    mo->queue_ptr = (mo->queue_ptr + B) % Q;
+    g_free (image_keys); g_free (text_keys); g_free (scratch); g_free (idx_keys); g_free (idx);
+    g_free (ti); g_free (tt);
+  } else {
+    float *ti = itc_targets (NULL, NULL, in->idx, in->idx, B, B, E, in->temp, 0);
+    loss = itc_direction (ifeat, tfeat, B, B, E, in->temp, ti, i2t, difeat, dtfeat, dtemp)
+         + itc_direction (tfeat, ifeat, B, B, E, in->temp, ti, t2i, dtfeat, difeat, dtemp);
+    g_free (ti);
+  }
+  project_backward (m, "vision_proj", in->cls, B, Dv, E, ifeat, inorm, difeat, dcls);
+  project_backward (m, "text_proj", in->first, B, D, E, tfeat, tnorm, dtfeat, dfirst);
+  g_free (raw); g_free (ifeat); g_free (tfeat); g_free (inorm); g_free (tnorm);
+  g_free (difeat); g_free (dtfeat);
   return loss;
+}
+
+/* ---- the momentum encoder ---- */
+
+static gboolean
+is_momentum_param (const TrainModel *m, const char *name)
+{
+  if (g_str_has_prefix (name, "vision_model.") || g_str_has_prefix (name, "vision_proj.")
+      || g_str_has_prefix (name, "text_proj."))
+    return TRUE;
+  if (strstr (name, ".crossattention.") || g_str_has_prefix (name, "text_decoder.cls."))
+    return FALSE;
+  if (g_str_has_prefix (name, m->encoder_self) && name[strlen (m->encoder_self)] == '.')
+    return TRUE;
+  /* the text side shared with the decoder, except its own (causal) self-attention */
+  return g_str_has_prefix (name, m->text) && name[strlen (m->text)] == '.'
+      && (g_str_equal (m->text, m->encoder_self) || !strstr (name, ".attention."));
+}
+
+void
+itc_momentum_init (ItcMomentum *mo, TrainModel *m, int queue_size, guint64 seed)
+{
+  const int E = m->c.image_text_hidden_size;
+  memset (mo, 0, sizeof *mo);
+  mo->momentum = train_model_subset (m, is_momentum_param);
+  mo->m = 0.995;
+  mo->queue_size = queue_size;
+  mo->image_queue = g_new (float, (gsize) queue_size * E);
+  mo->text_queue = g_new (float, (gsize) queue_size * E);
+  mo->idx_queue = g_new (int32_t, queue_size);
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32), 0x9e3779b9u }, 3);
+  float *queues[2] = { mo->image_queue, mo->text_queue };
+  for (int k = 0; k < 2; k++)
+    for (int q = 0; q < queue_size; q++) {
+      float *v = queues[k] + (gsize) q * E;
+      double ss = 0;
+      for (int e = 0; e < E; e++) {
+        const double u1 = MAX (g_rand_double (rng), 1e-300), u2 = g_rand_double (rng);
+        v[e] = (float) (sqrt (-2.0 * log (u1)) * cos (2 * G_PI * u2));
+        ss += (double) v[e] * v[e];
+      }
+      for (int e = 0; e < E; e++)
+        v[e] = (float) (v[e] / sqrt (ss));
+    }
+  for (int q = 0; q < queue_size; q++)
+    mo->idx_queue[q] = -1;
+  g_rand_free (rng);
+}
+
+void
+itc_momentum_clear (ItcMomentum *mo)
+{
+  train_model_free (mo->momentum);
+  g_free (mo->image_queue);
+  g_free (mo->text_queue);
+  g_free (mo->idx_queue);
+  memset (mo, 0, sizeof *mo);
+}
+
+void
+itc_momentum_update (ItcMomentum *mo, TrainModel *m)
+{
+  const float a = (float) mo->m, b = (float) (1.0 - mo->m);
+  for (guint i = 0; i < mo->momentum->params->len; i++) {
+    TrainParam *pm = mo->momentum->params->pdata[i];
+    const float *p = train_param (m, "%s", pm->name);
+    for (gsize k = 0; k < pm->numel; k++)
+      pm->value[k] = a * pm->value[k] + b * p[k];
+  }
 }
 
 gboolean
 objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses *out)
 {
   const int B = b->B, T = b->T, D = m->c.text.hidden_size, V = m->c.text.vocab_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size, S = m->c.vision.image_size;
+  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
   float *embeds = g_new (float, (gsize) B * P * Dv), *dembeds = g_new0 (float, (gsize) B * P * Dv);
   float *hidden = g_new (float, (gsize) B * T * D), *dhidden = g_new0 (float, (gsize) B * T * D);
   float *logits = g_new (float, (gsize) B * T * V), *dlogits = g_new0 (float, (gsize) B * T * V);
-  VisionTape **vt = g_new0 (VisionTape *, B);
-  TextTape **tt = g_new0 (TextTape *, B);
-  HeadTape **ht = g_new0 (HeadTape *, B);
-  for (int i = 0; i < B; i++) {
-    vt[i] = vision_forward (m, b->pixels + (gsize) i * 3 * S * S, embeds + (gsize) i * P * Dv);
-    tt[i] = text_forward (m, b->ids + (gsize) i * T, b->mask ? b->mask + (gsize) i * T : NULL, T,
-                          embeds + (gsize) i * P * Dv, TRUE, hidden + (gsize) i * T * D);
-    ht[i] = lm_head_forward (m, hidden + (gsize) i * T * D, T, logits + (gsize) i * T * V);
-  }
+  VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
+  TextTape *tt = text_forward (m, b->ids, b->mask, B, T, embeds, TRUE, hidden);
+  HeadTape *ht = lm_head_forward (m, hidden, B * T, logits);
   /* position t predicts token t+1; the last position predicts nothing */
   int32_t *labels = g_new (int32_t, (gsize) B * T);
   for (int i = 0; i < B; i++)
@@ -95,18 +274,13 @@ objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses 
     }
   out->lm_nosmooth = crossentropy_forward_backward (NULL, logits, labels, B * T, V, 0.0, 0.0);
   out->lm = crossentropy_forward_backward (dlogits, logits, labels, B * T, V, smoothing, 1.0);
-  for (int i = B - 1; i >= 0; i--) {
-    lm_head_backward (m, ht[i], dlogits + (gsize) i * T * V, dhidden + (gsize) i * T * D);
-    text_backward (m, tt[i], dhidden + (gsize) i * T * D, dembeds + (gsize) i * P * Dv);
-    vision_backward (m, vt[i], dembeds + (gsize) i * P * Dv);
-    head_tape_free (ht[i]);
-    text_tape_free (tt[i]);
-    vision_tape_free (vt[i]);
-  }
+  lm_head_backward (m, ht, dlogits, dhidden);
+  text_backward (m, tt, dhidden, dembeds);
+  vision_backward (m, vt, dembeds);
+  head_tape_free (ht);
+  text_tape_free (tt);
+  vision_tape_free (vt);
   g_free (labels);
-  g_free (vt);
-  g_free (tt);
-  g_free (ht);
   g_free (embeds);
   g_free (dembeds);
   g_free (hidden);
@@ -116,26 +290,38 @@ objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses 
   return TRUE;
 }
 
+/* the first token's row of each of B sequences [B,T,D] into first [B,D] */
+static void
+first_tokens (float *first, const float *hidden, int B, int T, int D)
+{
+  for (int i = 0; i < B; i++)
+    memcpy (first + (gsize) i * D, hidden + (gsize) i * T * D, sizeof (float) * D);
+}
+
+/* dfirst [B,D] into the first token's rows of dhidden [B,T,D] (zeroed) */
+static void
+first_tokens_backward (float *dhidden, const float *dfirst, int B, int T, int D)
+{
+  memset (dhidden, 0, sizeof (float) * B * T * D);
+  for (int i = 0; i < B; i++)
+    memcpy (dhidden + (gsize) i * T * D, dfirst + (gsize) i * D, sizeof (float) * D);
+}
+
 gboolean
 objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses *out)
 {
   const int B = b->B, T = b->T, D = m->c.text.hidden_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size, S = m->c.vision.image_size;
+  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
   float *embeds = g_new (float, (gsize) B * P * Dv), *dembeds = g_new0 (float, (gsize) B * P * Dv);
-  VisionTape **vt = g_new0 (VisionTape *, B);
-  TextTape **mt = g_new0 (TextTape *, B), **ut = g_new0 (TextTape *, B);
   float *mh = g_new (float, (gsize) B * T * D), *uh = g_new (float, (gsize) B * T * D);
   float *first = g_new (float, (gsize) B * D), *ufirst = g_new (float, (gsize) B * D);
   float *cls = g_new (float, (gsize) B * Dv);
-  for (int i = 0; i < B; i++) {
-    const int32_t *ids = b->ids + (gsize) i * T, *mask = b->mask ? b->mask + (gsize) i * T : NULL;
-    vt[i] = vision_forward (m, b->pixels + (gsize) i * 3 * S * S, embeds + (gsize) i * P * Dv);
-    mt[i] = text_forward (m, ids, mask, T, embeds + (gsize) i * P * Dv, FALSE, mh + (gsize) i * T * D);
-    ut[i] = text_forward (m, ids, mask, T, NULL, FALSE, uh + (gsize) i * T * D);
-    memcpy (first + (gsize) i * D, mh + (gsize) i * T * D, sizeof (float) * D);
-    memcpy (ufirst + (gsize) i * D, uh + (gsize) i * T * D, sizeof (float) * D);
-    memcpy (cls + (gsize) i * Dv, embeds + (gsize) i * P * Dv, sizeof (float) * Dv);
-  }
+  VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
+  TextTape *mt = text_forward (m, b->ids, b->mask, B, T, embeds, FALSE, mh);
+  TextTape *ut = text_forward (m, b->ids, b->mask, B, T, NULL, FALSE, uh);
+  first_tokens (first, mh, B, T, D);
+  first_tokens (ufirst, uh, B, T, D);
+  first_tokens (cls, embeds, B, P, Dv);
 
   /* ITM: cross-entropy of itm_head(first token) against the labels */
   float *itm_logits = g_new (float, 2 * B), *ditm = g_new0 (float, 2 * B);
@@ -146,30 +332,29 @@ objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses 
                    train_param (m, "itm_head.weight"), B, D, 2);
 
   /* ITC */
-  float *sims = g_new (float, (gsize) B * B);
+  float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
   float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
-  out->itc = itc_forward_backward (m, cls, ufirst, B, temp, sims, dcls, dufirst);
-  g_free (sims);
+  const ItcInputs in = { cls, ufirst, NULL, NULL, NULL, B, temp };
+  out->itc = itc_forward_backward (m, NULL, &in, i2t, t2i, dcls, dufirst, NULL);
+  g_free (i2t);
+  g_free (t2i);
 
   /* back through the text encoder (twice: shared weights, summed grads) and the ViT */
-  float *dh = g_new0 (float, (gsize) T * D);
-  for (int i = B - 1; i >= 0; i--) {
-    memset (dh, 0, sizeof (float) * T * D);
-    memcpy (dh, dfirst + (gsize) i * D, sizeof (float) * D);
-    text_backward (m, mt[i], dh, dembeds + (gsize) i * P * Dv);
-    memset (dh, 0, sizeof (float) * T * D);
-    memcpy (dh, dufirst + (gsize) i * D, sizeof (float) * D);
-    text_backward (m, ut[i], dh, NULL);
+  float *dh = g_new (float, (gsize) B * T * D);
+  first_tokens_backward (dh, dfirst, B, T, D);
+  text_backward (m, mt, dh, dembeds);
+  first_tokens_backward (dh, dufirst, B, T, D);
+  text_backward (m, ut, dh, NULL);
+  for (int i = 0; i < B; i++)
     for (int d = 0; d < Dv; d++)
       dembeds[(gsize) i * P * Dv + d] += dcls[(gsize) i * Dv + d];
-    vision_backward (m, vt[i], dembeds + (gsize) i * P * Dv);
-    text_tape_free (mt[i]);
-    text_tape_free (ut[i]);
-    vision_tape_free (vt[i]);
-  }
+  vision_backward (m, vt, dembeds);
+  text_tape_free (mt);
+  text_tape_free (ut);
+  vision_tape_free (vt);
   g_free (dh); g_free (dcls); g_free (dufirst); g_free (itm_logits); g_free (ditm); g_free (dfirst);
   g_free (first); g_free (ufirst); g_free (cls); g_free (mh); g_free (uh);
-  g_free (vt); g_free (mt); g_free (ut); g_free (embeds); g_free (dembeds);
+  g_free (embeds); g_free (dembeds);
   return TRUE;
 }
 
@@ -189,134 +374,157 @@ draw (GRand *rng, const double *w, int n)
   return n - 1;
 }
 
+/* A hard negative for row i of sims [B,B]: drawn from softmax(row) + 1e-4,
+ * the row's own group weighted 0 (i itself when no ids); -1 if none left. */
+static int
+hard_negative (GRand *rng, const float *row, int i, const int32_t *idx, int B, double *w)
+{
+  double mx = -INFINITY, sum = 0;
+  for (int j = 0; j < B; j++)
+    mx = MAX (mx, row[j]);
+  for (int j = 0; j < B; j++)
+    sum += exp (row[j] - mx);
+  gboolean any = FALSE;
+  for (int j = 0; j < B; j++) {
+    const gboolean same = idx ? idx[j] == idx[i] : j == i;
+    w[j] = same ? 0 : exp (row[j] - mx) / sum + 1e-4;
+    any |= !same;
+  }
+  return any ? draw (rng, w, B) : -1;
+}
+
 gboolean
-objective_pretrain (TrainModel *m, const PretrainBatch *b, double temp, double smoothing,
-                    GRand *rng, TrainLosses *out)
+objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, double temp,
+                    double smoothing, GRand *rng, TrainLosses *out)
 {
   if (b->B <= 0 || b->T <= 0 || b->B > 4096)
     return FALSE;
-  const int B = b->B, T = b->T, D = m->c.text.hidden_size;
-  const int V = m->c.text.vocab_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size, S = m->c.vision.image_size;
+  const int B = b->B, T = b->T, D = m->c.text.hidden_size, V = m->c.text.vocab_size;
+  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
   const gsize img = (gsize) P * Dv;
+  TrainParam *temp_param = g_hash_table_lookup (m->by_name, "temp");
+  if (temp_param) {
+    /* BLIP clamps the learnable temperature before each forward */
+    temp_param->value[0] = CLAMP (temp_param->value[0], 0.001f, 0.5f);
+    temp = temp_param->value[0];
+  }
+  memset (out, 0, sizeof *out);
   float *embeds = g_new (float, (gsize) B * img), *dembeds = g_new0 (float, (gsize) B * img);
-  VisionTape **vt = g_new0 (VisionTape *, B);
-  for (int i = 0; i < B; i++)
-    vt[i] = vision_forward (m, b->pixels + (gsize) i * 3 * S * S, embeds + i * img);
+  VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
 
   /* ---- ITC ---- */
-  TextTape **ut = g_new0 (TextTape *, B);
   float *uh = g_new (float, (gsize) B * T * D), *ufirst = g_new (float, (gsize) B * D);
   float *cls = g_new (float, (gsize) B * Dv);
-  for (int i = 0; i < B; i++) {
-    ut[i] = text_forward (m, b->itc_ids + (gsize) i * T, b->mask + (gsize) i * T, T, NULL, FALSE,
-                          uh + (gsize) i * T * D);
-    memcpy (ufirst + (gsize) i * D, uh + (gsize) i * T * D, sizeof (float) * D);
-    memcpy (cls + (gsize) i * Dv, embeds + i * img, sizeof (float) * Dv);
+  const gboolean do_itm = b->w_itm > 0, do_itc = do_itm || b->w_itc > 0;
+  TextTape *ut = do_itc ? text_forward (m, b->itc_ids, b->mask, B, T, NULL, FALSE, uh) : NULL;
+  first_tokens (ufirst, uh, B, T, D);
+  first_tokens (cls, embeds, B, P, Dv);
+  float *cls_m = NULL, *ufirst_m = NULL;
+  if (do_itc && mo && mo->momentum) {
+    itc_momentum_update (mo, m);
+    float *e_m = g_new (float, (gsize) B * img), *h_m = g_new (float, (gsize) B * T * D);
+    vision_tape_free (vision_forward (mo->momentum, b->pixels, B, e_m));
+    text_tape_free (text_forward (mo->momentum, b->itc_ids, b->mask, B, T, NULL, FALSE, h_m));
+    cls_m = g_new (float, (gsize) B * Dv);
+    ufirst_m = g_new (float, (gsize) B * D);
+    first_tokens (cls_m, e_m, B, P, Dv);
+    first_tokens (ufirst_m, h_m, B, T, D);
+    g_free (e_m);
+    g_free (h_m);
   }
   float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
   float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
-  out->itc = itc_forward_backward (m, cls, ufirst, B, temp, i2t, dcls, dufirst);
-  for (int i = 0; i < B; i++)
-    for (int j = 0; j < B; j++)
-      t2i[(gsize) j * B + i] = i2t[(gsize) i * B + j];
+  double dtemp = 0;
+  const ItcInputs in = { cls, ufirst, cls_m, ufirst_m, b->idx, B, temp };
+  if (do_itc)
+    out->itc = itc_forward_backward (m, mo, &in, i2t, t2i, dcls, dufirst, &dtemp);
+  for (gsize k = 0; k < (gsize) B * Dv; k++)
+    dcls[k] *= (float) b->w_itc;
+  for (gsize k = 0; k < (gsize) B * D; k++)
+    dufirst[k] *= (float) b->w_itc;
+  if (temp_param)
+    temp_param->grad[0] += (float) (b->w_itc * dtemp);
 
-  /* ---- ITM: hard negatives drawn from softmax(sim) + 1e-4, positives excluded ---- */
-  int *neg_text = g_new (int, (gsize) B), *neg_image = g_new (int, (gsize) B);
-  double *w = g_new (double, (gsize) B);
-  for (int i = 0; i < B; i++) {
-    double mx = -INFINITY;
-    for (int j = 0; j < B; j++)
-      mx = MAX (mx, i2t[(gsize) i * B + j]);
-    for (int j = 0; j < B; j++)
-      w[j] = j == i ? 0 : exp (i2t[(gsize) i * B + j] - mx) + 1e-4;
-    neg_text[i] = B > 1 ? draw (rng, w, B) : i;
-    mx = -INFINITY;
-    for (int j = 0; j < B; j++)
-      mx = MAX (mx, t2i[(gsize) i * B + j]);
-    for (int j = 0; j < B; j++)
-      w[j] = j == i ? 0 : exp (t2i[(gsize) i * B + j] - mx) + 1e-4;
-    neg_image[i] = B > 1 ? draw (rng, w, B) : i;
-  }
-  /* pairs: B positives, B (image i, text neg_text[i]), B (image neg_image[i], text i) */
+  /* ---- ITM: B positives, B (image i, hard negative text), B (hard negative image, text i) ---- */
   const int NP = 3 * B;
-  int *pair_image = g_new (int, (gsize) NP), *pair_text = g_new (int, (gsize) NP);
-  int32_t *itm_labels = g_new (int32_t, (gsize) NP);
-  for (int i = 0; i < B; i++) {
-    pair_image[i] = i, pair_text[i] = i, itm_labels[i] = 1;
-    pair_image[B + i] = i, pair_text[B + i] = neg_text[i], itm_labels[B + i] = 0;
-    pair_image[2 * B + i] = neg_image[i], pair_text[2 * B + i] = i, itm_labels[2 * B + i] = 0;
+  int *pair_image = g_new (int, NP), *pair_text = g_new (int, NP);
+  int32_t *itm_labels = g_new (int32_t, NP);
+  double *w = g_new (double, B);
+  int np = 0;
+  for (int i = 0; i < B && do_itm; i++, np++)
+    pair_image[np] = i, pair_text[np] = i, itm_labels[np] = 1;
+  for (int i = 0; i < B && do_itm; i++) {
+    const int neg_text = hard_negative (rng, i2t + (gsize) i * B, i, b->idx, B, w);
+    if (neg_text >= 0)
+      pair_image[np] = i, pair_text[np] = neg_text, itm_labels[np++] = 0;
+    const int neg_image = hard_negative (rng, t2i + (gsize) i * B, i, b->idx, B, w);
+    if (neg_image >= 0)
+      pair_image[np] = neg_image, pair_text[np] = i, itm_labels[np++] = 0;
   }
-  TextTape **mt = g_new0 (TextTape *, NP);
-  float *mh = g_new (float, (gsize) T * D), *first = g_new (float, (gsize) NP * D);
-  for (int k = 0; k < NP; k++) {
-    const int j = pair_text[k];
-    mt[k] = text_forward (m, b->itm_ids + (gsize) j * T, b->mask + (gsize) j * T, T,
-                          embeds + pair_image[k] * img, FALSE, mh);
-    memcpy (first + (gsize) k * D, mh, sizeof (float) * D);
+  float *itm_embeds = g_new (float, (gsize) np * img), *ditm_embeds = g_new0 (float, (gsize) np * img);
+  int32_t *itm_ids = g_new (int32_t, (gsize) np * T), *itm_mask = g_new (int32_t, (gsize) np * T);
+  for (int k = 0; k < np; k++) {
+    memcpy (itm_embeds + k * img, embeds + pair_image[k] * img, sizeof (float) * img);
+    memcpy (itm_ids + (gsize) k * T, b->itm_ids + (gsize) pair_text[k] * T, sizeof (int32_t) * T);
+    memcpy (itm_mask + (gsize) k * T, b->mask + (gsize) pair_text[k] * T, sizeof (int32_t) * T);
   }
-  float *itm_logits = g_new (float, (gsize) 2 * NP), *ditm = g_new0 (float, (gsize) 2 * NP);
-  linear_forward (itm_logits, first, train_param (m, "itm_head.weight"), train_param (m, "itm_head.bias"), NP, D, 2);
-  out->itm = crossentropy_forward_backward (ditm, itm_logits, itm_labels, NP, 2, 0.0, 1.0);
-  float *dfirst = g_new0 (float, (gsize) NP * D);
-  linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
-                   train_param (m, "itm_head.weight"), NP, D, 2);
+  float *mh = g_new (float, (gsize) np * T * D), *first = g_new (float, (gsize) np * D);
+  TextTape *mt = np ? text_forward (m, itm_ids, itm_mask, np, T, itm_embeds, FALSE, mh) : NULL;
+  first_tokens (first, mh, np, T, D);
+  float *itm_logits = g_new (float, (gsize) 2 * np), *ditm = g_new0 (float, (gsize) 2 * np);
+  float *dfirst = g_new0 (float, (gsize) np * D);
+  if (np) {
+    linear_forward (itm_logits, first, train_param (m, "itm_head.weight"), train_param (m, "itm_head.bias"), np, D, 2);
+    out->itm = crossentropy_forward_backward (ditm, itm_logits, itm_labels, np, 2, 0.0, b->w_itm);
+    linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
+                     train_param (m, "itm_head.weight"), np, D, 2);
+  }
 
   /* ---- LM ---- */
-  TextTape **dt = g_new0 (TextTape *, B);
-  HeadTape **ht = g_new0 (HeadTape *, B);
-  float *dh_all = g_new (float, (gsize) B * T * D), *logits = g_new (float, (gsize) B * T * V);
+  float *lh = g_new (float, (gsize) B * T * D), *logits = g_new (float, (gsize) B * T * V);
   float *dlogits = g_new0 (float, (gsize) B * T * V);
-  for (int i = 0; i < B; i++) {
-    dt[i] = text_forward (m, b->lm_ids + (gsize) i * T, b->mask + (gsize) i * T, T, embeds + i * img, TRUE,
-                          dh_all + (gsize) i * T * D);
-    ht[i] = lm_head_forward (m, dh_all + (gsize) i * T * D, T, logits + (gsize) i * T * V);
-  }
+  TextTape *dt = b->w_lm > 0 ? text_forward (m, b->lm_ids, b->mask, B, T, embeds, TRUE, lh) : NULL;
+  HeadTape *ht = dt ? lm_head_forward (m, lh, B * T, logits) : NULL;
   int32_t *labels = g_new (int32_t, (gsize) B * T);
   for (int i = 0; i < B; i++)
     for (int t = 0; t < T; t++) {
       const gsize r = (gsize) i * T + t;
-      labels[r] = t + 1 < T && b->mask[r + 1] ? b->lm_ids[r + 1] : -100;
+      labels[r] = t + 1 < T && t + 1 >= b->prompt_len && b->mask[r + 1] ? b->lm_ids[r + 1] : -100;
     }
-  out->lm = crossentropy_forward_backward (dlogits, logits, labels, B * T, V, smoothing, 1.0);
+  if (dt)
+    out->lm = crossentropy_forward_backward (dlogits, logits, labels, B * T, V, smoothing, b->w_lm);
 
-  /* ---- backward ---- */
-  float *dh = g_new0 (float, (gsize) T * D);
-  for (int i = 0; i < B; i++) {
-    memset (dh, 0, sizeof (float) * T * D);
-    lm_head_backward (m, ht[i], dlogits + (gsize) i * T * V, dh);
-    text_backward (m, dt[i], dh, dembeds + i * img);
+  /* ---- backward: each text pass, then the ViT once with the summed gradients ---- */
+  float *dh = g_new0 (float, (gsize) MAX (np, B) * T * D);
+  if (dt) {
+    memset (dh, 0, sizeof (float) * B * T * D);
+    lm_head_backward (m, ht, dlogits, dh);
+    text_backward (m, dt, dh, dembeds);
   }
-  for (int k = 0; k < NP; k++) {
-    memset (dh, 0, sizeof (float) * T * D);
-    memcpy (dh, dfirst + (gsize) k * D, sizeof (float) * D);
-    text_backward (m, mt[k], dh, dembeds + pair_image[k] * img);
+  if (mt) {
+    first_tokens_backward (dh, dfirst, np, T, D);
+    text_backward (m, mt, dh, ditm_embeds);
+    for (int k = 0; k < np; k++)
+      add_inplace (dembeds + pair_image[k] * img, ditm_embeds + k * img, img);
   }
+  if (ut) {
+    first_tokens_backward (dh, dufirst, B, T, D);
+    text_backward (m, ut, dh, NULL);
+    for (int i = 0; i < B; i++)
+      add_inplace (dembeds + i * img, dcls + (gsize) i * Dv, Dv);
+  }
+  vision_backward (m, vt, dembeds);
 
-  for (int i = 0; i < B; i++) {
-    memset (dh, 0, sizeof (float) * T * D);
-    memcpy (dh, dufirst + (gsize) i * D, sizeof (float) * D);
-    text_backward (m, ut[i], dh, NULL);
-    for (int d = 0; d < Dv; d++)
-      dembeds[i * img + d] += dcls[(gsize) i * Dv + d];
-  }
-  for (int i = 0; i < B; i++)
-    vision_backward (m, vt[i], dembeds + i * img);
-
-  for (int i = 0; i < B; i++) {
-    vision_tape_free (vt[i]);
-    text_tape_free (ut[i]);
-    text_tape_free (dt[i]);
-    head_tape_free (ht[i]);
-  }
-  for (int k = 0; k < NP; k++)
-    text_tape_free (mt[k]);
-  g_free (vt); g_free (ut); g_free (dt); g_free (ht); g_free (mt);
+  vision_tape_free (vt);
+  text_tape_free (ut);
+  text_tape_free (mt);
+  text_tape_free (dt);
+  head_tape_free (ht);
   g_free (embeds); g_free (dembeds); g_free (uh); g_free (ufirst); g_free (cls);
-  g_free (i2t); g_free (t2i);
-  g_free (neg_text); g_free (neg_image); g_free (w); g_free (pair_image); g_free (pair_text);
-  g_free (itm_labels); g_free (mh); g_free (first); g_free (itm_logits); g_free (ditm); g_free (dfirst);
-  g_free (dh_all); g_free (logits); g_free (dlogits); g_free (labels); g_free (dh);
-  g_free (dcls); g_free (dufirst);
+  g_free (cls_m); g_free (ufirst_m); g_free (i2t); g_free (t2i); g_free (dcls); g_free (dufirst);
+  g_free (pair_image); g_free (pair_text); g_free (itm_labels); g_free (w);
+  g_free (itm_embeds); g_free (ditm_embeds); g_free (itm_ids); g_free (itm_mask);
+  g_free (mh); g_free (first); g_free (itm_logits); g_free (ditm); g_free (dfirst);
+  g_free (lh); g_free (logits); g_free (dlogits); g_free (labels); g_free (dh);
   return TRUE;
 }

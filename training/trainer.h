@@ -1,0 +1,33 @@
+/* The training loop shared by pretrain, finetune-caption and
+ * finetune-retrieval: batches, learning-rate schedule, AdamW, logging,
+ * checkpoints and resumption. */
+#ifndef BLIP_TRAIN_TRAINER_H
+#define BLIP_TRAIN_TRAINER_H
+
+#include <glib.h>
+
+typedef enum { TRAIN_PRETRAIN, TRAIN_FINETUNE_CAPTION, TRAIN_FINETUNE_RETRIEVAL } TrainTask;
+typedef enum { SCHEDULE_STEP, SCHEDULE_COSINE } TrainSchedule;
+
+typedef struct {
+  TrainTask task;
+  const char *data;          /* folder with train.json (val.json, test.json) */
+  const char *out;           /* run folder: model/, checkpoint.safetensors, metrics.jsonl, export */
+  const char *preset;        /* geometry of a fresh model */
+  const char *init;          /* a run folder or checkpoint to start from (weights only) */
+  gboolean resume;           /* continue out/checkpoint.safetensors */
+  int batch, accum, epochs, steps, threads, log_every, checkpoint_every, queue_size, max_words;
+  double minutes, lr, min_lr, warmup_lr, lr_decay, weight_decay, clip_norm, alpha, momentum;
+  int warmup_steps;
+  TrainSchedule schedule;
+  gboolean use_momentum;
+  const char *prompt;        /* finetune-caption: prepended, its tokens not scored */
+  gint64 seed;
+} TrainOptions;
+
+TrainOptions train_options_default (TrainTask task);
+/* Runs to the end (epochs, steps or minutes), checkpointing on the way and
+ * exporting out/caption and out/retrieval at the end.  Returns an exit code. */
+int train_run (const TrainOptions *o);
+
+#endif
