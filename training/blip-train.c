@@ -8,6 +8,10 @@
 #include "eval.h"
 #include "objectives.h"
 #include "trainer.h"
+#include "distributed.h"
+#include "plot.h"
+#include "train-state.h"
+#include "../core/blip-private.h"
 #include "../core/checkpoint.h"
 #include "../core/safetensors.h"
 
@@ -233,12 +237,145 @@ run_task (TrainTask task)
   topt.prompt = opt_prompt;
   if (opt_no_momentum)
     topt.use_momentum = FALSE;
-  return train_run (&topt);
+  const int rc = train_run (&topt);
+  dist_finalize ();
+  return rc;
 }
 
 static int cmd_pretrain (void) { return run_task (TRAIN_PRETRAIN); }
+
 static int cmd_finetune_caption (void) { return run_task (TRAIN_FINETUNE_CAPTION); }
 static int cmd_finetune_retrieval (void) { return run_task (TRAIN_FINETUNE_RETRIEVAL); }
+
+/* ---- init, export, plot ---- */
+
+static gchar *opt_run, *opt_tokenizer, *opt_metrics, *opt_init_preset;
+static int opt_smooth = 20;
+
+static GOptionEntry export_entries[] = {
+  { "run", 'r', 0, G_OPTION_ARG_FILENAME, &opt_run, "Run folder (model/ and checkpoint.safetensors)", "DIR" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output: OUT/caption (BlipForConditionalGeneration) and OUT/retrieval (BlipForImageTextRetrieval)", "DIR" },
+  { NULL }
+};
+
+static GOptionEntry init_entries[] = {
+  { "preset", 0, 0, G_OPTION_ARG_STRING, &opt_init_preset, "Geometry: small, base or large", "NAME" },
+  { "tokenizer", 0, 0, G_OPTION_ARG_FILENAME, &opt_tokenizer, "Folder with the tokenizer (tokenizer.json or vocab.txt), e.g. a BLIP checkpoint", "DIR" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Run folder to create: model/, checkpoint.safetensors, caption/, retrieval/", "DIR" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
+  { NULL }
+};
+
+static GOptionEntry plot_entries[] = {
+  { "metrics", 'm', 0, G_OPTION_ARG_FILENAME, &opt_metrics, "metrics.jsonl of a run", "FILE" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "PNG to write", "FILE" },
+  { "smooth", 0, 0, G_OPTION_ARG_INT, &opt_smooth, "Moving average over about N steps (default 20)", "N" },
+  { NULL }
+};
+
+/* the model of a run folder with its checkpoint's weights */
+static TrainModel *
+load_run (const char *run, BlipTokenizer **tok, GError **error)
+{
+  char *model_dir = g_build_filename (run, "model", NULL);
+  char *ckpt = g_build_filename (run, "checkpoint.safetensors", NULL);
+  BlipConfig c;
+  TrainModel *m = NULL;
+  if (blip_config_load (model_dir, &c, error) && (*tok = blip_tokenizer_load (model_dir, error))) {
+    m = train_model_new (&c, 0);
+    if (!train_state_load_weights (m, ckpt, error)) {
+      train_model_free (m);
+      blip_tokenizer_free (*tok);
+      *tok = NULL;
+      m = NULL;
+    }
+  }
+  g_free (model_dir);
+  g_free (ckpt);
+  return m;
+}
+
+static int
+cmd_export (void)
+{
+  GError *error = NULL;
+  if (!opt_run || !opt_out) {
+    g_printerr ("blip-train export: --run and --out are required\n");
+    return 2;
+  }
+  BlipTokenizer *tok = NULL;
+  TrainModel *m = load_run (opt_run, &tok, &error);
+  if (!m)
+    return fail (error);
+  gboolean ok = train_model_export (m, tok, opt_out, &error);
+  train_model_free (m);
+  blip_tokenizer_free (tok);
+  if (!ok)
+    return fail (error);
+  printf ("wrote %s/caption and %s/retrieval\n", opt_out, opt_out);
+  return 0;
+}
+
+/* A fresh model of a geometry with BLIP's initialisation (normal 0.02,
+ * LayerNorm 1/0, temperature 0.07), as a run folder that pretrain --resume
+ * or finetune --init continue from. */
+static int
+cmd_init (void)
+{
+  GError *error = NULL;
+  if (!opt_init_preset || !opt_tokenizer || !opt_out) {
+    g_printerr ("blip-train init: --preset, --tokenizer and --out are required\n");
+    return 2;
+  }
+  gboolean found;
+  BlipConfig c = blip_config_preset (opt_init_preset, &found);
+  if (!found) {
+    g_printerr ("blip-train init: unknown preset %s (small, base or large)\n", opt_init_preset);
+    return 2;
+  }
+  BlipTokenizer *tok = blip_tokenizer_load (opt_tokenizer, &error);
+  if (!tok)
+    return fail (error);
+  c.text.vocab_size = blip_tokenizer_vocab_size (tok);
+  const int dec = blip_tokenizer_token_id (tok, "[DEC]"), cls = blip_tokenizer_token_id (tok, "[CLS]");
+  if (dec < 0 || cls < 0 || blip_tokenizer_token_id (tok, "[ENC]") < 0) {
+    g_printerr ("blip-train init: %s: the vocabulary needs BLIP's [DEC] and [ENC] and BERT's [CLS]\n", opt_tokenizer);
+    blip_tokenizer_free (tok);
+    return 2;
+  }
+  c.text.bos_token_id = dec;
+  c.text.eos_token_id = cls;
+  c.text.sep_token_id = blip_tokenizer_token_id (tok, "[SEP]");
+  c.text.pad_token_id = MAX (blip_tokenizer_token_id (tok, "[PAD]"), 0);
+  char *model_dir = g_build_filename (opt_out, "model", NULL);
+  char *ckpt = g_build_filename (opt_out, "checkpoint.safetensors", NULL);
+  TrainState *st = train_state_new (train_model_new (&c, (guint64) opt_seed), opt_seed);
+  gboolean ok = blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
+      && blip_tokenizer_write (tok, model_dir, &error) && train_state_save (st, ckpt, &error)
+      && train_model_export (st->model, tok, opt_out, &error);
+  train_state_free (st);
+  blip_tokenizer_free (tok);
+  g_free (model_dir);
+  g_free (ckpt);
+  if (!ok)
+    return fail (error);
+  printf ("wrote %s: a %s model with BLIP's initialisation\n", opt_out, opt_init_preset);
+  return 0;
+}
+
+static int
+cmd_plot (void)
+{
+  GError *error = NULL;
+  if (!opt_metrics || !opt_out) {
+    g_printerr ("blip-train plot: --metrics and --out are required\n");
+    return 2;
+  }
+  if (!plot_metrics (opt_metrics, opt_out, opt_smooth, &error))
+    return fail (error);
+  printf ("wrote %s\n", opt_out);
+  return 0;
+}
 
 static const struct {
   const char *name, *summary;
@@ -250,7 +387,10 @@ static const struct {
   { "pretrain", "pretraining with ITC + ITM + LM, then export", pretrain_entries, cmd_pretrain },
   { "finetune-caption", "finetuning for captioning (LM)", caption_entries, cmd_finetune_caption },
   { "finetune-retrieval", "finetuning for retrieval (ITC + ITM, same-image positives)", retrieval_entries, cmd_finetune_retrieval },
-  { "eval", "caption exact match and retrieval recall on a split", eval_entries, cmd_eval },
+  { "eval", "caption exact match, BLEU-4, CIDEr and retrieval recall on a split", eval_entries, cmd_eval },
+  { "init", "a fresh model of a geometry, BLIP's initialisation", init_entries, cmd_init },
+  { "export", "Hugging Face folders from a run's checkpoint", export_entries, cmd_export },
+  { "plot", "training curves to PNG", plot_entries, cmd_plot },
 };
 
 int
@@ -269,6 +409,10 @@ main (int argc, char **argv)
     for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
       g_printerr ("  %-13s %s\n", commands[i].name, commands[i].summary);
     return argc >= 2 && g_str_equal (argv[1], "--help") ? 0 : 2;
+  }
+  if (g_str_equal (commands[which].name, "pretrain") || g_str_has_prefix (commands[which].name, "finetune-")) {
+    /* under mpirun: one rank of a data-parallel job */
+    dist_init (&argc, &argv);
   }
   topt = train_options_default (g_str_equal (commands[which].name, "pretrain") ? TRAIN_PRETRAIN
                                 : g_str_equal (commands[which].name, "finetune-caption") ? TRAIN_FINETUNE_CAPTION

@@ -222,6 +222,7 @@ dataset_free (Dataset *d)
   for (int i = 0; i < d->n; i++) {
     g_free (d->items[i].image);
     g_free (d->items[i].caption);
+    g_strfreev (d->items[i].refs);
   }
   g_free (d->items);
   g_free (d->pixels);
@@ -323,6 +324,18 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, GErro
     DatasetItem *it = &d->items[d->n++];
     it->image = path;
     it->caption = dataset_pre_caption (text, max_words);
+    GPtrArray *refs = g_ptr_array_new ();
+    if (JSON_NODE_HOLDS_ARRAY (cap)) {
+      JsonArray *ca = json_node_get_array (cap);
+      for (guint k = 0; k < json_array_get_length (ca); k++) {
+        JsonNode *e = json_array_get_element (ca, k);
+        if (JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_STRING)
+          g_ptr_array_add (refs, dataset_pre_caption (json_node_get_string (e), max_words));
+      }
+    } else
+      g_ptr_array_add (refs, g_strdup (it->caption));
+    g_ptr_array_add (refs, NULL);
+    it->refs = (char **) g_ptr_array_free (refs, FALSE);
     it->image_id = (int) json_object_get_int_member_with_default (o, "image_id", i);
     it->corrupted = json_object_get_boolean_member_with_default (o, "corrupted", FALSE);
   }

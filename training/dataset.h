@@ -6,7 +6,8 @@
 #include <blip.h>
 
 typedef struct {
-  char *image, *caption; /* caption after pre_caption */
+  char *image, *caption; /* caption after pre_caption: the first, when there are several */
+  char **refs;           /* every caption of the entry after pre_caption (NULL-terminated) */
   int image_id;
   gboolean corrupted;    /* synthetic sets: the caption was swapped */
 } DatasetItem;

@@ -4,6 +4,7 @@
  * re-ranked by ITM, as BLIP evaluates retrieval. */
 #include "eval.h"
 #include "dataset.h"
+#include "caption-metrics.h"
 
 #include <blip.h>
 #include <math.h>
@@ -72,6 +73,8 @@ cmd_eval (void)
 
   /* captioning: greedy, exact match against the reference */
   int exact = 0;
+  char **cands = g_new0 (char *, N + 1);
+  char ***refs = g_new0 (char **, N);
   BlipGenerateParams gp = blip_generate_default_params ();
   gp.max_new_tokens = 20;
   for (int i = 0; i < N; i++) {
@@ -81,7 +84,8 @@ cmd_eval (void)
     exact += g_str_equal (text, d->items[i].caption);
     if (i < 5)
       printf ("# %s | reference: %s\n", text, d->items[i].caption);
-    g_free (text);
+    cands[i] = text;
+    refs[i] = d->items[i].refs;
     blip_generation_free (gen);
   }
 
@@ -143,9 +147,12 @@ cmd_eval (void)
       g_free (top);
       g_free (taken);
     }
-  printf ("{\"split\": \"%s\", \"n\": %d, \"caption_exact_match\": %.4f, "
+  const double bleu4 = caption_bleu4 (cands, refs, N), cider = caption_cider_d (cands, refs, N);
+  g_strfreev (cands);
+  g_free (refs);
+  printf ("{\"split\": \"%s\", \"n\": %d, \"caption_exact_match\": %.4f, \"bleu4\": %.4f, \"cider\": %.4f, "
           "\"i2t_r1\": %.4f, \"i2t_r5\": %.4f, \"i2t_r10\": %.4f, \"t2i_r1\": %.4f, \"t2i_r5\": %.4f, \"t2i_r10\": %.4f}\n",
-          opt_split, N, (double) exact / MAX (N, 1), (double) i2t[0] / N, (double) i2t[1] / N,
+          opt_split, N, (double) exact / MAX (N, 1), bleu4, cider, (double) i2t[0] / N, (double) i2t[1] / N,
           (double) i2t[2] / N, (double) t2i[0] / N, (double) t2i[1] / N, (double) t2i[2] / N);
   g_free (ids_enc);
   g_free (score);

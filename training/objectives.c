@@ -3,6 +3,7 @@
  *   ITC: image/text features, similarities over temperature, both ways;
  *   ITM: the image-grounded encoder's first token through itm_head. */
 #include "objectives.h"
+#include "distributed.h"
 
 #include <dnnl.h>
 #include <math.h>
@@ -162,14 +163,26 @@ itc_forward_backward (TrainModel *m, ItcMomentum *mo, const ItcInputs *in, float
     float *tt = itc_targets (text_keys, image_keys, idx, idx_keys, B, K, E, in->temp, mo->alpha);
     loss = itc_direction (ifeat, text_keys, B, K, E, in->temp, ti, i2t, difeat, NULL, dtemp)
          + itc_direction (tfeat, image_keys, B, K, E, in->temp, tt, t2i, dtfeat, NULL, dtemp);
-    /* _dequeue_and_enqueue: the batch's momentum features replace the oldest */
-    for (int i = 0; i < B; i++) {
+    /* _dequeue_and_enqueue: every rank's momentum features of the batch
+     * (concat_all_gather) replace the oldest */
+    const int W = dist_world ();
+    float *gi = g_new (float, (gsize) W * be), *gt = g_new (float, (gsize) W * be);
+    int32_t *gx = g_new (int32_t, (gsize) W * B);
+    for (int i = 0; i < B; i++)
+      idx[i] = in->idx ? in->idx[i] : -1;
+    dist_allgather (image_keys, gi, sizeof (float) * be);
+    dist_allgather (text_keys, gt, sizeof (float) * be);
+    dist_allgather (idx, gx, sizeof (int32_t) * B);
+    for (int i = 0; i < W * B; i++) {
       const int slot = (mo->queue_ptr + i) % Q;
-      memcpy (mo->image_queue + (gsize) slot * E, image_keys + (gsize) i * E, sizeof (float) * E);
-      memcpy (mo->text_queue + (gsize) slot * E, text_keys + (gsize) i * E, sizeof (float) * E);
-      mo->idx_queue[slot] = in->idx ? in->idx[i] : -1;
+      memcpy (mo->image_queue + (gsize) slot * E, gi + (gsize) i * E, sizeof (float) * E);
+      memcpy (mo->text_queue + (gsize) slot * E, gt + (gsize) i * E, sizeof (float) * E);
+      mo->idx_queue[slot] = gx[i];
     }
-    mo->queue_ptr = (mo->queue_ptr + B) % Q;
+    mo->queue_ptr = (mo->queue_ptr + W * B) % Q;
+    g_free (gi);
+    g_free (gt);
+    g_free (gx);
     g_free (image_keys); g_free (text_keys); g_free (scratch); g_free (idx_keys); g_free (idx);
     g_free (ti); g_free (tt);
   } else {

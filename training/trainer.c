@@ -5,6 +5,7 @@
  * order from (seed, epoch), so a resumed run repeats an uninterrupted one. */
 #include "trainer.h"
 #include "dataset.h"
+#include "distributed.h"
 #include "train-state.h"
 #include "../core/blip-private.h"
 #include "../core/checkpoint.h"
@@ -185,6 +186,52 @@ adamw_step (TrainState *s, double lr, double wd)
   }
 }
 
+/* ---- data parallelism ---- */
+
+static void
+allreduce_gradients (TrainModel *m, int W)
+{
+  gsize n = 0;
+  for (guint i = 0; i < m->params->len; i++)
+    n += ((TrainParam *) m->params->pdata[i])->numel;
+  float *flat = g_new (float, n), *p = flat;
+  for (guint i = 0; i < m->params->len; i++) {
+    const TrainParam *t = m->params->pdata[i];
+    memcpy (p, t->grad, sizeof (float) * t->numel);
+    p += t->numel;
+  }
+  dist_allreduce_f32 (flat, n);
+  p = flat;
+  for (guint i = 0; i < m->params->len; i++) {
+    TrainParam *t = m->params->pdata[i];
+    for (gsize k = 0; k < t->numel; k++)
+      t->grad[k] = p[k] / W;
+    p += t->numel;
+  }
+  g_free (flat);
+}
+
+/* every rank holds bit-identical weights (the same updates from the same
+ * reduced gradients) */
+static gboolean
+ranks_agree (TrainModel *m)
+{
+  guint32 h = 2166136261u;
+  for (guint i = 0; i < m->params->len; i++) {
+    const TrainParam *t = m->params->pdata[i];
+    const guint8 *b = (const guint8 *) t->value;
+    for (gsize k = 0; k < t->numel * sizeof (float); k++)
+      h = (h ^ b[k]) * 16777619u;
+  }
+  guint32 *all = g_new (guint32, dist_world ());
+  dist_allgather (&h, all, sizeof h);
+  gboolean same = TRUE;
+  for (int r = 0; r < dist_world (); r++)
+    same &= all[r] == h;
+  g_free (all);
+  return same;
+}
+
 /* ---- the run ---- */
 
 static volatile sig_atomic_t interrupted;
@@ -240,6 +287,8 @@ train_run (const TrainOptions *o)
     return 2;
   }
   omp_set_num_threads (o->threads);
+  const int R = dist_rank (), W = dist_world ();
+  const gboolean lead = R == 0; /* rank 0 prints, writes metrics and checkpoints */
   char *model_dir = g_build_filename (o->out, "model", NULL);
   char *ckpt = g_build_filename (o->out, "checkpoint.safetensors", NULL);
   char *init_model = NULL, *init_ckpt = NULL;
@@ -302,7 +351,7 @@ train_run (const TrainOptions *o)
     c.text.pad_token_id = 0;
     c.text.eos_token_id = blip_tokenizer_token_id (tok, "[CLS]");
   }
-  if (!o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
+  if (lead && !o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
                      || !blip_tokenizer_write (tok, model_dir, &error)))
     return fail (error);
 
@@ -334,8 +383,12 @@ train_run (const TrainOptions *o)
   for (guint i = 0; i < s->model->params->len; i++)
     n_params += ((TrainParam *) s->model->params->pdata[i])->numel;
 
-  FILE *metrics = open_metrics (o->out, o->resume ? s->step : 0);
-  const int steps_per_epoch = MAX (N / (B * A), 1);
+  FILE *metrics = lead ? open_metrics (o->out, o->resume ? s->step : 0) : NULL;
+  if (N < B * A * W) {
+    g_printerr ("blip-train: %d pairs are fewer than a step's %d x %d x %d ranks\n", N, B, A, W);
+    return 2;
+  }
+  const int steps_per_epoch = N / (B * A * W);
   int *order = g_new (int, N);
   float *px = g_new (float, (gsize) B * train->image_len);
   int32_t *bi = g_new (int32_t, (gsize) B * T), *be = g_new (int32_t, (gsize) B * T);
@@ -343,10 +396,11 @@ train_run (const TrainOptions *o)
   int32_t *bx = g_new (int32_t, B);
   const int enc = blip_tokenizer_token_id (tok, "[ENC]"), dec = blip_tokenizer_token_id (tok, "[DEC]");
   const gboolean tty = isatty (fileno (stdout));
-  printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs, batch %d x %d, %d steps an epoch%s\n",
-          task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N, B, A,
-          steps_per_epoch, o->resume ? "" : "");
-  if (o->resume)
+  if (lead)
+    printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs, batch %d x %d accumulated x %d ranks, %d steps an epoch\n",
+            task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N, B, A, W,
+            steps_per_epoch);
+  if (o->resume && lead)
     printf ("resuming at step %d (epoch %d, batch %d)\n", s->step, s->epoch, s->epoch_pos);
   signal (SIGINT, on_signal);
   signal (SIGTERM, on_signal);
@@ -360,12 +414,17 @@ train_run (const TrainOptions *o)
     epoch_order (order, N, s->seed, s->epoch);
     for (; s->epoch_pos < steps_per_epoch; ) {
       s->elapsed_s = elapsed0 + (g_get_monotonic_time () - t0) / 1e6;
-      if (interrupted || (o->minutes > 0 && s->elapsed_s > o->minutes * 60) || (o->steps > 0 && s->step >= o->steps)) {
+      /* every rank stops at the same step */
+      double stop[2] = { interrupted || (o->minutes > 0 && s->elapsed_s > o->minutes * 60)
+                         || (o->steps > 0 && s->step >= o->steps), s->elapsed_s };
+      dist_allreduce_f64 (stop, 2);
+      s->elapsed_s = stop[1] / W;
+      if (stop[0] > 0) {
         finished = TRUE;
         break;
       }
       const double lr = learning_rate (o, s->epoch, s->epoch * steps_per_epoch + s->epoch_pos);
-      GRand *rng = seeded_rng (s->seed, 0x57e90000u, (guint32) s->step);
+      GRand *rng = seeded_rng (s->seed, 0x57e90000u + (guint32) R, (guint32) s->step);
       const int ep = s->epoch_pos;
       /* alpha ramps up linearly over the first two epochs */
       s->itc.alpha = o->alpha * MIN (1.0, (s->epoch + (double) ep / steps_per_epoch) / 2.0);
@@ -373,7 +432,7 @@ train_run (const TrainOptions *o)
       TrainLosses l = { 0 }, sum = { 0 };
       for (int a = 0; a < A; a++) {
         for (int k = 0; k < B; k++) {
-          const int it = order[(ep * A + a) * B + k];
+          const int it = order[((ep * A + a) * W + R) * B + k];
           memcpy (px + (gsize) k * train->image_len, train->pixels + (gsize) it * train->image_len,
                   sizeof (float) * train->image_len);
           memcpy (bi + (gsize) k * T, ids + (gsize) it * T, sizeof (int32_t) * T);
@@ -395,6 +454,13 @@ train_run (const TrainOptions *o)
         sum.lm += l.lm / A;
       }
       g_rand_free (rng);
+      if (W > 1) {
+        /* DistributedDataParallel: the mean of the ranks' gradients */
+        allreduce_gradients (s->model, W);
+        double l3[3] = { sum.itc, sum.itm, sum.lm };
+        dist_allreduce_f64 (l3, 3);
+        sum.itc = l3[0] / W, sum.itm = l3[1] / W, sum.lm = l3[2] / W;
+      }
       const double gnorm = clip_gradients (s->model, o->clip_norm);
       s->step++;
       s->epoch_pos++;
@@ -410,9 +476,9 @@ train_run (const TrainOptions *o)
                  "\"grad_norm\": %.5g, \"temp\": %.5f, \"alpha\": %.4f, \"elapsed_s\": %.1f}\n",
                  s->step, s->epoch, lr, sum.itc, sum.itm, sum.lm, gnorm, temp ? temp->value[0] : 0.07,
                  s->itc.alpha, s->elapsed_s);
-      if (s->step % o->log_every == 0) {
+      if (lead && s->step % o->log_every == 0) {
         const double run_s = (g_get_monotonic_time () - t0) / 1e6;
-        const double ips = steps_this_run * B * A / MAX (run_s, 1e-3);
+        const double ips = steps_this_run * B * A * W / MAX (run_s, 1e-3);
         double eta = (double) ((o->epochs - s->epoch) * steps_per_epoch - s->epoch_pos) * B * A / MAX (ips, 1e-3);
         if (o->steps > 0)
           eta = MIN (eta, (o->steps - s->step) * B * A / MAX (ips, 1e-3));
@@ -424,12 +490,14 @@ train_run (const TrainOptions *o)
         if (metrics)
           fflush (metrics);
       }
-      if (o->checkpoint_every > 0 && s->step % o->checkpoint_every == 0) {
+      if (lead && o->checkpoint_every > 0 && s->step % o->checkpoint_every == 0) {
         if (metrics)
           fflush (metrics);
         if (!train_state_save (s, ckpt, &error)) {
           rc = fail (error);
           error = NULL;
+          if (W > 1)
+            dist_abort (rc);
           finished = TRUE;
           break;
         }
@@ -438,16 +506,24 @@ train_run (const TrainOptions *o)
     if (finished)
       break;
   }
-  if (tty)
-    printf ("\n");
-  printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
-          s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
-  if (rc == 0 && !train_state_save (s, ckpt, &error))
-    rc = fail (error);
-  if (rc == 0 && !train_model_export (s->model, tok, o->out, &error))
-    rc = fail (error);
-  if (rc == 0)
-    printf ("wrote %s, %s/caption and %s/retrieval\n", ckpt, o->out, o->out);
+  if (rc == 0 && W > 1 && !ranks_agree (s->model)) {
+    if (lead)
+      g_printerr ("blip-train: the ranks' weights differ after training\n");
+    rc = 1;
+  }
+  if (lead) {
+    if (tty)
+      printf ("\n");
+    printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
+            s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
+    if (rc == 0 && !train_state_save (s, ckpt, &error))
+      rc = fail (error);
+    if (rc == 0 && !train_model_export (s->model, tok, o->out, &error))
+      rc = fail (error);
+    if (rc == 0)
+      printf ("wrote %s, %s/caption and %s/retrieval%s\n", ckpt, o->out, o->out,
+              W > 1 ? " (the ranks' weights agree)" : "");
+  }
   if (metrics)
     fclose (metrics);
   g_free (order); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
