@@ -1,10 +1,12 @@
 /* The synthetic image-text data set (blip-train make-dataset): shapes of
  * several colours, sizes and positions on coloured backgrounds, drawn with
- * cairo, with compositional captions.  The test split holds combinations
+ * cairo, and frames of videotestsrc (its ball in those colours, and a few
+ * fixed patterns) rendered through GStreamer, with compositional captions.  The test split holds combinations
  * never seen in training (whole scenes, or colour-shape pairs).  An optional fraction of the
  * training captions is corrupted (swapped for another image's caption), each
  * entry recording whether it was, so a filter can be scored on the truth. */
 #include "dataset.h"
+#include "testsrc-frames.h"
 
 #include <cairo.h>
 #include <json-glib/json-glib.h>
@@ -43,14 +45,27 @@ draw_shape (cairo_t *cr, int shape, double cx, double cy, double r)
   cairo_fill (cr);
 }
 
+/* videotestsrc's patterns: the ball in the palette's colours, and a few
+ * fixed patterns (training and validation only: they have no combination) */
+static const struct { const char *pattern, *caption; } fixed_patterns[] = {
+  { "smpte", "vertical colour bars" }, { "checkers-8", "a black and white checkerboard" },
+  { "snow", "random noise" }, { "circular", "concentric circles" },
+};
+
 typedef struct {
   int bg, c1, s1, big, c2, s2; /* c2 < 0: one shape */
+  int video;                   /* 0: cairo shapes; 1: videotestsrc's ball (c1 on bg); 2 + k: fixed_patterns[k] */
+  int frame;
   char *caption;
 } Scene;
 
 static char *
 scene_caption (const Scene *sc)
 {
+  if (sc->video == 1)
+    return g_strdup_printf ("a %s ball bouncing on a %s background", colours[sc->c1].name, colours[sc->bg].name);
+  if (sc->video >= 2)
+    return g_strdup (fixed_patterns[sc->video - 2].caption);
   if (sc->c2 < 0)
     return g_strdup_printf ("a %s %s %s on a %s background", sc->big ? "large" : "small",
                             colours[sc->c1].name, shapes[sc->s1], colours[sc->bg].name);
@@ -67,7 +82,8 @@ static gboolean
 scene_held_out (const Scene *sc, const char *caption, DatasetHoldout holdout)
 {
   if (holdout == DATASET_HOLDOUT_PAIRS)
-    return held_out (sc->c1, sc->s1) || (sc->c2 >= 0 && held_out (sc->c2, sc->s2));
+    return sc->video ? held_out (sc->c1, sc->bg % N_SHAPES)
+                     : held_out (sc->c1, sc->s1) || (sc->c2 >= 0 && held_out (sc->c2, sc->s2));
   /* FNV-1a: stable across GLib versions and runs */
   guint32 h = 2166136261u;
   for (const char *p = caption; *p; p++)
@@ -79,14 +95,25 @@ static void
 random_scene (GRand *rng, Scene *sc, gboolean test, DatasetHoldout holdout)
 {
   for (;;) {
+    /* one scene in seven is a videotestsrc frame */
+    sc->video = g_rand_int_range (rng, 0, 7) == 0;
+    if (sc->video && !test && g_rand_int_range (rng, 0, 4) == 0)
+      sc->video = 2 + g_rand_int_range (rng, 0, G_N_ELEMENTS (fixed_patterns));
+    sc->frame = g_rand_int_range (rng, 0, 90);
     sc->bg = g_rand_int_range (rng, 0, N_COLOURS);
     sc->c1 = g_rand_int_range (rng, 0, N_COLOURS);
     sc->s1 = g_rand_int_range (rng, 0, N_SHAPES);
     sc->big = g_rand_boolean (rng);
     sc->c2 = g_rand_boolean (rng) ? g_rand_int_range (rng, 0, N_COLOURS) : -1;
     sc->s2 = g_rand_int_range (rng, 0, N_SHAPES);
+    if (sc->video)
+      sc->c2 = -1;
     if (sc->c1 == sc->bg || (sc->c2 >= 0 && (sc->c2 == sc->bg || (sc->c2 == sc->c1 && sc->s2 == sc->s1))))
       continue;
+    if (sc->video >= 2) {
+      sc->caption = scene_caption (sc);
+      return;
+    }
     sc->caption = scene_caption (sc);
     /* training never shows a held-out scene; the test split always does */
     if (scene_held_out (sc, sc->caption, holdout) == test)
@@ -127,6 +154,13 @@ render (const Scene *sc, int size, GRand *rng, const char *path, GError **error)
   return TRUE;
 }
 
+static guint32
+colour_argb (int c)
+{
+  return 0xff000000u | (guint32) (colours[c].r * 255 + 0.5) << 16 | (guint32) (colours[c].g * 255 + 0.5) << 8
+      | (guint32) (colours[c].b * 255 + 0.5);
+}
+
 static gboolean
 write_split (const char *dir, const char *split, int n, int size, double corrupt, DatasetHoldout holdout,
              int *next_id, GRand *rng, GError **error)
@@ -142,7 +176,12 @@ write_split (const char *dir, const char *split, int n, int size, double corrupt
     const int id = (*next_id)++;
     char *rel = g_strdup_printf ("images/%06d.png", id);
     char *path = g_build_filename (dir, rel, NULL);
-    ok = render (&scenes[i], size, rng, path, error);
+    if (scenes[i].video)
+      ok = testsrc_frame_write (scenes[i].video == 1 ? "ball" : fixed_patterns[scenes[i].video - 2].pattern,
+                                colour_argb (scenes[i].c1), colour_argb (scenes[i].bg), scenes[i].frame, size,
+                                path, error);
+    else
+      ok = render (&scenes[i], size, rng, path, error);
     /* a corrupted caption: another image's, as noisy web text is */
     gboolean bad = !test && g_rand_double (rng) < corrupt;
     const char *caption = scenes[i].caption;
