@@ -4,6 +4,7 @@
  * fixtures' definitions: LM with label smoothing 0.1; ITC at temperature
  * 0.07 without momentum or queue plus ITM on the given labels) and writes
  * them as grad.<parameter name> and the loss values. */
+#include "capfilt.h"
 #include "dataset.h"
 #include "eval.h"
 #include "objectives.h"
@@ -136,6 +137,7 @@ cmd_grad (void)
 
 /* ---- make-dataset ---- */
 
+static int opt_n_human = 0;
 static int opt_n_train = 6000, opt_n_val = 300, opt_n_test = 300, opt_size = 64;
 static double opt_corrupt = 0.0;
 static gint64 opt_seed = 0;
@@ -147,7 +149,8 @@ static GOptionEntry dataset_entries[] = {
   { "val", 0, 0, G_OPTION_ARG_INT, &opt_n_val, "Validation pairs (default 300)", "N" },
   { "test", 0, 0, G_OPTION_ARG_INT, &opt_n_test, "Test pairs, unseen colour-shape pairs (default 300)", "N" },
   { "size", 0, 0, G_OPTION_ARG_INT, &opt_size, "Image side in pixels (default 64)", "PX" },
-  { "corrupt", 0, 0, G_OPTION_ARG_DOUBLE, &opt_corrupt, "Fraction of training captions swapped (default 0)", "F" },
+  { "human", 0, 0, G_OPTION_ARG_INT, &opt_n_human, "Training pairs marked human-annotated, never corrupted (default 0)", "N" },
+  { "corrupt", 0, 0, G_OPTION_ARG_DOUBLE, &opt_corrupt, "Fraction of the web training captions swapped (default 0)", "F" },
   { "holdout", 0, 0, G_OPTION_ARG_STRING, &opt_holdout, "What the test split holds out: scenes (default) or pairs (colour-shape pairs)", "KIND" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
   { NULL }
@@ -167,7 +170,7 @@ cmd_make_dataset (void)
   }
   const DatasetHoldout holdout = opt_holdout && g_str_equal (opt_holdout, "pairs")
       ? DATASET_HOLDOUT_PAIRS : DATASET_HOLDOUT_SCENES;
-  if (!dataset_make (opt_out, opt_n_train, opt_n_val, opt_n_test, opt_size, opt_corrupt, holdout,
+  if (!dataset_make (opt_out, opt_n_train, MIN (opt_n_human, opt_n_train), opt_n_val, opt_n_test, opt_size, opt_corrupt, holdout,
                      (guint64) opt_seed, &error))
     return fail (error);
   printf ("%s: %d train, %d val, %d test\n", opt_out, opt_n_train, opt_n_val, opt_n_test);
@@ -209,7 +212,9 @@ static gboolean opt_resume, opt_no_momentum;
   { NULL } }
 
 static GOptionEntry pretrain_entries[] = TRAIN_ENTRIES (
-  { "preset", 0, 0, G_OPTION_ARG_STRING, &topt.preset, "Geometry of a fresh model: small (default), base or large", "NAME" },);
+  { "preset", 0, 0, G_OPTION_ARG_STRING, &topt.preset, "Geometry of a fresh model: small (default), base or large", "NAME" },
+  { "image-size", 0, 0, G_OPTION_ARG_INT, &topt.image_size, "A fresh model's image side (default: the preset's)", "PX" },
+  { "patch-size", 0, 0, G_OPTION_ARG_INT, &topt.patch_size, "A fresh model's patch side (default: the preset's)", "PX" },);
 static GOptionEntry caption_entries[] = TRAIN_ENTRIES (
   { "prompt", 0, 0, G_OPTION_ARG_STRING, &opt_prompt, "Prompt before every caption, not scored (BLIP: \"a picture of \")", "TEXT" },);
 static GOptionEntry retrieval_entries[] = TRAIN_ENTRIES ();
@@ -388,6 +393,7 @@ static const struct {
   { "finetune-caption", "finetuning for captioning (LM)", caption_entries, cmd_finetune_caption },
   { "finetune-retrieval", "finetuning for retrieval (ITC + ITM, same-image positives)", retrieval_entries, cmd_finetune_retrieval },
   { "eval", "caption exact match, BLEU-4, CIDEr and retrieval recall on a split", eval_entries, cmd_eval },
+  { "capfilt", "bootstrapping: captioner + filter make a cleaner data set", capfilt_entries, cmd_capfilt },
   { "init", "a fresh model of a geometry, BLIP's initialisation", init_entries, cmd_init },
   { "export", "Hugging Face folders from a run's checkpoint", export_entries, cmd_export },
   { "plot", "training curves to PNG", plot_entries, cmd_plot },

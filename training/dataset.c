@@ -162,8 +162,8 @@ colour_argb (int c)
 }
 
 static gboolean
-write_split (const char *dir, const char *split, int n, int size, double corrupt, DatasetHoldout holdout,
-             int *next_id, GRand *rng, GError **error)
+write_split (const char *dir, const char *split, int n, int n_human, int size, double corrupt,
+             DatasetHoldout holdout, int *next_id, GRand *rng, GError **error)
 {
   const gboolean test = g_str_equal (split, "test");
   Scene *scenes = g_new0 (Scene, n);
@@ -183,7 +183,8 @@ write_split (const char *dir, const char *split, int n, int size, double corrupt
     else
       ok = render (&scenes[i], size, rng, path, error);
     /* a corrupted caption: another image's, as noisy web text is */
-    gboolean bad = !test && g_rand_double (rng) < corrupt;
+    const gboolean human = i < n_human;
+    gboolean bad = !test && !human && g_rand_double (rng) < corrupt;
     const char *caption = scenes[i].caption;
     if (bad) {
       int j;
@@ -201,6 +202,8 @@ write_split (const char *dir, const char *split, int n, int size, double corrupt
     json_builder_add_int_value (b, id);
     json_builder_set_member_name (b, "true_caption");
     json_builder_add_string_value (b, scenes[i].caption);
+    json_builder_set_member_name (b, "source");
+    json_builder_add_string_value (b, human ? "human" : test ? "test" : "web");
     json_builder_set_member_name (b, "corrupted");
     json_builder_add_boolean_value (b, bad);
     json_builder_end_object (b);
@@ -232,7 +235,7 @@ write_split (const char *dir, const char *split, int n, int size, double corrupt
 }
 
 gboolean
-dataset_make (const char *dir, int n_train, int n_val, int n_test, int size, double corrupt,
+dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, int size, double corrupt,
               DatasetHoldout holdout, guint64 seed, GError **error)
 {
   char *images = g_build_filename (dir, "images", NULL);
@@ -244,9 +247,9 @@ dataset_make (const char *dir, int n_train, int n_val, int n_test, int size, dou
   g_free (images);
   GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
   int id = 0;
-  gboolean ok = write_split (dir, "train", n_train, size, corrupt, holdout, &id, rng, error)
-      && write_split (dir, "val", n_val, size, 0, holdout, &id, rng, error)
-      && write_split (dir, "test", n_test, size, 0, holdout, &id, rng, error);
+  gboolean ok = write_split (dir, "train", n_train, n_human, size, corrupt, holdout, &id, rng, error)
+      && write_split (dir, "val", n_val, n_val, size, 0, holdout, &id, rng, error)
+      && write_split (dir, "test", n_test, 0, size, 0, holdout, &id, rng, error);
   g_rand_free (rng);
   return ok;
 }
@@ -262,6 +265,8 @@ dataset_free (Dataset *d)
     g_free (d->items[i].image);
     g_free (d->items[i].caption);
     g_strfreev (d->items[i].refs);
+    g_free (d->items[i].source);
+    g_free (d->items[i].true_caption);
   }
   g_free (d->items);
   g_free (d->pixels);
@@ -377,6 +382,9 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, GErro
     it->refs = (char **) g_ptr_array_free (refs, FALSE);
     it->image_id = (int) json_object_get_int_member_with_default (o, "image_id", i);
     it->corrupted = json_object_get_boolean_member_with_default (o, "corrupted", FALSE);
+    it->source = g_strdup (json_object_get_string_member_with_default (o, "source", "web"));
+    it->true_caption = json_object_has_member (o, "true_caption")
+        ? dataset_pre_caption (json_object_get_string_member_with_default (o, "true_caption", ""), max_words) : NULL;
   }
   g_free (base);
   g_object_unref (p);

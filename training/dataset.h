@@ -10,6 +10,8 @@ typedef struct {
   char **refs;           /* every caption of the entry after pre_caption (NULL-terminated) */
   int image_id;
   gboolean corrupted;    /* synthetic sets: the caption was swapped */
+  char *source;          /* "human" (clean, annotated), "web" (noisy), "synthetic" (a captioner's) */
+  char *true_caption;    /* synthetic sets: the image's right caption (after pre_caption), or NULL */
 } DatasetItem;
 
 typedef struct {
@@ -24,7 +26,9 @@ typedef enum {
   DATASET_HOLDOUT_PAIRS,  /* test scenes hold colour-shape pairs never in training */
 } DatasetHoldout;
 
-gboolean dataset_make (const char *dir, int n_train, int n_val, int n_test, int size,
+/* n_human of the n_train training pairs are "human" (never corrupted), the
+ * rest "web" (corrupted with probability corrupt). */
+gboolean dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, int size,
                        double corrupt, DatasetHoldout holdout, guint64 seed, GError **error);
 Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
                        GError **error);

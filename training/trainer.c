@@ -318,6 +318,12 @@ train_run (const TrainOptions *o)
       g_printerr ("blip-train: unknown preset %s (small, base or large)\n", o->preset);
       return 2;
     }
+    if (o->image_size > 0)
+      c.vision.image_size = o->image_size;
+    if (o->patch_size > 0)
+      c.vision.patch_size = o->patch_size;
+    if (!blip_config_validate (&c, &error))
+      return fail (error);
   }
   train = dataset_load (train_path, &c, o->max_words, &error);
   g_free (train_path);

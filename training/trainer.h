@@ -16,6 +16,7 @@ typedef struct {
   const char *preset;        /* geometry of a fresh model */
   const char *init;          /* a run folder or checkpoint to start from (weights only) */
   gboolean resume;           /* continue out/checkpoint.safetensors */
+  int image_size, patch_size; /* a fresh model: override the preset's (0: keep) */
   int batch, accum, epochs, steps, threads, log_every, checkpoint_every, queue_size, max_words;
   double minutes, lr, min_lr, warmup_lr, lr_decay, weight_decay, clip_norm, alpha, momentum;
   int warmup_steps;

@@ -1,0 +1,538 @@
+/* CapFilt (BLIP, section 3.3): from a pretrained run, a captioner (LM) and a
+ * filter (ITC + ITM) are finetuned separately on the human-annotated pairs;
+ * the captioner writes K captions for every web image by nucleus sampling,
+ * the filter scores the web text and each synthetic caption by ITM match
+ * probability, and the pairs at or above the threshold join the human pairs
+ * in a new annotation file.  Each stage leaves its result in the output
+ * folder and is skipped when that result exists, so a stopped run resumes;
+ * under mpirun the finetuning is data-parallel and the web images are
+ * shared out among the ranks. */
+#include "capfilt.h"
+#include "caption-metrics.h"
+#include "dataset.h"
+#include "distributed.h"
+#include "trainer.h"
+
+#include <blip.h>
+#include <cairo.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static gchar *opt_data, *opt_init, *opt_out;
+static int opt_k = 1, opt_caption_steps = 300, opt_filter_steps = 300, opt_batch = 32, opt_threads = 2;
+static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4;
+static gint64 opt_seed = 0;
+
+GOptionEntry capfilt_entries[] = {
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Data folder: train.json with \"source\": \"human\" or \"web\" entries", "DIR" },
+  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Pretraining run folder the captioner and filter start from", "DIR" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output folder: captioner/, filter/, bootstrapped/train.json, report", "DIR" },
+  { "k", 'k', 0, G_OPTION_ARG_INT, &opt_k, "Synthetic captions a web image (default 1)", "K" },
+  { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &opt_threshold, "ITM match probability kept (default 0.5)", "P" },
+  { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling mass (default 0.9)", "P" },
+  { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_rep, "Captioner's repetition penalty (default 1.1)", "R" },
+  { "caption-steps", 0, 0, G_OPTION_ARG_INT, &opt_caption_steps, "Captioner finetuning steps (default 300)", "N" },
+  { "filter-steps", 0, 0, G_OPTION_ARG_INT, &opt_filter_steps, "Filter finetuning steps (default 300)", "N" },
+  { "lr", 0, 0, G_OPTION_ARG_DOUBLE, &opt_lr, "Finetuning learning rate (default 1e-4)", "LR" },
+  { "batch", 'b', 0, G_OPTION_ARG_INT, &opt_batch, "Finetuning batch (default 32)", "B" },
+  { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Math threads (default 2)", "N" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
+  { NULL }
+};
+
+/* one annotation entry as a JSON object */
+static void
+add_entry (JsonBuilder *b, const DatasetItem *it, const char *caption, const char *source, double score)
+{
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "image");
+  json_builder_add_string_value (b, it->image);
+  json_builder_set_member_name (b, "caption");
+  json_builder_add_string_value (b, caption);
+  json_builder_set_member_name (b, "image_id");
+  json_builder_add_int_value (b, it->image_id);
+  json_builder_set_member_name (b, "source");
+  json_builder_add_string_value (b, source);
+  if (score >= 0) {
+    json_builder_set_member_name (b, "itm_score");
+    json_builder_add_double_value (b, score);
+  }
+  if (it->true_caption) {
+    json_builder_set_member_name (b, "true_caption");
+    json_builder_add_string_value (b, it->true_caption);
+  }
+  json_builder_end_object (b);
+}
+
+static gboolean
+write_json (JsonBuilder *b, const char *path, GError **error)
+{
+  JsonGenerator *g = json_generator_new ();
+  JsonNode *root = json_builder_get_root (b);
+  json_generator_set_root (g, root);
+  json_generator_set_pretty (g, FALSE);
+  gsize len;
+  char *text = json_generator_to_data (g, &len);
+  gboolean ok = g_file_set_contents (path, text, (gssize) len, error);
+  g_free (text);
+  json_node_unref (root);
+  g_object_unref (g);
+  return ok;
+}
+
+/* the human pairs as their own data folder, for the finetuning runs */
+static gboolean
+write_human (const Dataset *d, const char *dir, GError **error)
+{
+  g_mkdir_with_parents (dir, 0755);
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_array (b);
+  for (int i = 0; i < d->n; i++)
+    if (g_str_equal (d->items[i].source, "human"))
+      add_entry (b, &d->items[i], d->items[i].caption, "human", -1);
+  json_builder_end_array (b);
+  char *path = g_build_filename (dir, "train.json", NULL);
+  gboolean ok = write_json (b, path, error);
+  g_free (path);
+  g_object_unref (b);
+  return ok;
+}
+
+static int
+finetune (TrainTask task, const char *human_dir, const char *out, int steps)
+{
+  char *done = g_build_filename (out, task == TRAIN_FINETUNE_CAPTION ? "caption" : "retrieval",
+                                 "model.safetensors", NULL);
+  char *ckpt = g_build_filename (out, "checkpoint.safetensors", NULL);
+  const gboolean finished = g_file_test (done, G_FILE_TEST_EXISTS);
+  TrainOptions o = train_options_default (task);
+  o.data = human_dir;
+  o.out = out;
+  o.init = opt_init;
+  o.resume = !finished && g_file_test (ckpt, G_FILE_TEST_EXISTS);
+  o.steps = steps;
+  o.batch = opt_batch;
+  o.threads = opt_threads;
+  o.lr = opt_lr;
+  o.seed = opt_seed;
+  o.queue_size = 1024;
+  o.log_every = 50;
+  o.epochs = 1000000; /* the steps decide; cosine over the steps' epochs */
+  g_free (done);
+  g_free (ckpt);
+  if (finished) {
+    if (dist_rank () == 0)
+      printf ("capfilt: %s is done\n", out);
+    return 0;
+  }
+  return train_run (&o);
+}
+
+typedef struct {
+  char **synthetic;   /* [K] */
+  double web_score;
+  double *syn_score;  /* [K] */
+} WebResult;
+
+static void
+histogram_png (const char *path, const double *web, int n_web, const double *syn, int n_syn, double threshold)
+{
+  const int W = 640, H = 360, L = 50, B = 40, bins = 20;
+  int hw[20] = { 0 }, hs[20] = { 0 }, top = 1;
+  for (int i = 0; i < n_web; i++)
+    hw[MIN ((int) (web[i] * bins), bins - 1)]++;
+  for (int i = 0; i < n_syn; i++)
+    hs[MIN ((int) (syn[i] * bins), bins - 1)]++;
+  for (int k = 0; k < bins; k++)
+    top = MAX (top, MAX (hw[k], hs[k]));
+  cairo_surface_t *s = cairo_image_surface_create (CAIRO_FORMAT_RGB24, W, H);
+  cairo_t *cr = cairo_create (s);
+  cairo_set_source_rgb (cr, 1, 1, 1);
+  cairo_paint (cr);
+  const double bw = (W - L - 20.0) / bins, ph = H - B - 30.0;
+  for (int k = 0; k < bins; k++) {
+    cairo_set_source_rgba (cr, 0.85, 0.3, 0.1, 0.7);
+    cairo_rectangle (cr, L + k * bw, H - B - ph * hw[k] / top, bw / 2, ph * hw[k] / top);
+    cairo_fill (cr);
+    cairo_set_source_rgba (cr, 0.1, 0.4, 0.8, 0.7);
+    cairo_rectangle (cr, L + k * bw + bw / 2, H - B - ph * hs[k] / top, bw / 2, ph * hs[k] / top);
+    cairo_fill (cr);
+  }
+  cairo_set_source_rgb (cr, 0, 0, 0);
+  cairo_set_line_width (cr, 1);
+  cairo_move_to (cr, L, H - B);
+  cairo_line_to (cr, W - 20, H - B);
+  cairo_stroke (cr);
+  cairo_move_to (cr, L + threshold * (W - L - 20), 20);
+  cairo_line_to (cr, L + threshold * (W - L - 20), H - B);
+  cairo_stroke (cr);
+  cairo_set_font_size (cr, 12);
+  cairo_move_to (cr, L, 16);
+  cairo_show_text (cr, "ITM match probability: web texts (orange), synthetic captions (blue); line: threshold");
+  for (int t = 0; t <= 4; t++) {
+    char label[16];
+    g_snprintf (label, sizeof label, "%.2f", t / 4.0);
+    cairo_move_to (cr, L + t / 4.0 * (W - L - 20) - 10, H - B + 16);
+    cairo_show_text (cr, label);
+  }
+  cairo_destroy (cr);
+  cairo_surface_write_to_png (s, path);
+  cairo_surface_destroy (s);
+}
+
+int
+cmd_capfilt (void)
+{
+  GError *error = NULL;
+  if (!opt_data || !opt_init || !opt_out) {
+    g_printerr ("blip-train capfilt: --data, --init and --out are required\n");
+    return 2;
+  }
+  if (opt_k < 1 || opt_k > 16 || !(opt_threshold >= 0 && opt_threshold <= 1)) {
+    g_printerr ("blip-train capfilt: -k is 1-16, --threshold 0-1\n");
+    return 2;
+  }
+  dist_init (NULL, NULL);
+  const int R = dist_rank (), W = dist_world ();
+  char *train_path = g_build_filename (opt_data, "train.json", NULL);
+  char *init_model = g_build_filename (opt_init, "model", NULL);
+  BlipModel *probe = NULL;
+  BlipConfig c;
+  {
+    /* the data at the model's image size */
+    char *cap = g_build_filename (opt_init, "caption", NULL);
+    probe = blip_model_load (cap, &error);
+    g_free (cap);
+    if (!probe) {
+      g_printerr ("blip-train capfilt: %s\n", error->message);
+      return 1;
+    }
+    c = *blip_model_get_config (probe);
+    blip_model_unref (probe);
+  }
+  Dataset *d = dataset_load (train_path, &c, 30, &error);
+  g_free (train_path);
+  g_free (init_model);
+  if (!d) {
+    g_printerr ("blip-train capfilt: %s\n", error->message);
+    return 1;
+  }
+  int n_human = 0, n_web = 0;
+  for (int i = 0; i < d->n; i++) {
+    n_human += g_str_equal (d->items[i].source, "human");
+    n_web += g_str_equal (d->items[i].source, "web");
+  }
+  if (n_human == 0 || n_web == 0) {
+    g_printerr ("blip-train capfilt: %s/train.json needs human and web entries (\"source\"); it has %d and %d\n",
+                opt_data, n_human, n_web);
+    dataset_free (d);
+    return 2;
+  }
+  g_mkdir_with_parents (opt_out, 0755);
+  char *human_dir = g_build_filename (opt_out, "human", NULL);
+  char *cap_dir = g_build_filename (opt_out, "captioner", NULL);
+  char *filt_dir = g_build_filename (opt_out, "filter", NULL);
+  int rc = 0;
+  if (R == 0 && !write_human (d, human_dir, &error)) {
+    g_printerr ("blip-train capfilt: %s\n", error->message);
+    dist_abort (1);
+  }
+  double barrier = 0;
+  dist_allreduce_f64 (&barrier, 1);
+  if (R == 0)
+    printf ("capfilt: %d human pairs, %d web pairs; finetuning the captioner\n", n_human, n_web);
+  rc = finetune (TRAIN_FINETUNE_CAPTION, human_dir, cap_dir, opt_caption_steps);
+  if (rc == 0) {
+    if (R == 0)
+      printf ("capfilt: finetuning the filter\n");
+    rc = finetune (TRAIN_FINETUNE_RETRIEVAL, human_dir, filt_dir, opt_filter_steps);
+  }
+  if (rc != 0)
+    dist_abort (rc);
+
+  /* captions and scores of this rank's share of the web images */
+  char *cap_model = g_build_filename (cap_dir, "caption", NULL), *filt_model = g_build_filename (filt_dir, "retrieval", NULL);
+  BlipModel *cm = blip_model_load (cap_model, &error), *fm = cm ? blip_model_load (filt_model, &error) : NULL;
+  BlipSessionParams sp = blip_session_default_params ();
+  sp.n_threads = opt_threads;
+  BlipSession *cs = fm ? blip_session_new (cm, &sp, &error) : NULL, *fs = cs ? blip_session_new (fm, &sp, &error) : NULL;
+  if (!fs) {
+    g_printerr ("blip-train capfilt: %s\n", error->message);
+    dist_abort (1);
+  }
+  const BlipTokenizer *tok = blip_model_get_tokenizer (fm);
+  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
+  const int P = blip_model_vision_tokens (cm), Dv = c.vision.hidden_size;
+  float *embeds = g_new (float, (gsize) P * Dv);
+  char *shard_path = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, R, W);
+  /* resumable: the images already scored by this rank are kept */
+  GHashTable *done = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, NULL);
+  {
+    char *old = NULL;
+    if (g_file_get_contents (shard_path, &old, NULL, NULL)) {
+      char **lines = g_strsplit (old, "\n", -1);
+      for (char **l = lines; *l; l++) {
+        int idx;
+        if (sscanf (*l, "{\"index\": %d", &idx) == 1)
+          g_hash_table_add (done, GINT_TO_POINTER (idx + 1));
+      }
+      g_strfreev (lines);
+      g_free (old);
+    }
+  }
+  FILE *shard = fopen (shard_path, "a");
+  const gint64 t0 = g_get_monotonic_time ();
+  int scored = 0, mine = 0;
+  for (int i = 0; i < d->n; i++)
+    mine += g_str_equal (d->items[i].source, "web") && i % W == R;
+  for (int i = 0; i < d->n && shard; i++) {
+    const DatasetItem *it = &d->items[i];
+    if (!g_str_equal (it->source, "web") || i % W != R || g_hash_table_contains (done, GINT_TO_POINTER (i + 1)))
+      continue;
+    blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, NULL);
+    GPtrArray *texts = g_ptr_array_new_with_free_func (g_free);
+    g_ptr_array_add (texts, g_strdup (it->caption));
+    BlipGenerateParams gp = blip_generate_default_params ();
+    gp.sample = TRUE;
+    gp.top_p = opt_top_p;
+    gp.repetition_penalty = opt_rep;
+    gp.max_new_tokens = 20;
+    gp.min_new_tokens = 3;
+    for (int k = 0; k < opt_k; k++) {
+      gp.seed = (guint64) opt_seed * 1000003u + (guint64) i * 17u + (guint64) k;
+      BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, NULL);
+      g_ptr_array_add (texts, gen ? blip_generation_caption (cm, gen) : g_strdup (""));
+      blip_generation_free (gen);
+    }
+    /* ITM as BLIP trains it: [ENC] first */
+    const char **tv = (const char **) texts->pdata;
+    int32_t *ids, *mask;
+    int T;
+    double score[17];
+    float *fe = g_new (float, (gsize) P * Dv);
+    blip_session_encode_images (fs, d->pixels + (gsize) i * d->image_len, 1, fe, NULL, NULL);
+    blip_tokenizer_encode_batch (tok, tv, (int) texts->len, 40, FALSE, &ids, &mask, &T, NULL);
+    for (guint k = 0; k < texts->len; k++) {
+      float logits[2] = { 0, 0 };
+      ids[(gsize) k * T] = enc;
+      blip_session_itm (fs, fe, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, NULL);
+      score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
+    }
+    JsonBuilder *b = json_builder_new ();
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "index");
+    json_builder_add_int_value (b, i);
+    json_builder_set_member_name (b, "web_score");
+    json_builder_add_double_value (b, score[0]);
+    json_builder_set_member_name (b, "synthetic");
+    json_builder_begin_array (b);
+    for (guint k = 1; k < texts->len; k++)
+      json_builder_add_string_value (b, texts->pdata[k]);
+    json_builder_end_array (b);
+    json_builder_set_member_name (b, "synthetic_scores");
+    json_builder_begin_array (b);
+    for (guint k = 1; k < texts->len; k++)
+      json_builder_add_double_value (b, score[k]);
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+    JsonGenerator *g = json_generator_new ();
+    JsonNode *root = json_builder_get_root (b);
+    json_generator_set_root (g, root);
+    char *line = json_generator_to_data (g, NULL);
+    /* json-glib writes "index" first with a space after the colon */
+    fprintf (shard, "%s\n", line);
+    fflush (shard);
+    g_free (line);
+    json_node_unref (root);
+    g_object_unref (g);
+    g_object_unref (b);
+    g_free (ids);
+    g_free (mask);
+    g_free (fe);
+    g_ptr_array_unref (texts);
+    scored++;
+    if (R == 0 && scored % 100 == 0) {
+      const double el = (g_get_monotonic_time () - t0) / 1e6;
+      const int left = mine - scored - (int) g_hash_table_size (done);
+      printf ("capfilt: rank 0 captioned and scored %d of %d web images, eta %.0fs\n",
+              scored + (int) g_hash_table_size (done), mine, left * el / MAX (scored, 1));
+      fflush (stdout);
+    }
+  }
+  if (shard)
+    fclose (shard);
+  g_free (embeds);
+  g_hash_table_destroy (done);
+  blip_session_free (cs);
+  blip_session_free (fs);
+  blip_model_unref (cm);
+  blip_model_unref (fm);
+  g_free (cap_model);
+  g_free (filt_model);
+  g_free (shard_path);
+  dist_allreduce_f64 (&barrier, 1);
+
+  if (R == 0)
+    rc = 0;
+  if (R == 0) {
+    /* rank 0 merges every rank's scores */
+    WebResult *res = g_new0 (WebResult, d->n);
+    for (int i = 0; i < d->n; i++)
+      res[i].web_score = -1;
+    for (int r = 0; r < W; r++) {
+      char *p = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, r, W), *text = NULL;
+      if (g_file_get_contents (p, &text, NULL, NULL)) {
+        char **lines = g_strsplit (text, "\n", -1);
+        JsonParser *parser = json_parser_new ();
+        for (char **l = lines; *l; l++) {
+          if (!**l || !json_parser_load_from_data (parser, *l, -1, NULL))
+            continue;
+          JsonObject *o = json_node_get_object (json_parser_get_root (parser));
+          const int i = (int) json_object_get_int_member (o, "index");
+          if (i < 0 || i >= d->n || res[i].synthetic)
+            continue;
+          JsonArray *syn = json_object_get_array_member (o, "synthetic");
+          JsonArray *ss = json_object_get_array_member (o, "synthetic_scores");
+          const guint k = json_array_get_length (syn);
+          res[i].web_score = json_object_get_double_member (o, "web_score");
+          res[i].synthetic = g_new0 (char *, k + 1);
+          res[i].syn_score = g_new (double, k);
+          for (guint j = 0; j < k; j++) {
+            res[i].synthetic[j] = g_strdup (json_array_get_string_element (syn, j));
+            res[i].syn_score[j] = json_array_get_double_element (ss, j);
+          }
+        }
+        g_object_unref (parser);
+        g_strfreev (lines);
+        g_free (text);
+      }
+      g_free (p);
+    }
+    /* the bootstrapped set, the counts, and the truth where the data has it */
+    JsonBuilder *b = json_builder_new ();
+    json_builder_begin_array (b);
+    int kept_web = 0, kept_syn = 0, n_syn = 0, corrupt = 0, corrupt_removed = 0, clean = 0, clean_kept = 0;
+    int syn_right = 0, truth = 0, missing = 0;
+    GArray *ws = g_array_new (FALSE, FALSE, sizeof (double)), *ss = g_array_new (FALSE, FALSE, sizeof (double));
+    GString *examples = g_string_new (NULL);
+    int n_examples = 0;
+    for (int i = 0; i < d->n; i++) {
+      const DatasetItem *it = &d->items[i];
+      if (g_str_equal (it->source, "human")) {
+        add_entry (b, it, it->caption, "human", -1);
+        continue;
+      }
+      if (!g_str_equal (it->source, "web"))
+        continue;
+      if (!res[i].synthetic) {
+        missing++;
+        continue;
+      }
+      const gboolean keep = res[i].web_score >= opt_threshold;
+      g_array_append_val (ws, res[i].web_score);
+      if (keep) {
+        add_entry (b, it, it->caption, "web", res[i].web_score);
+        kept_web++;
+      } else if (n_examples < 20) {
+        g_string_append_printf (examples, "| %s | %s | %.3f | %s |\n", it->image, it->caption, res[i].web_score,
+                                res[i].synthetic[0]);
+        n_examples++;
+      }
+      if (it->true_caption) {
+        truth++;
+        if (it->corrupted) {
+          corrupt++;
+          corrupt_removed += !keep;
+        } else {
+          clean++;
+          clean_kept += keep;
+        }
+      }
+      gboolean any_right = FALSE;
+      for (int k = 0; res[i].synthetic[k]; k++) {
+        n_syn++;
+        g_array_append_val (ss, res[i].syn_score[k]);
+        any_right |= it->true_caption && g_str_equal (res[i].synthetic[k], it->true_caption);
+        if (res[i].syn_score[k] >= opt_threshold) {
+          add_entry (b, it, res[i].synthetic[k], "synthetic", res[i].syn_score[k]);
+          kept_syn++;
+        }
+      }
+      syn_right += any_right;
+    }
+    json_builder_end_array (b);
+    char *boot = g_build_filename (opt_out, "bootstrapped", NULL);
+    g_mkdir_with_parents (boot, 0755);
+    char *boot_train = g_build_filename (boot, "train.json", NULL);
+    if (!write_json (b, boot_train, &error)) {
+      g_printerr ("blip-train capfilt: %s\n", error->message);
+      g_clear_error (&error);
+      rc = 1;
+    }
+    /* the evaluation splits stay the same: absolute copies of val and test */
+    const char *splits[2] = { "val.json", "test.json" };
+    for (int k = 0; k < 2; k++) {
+      char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
+      GError *e = NULL;
+      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, &e) : NULL;
+      if (sd) {
+        JsonBuilder *sb = json_builder_new ();
+        json_builder_begin_array (sb);
+        for (int i = 0; i < sd->n; i++)
+          add_entry (sb, &sd->items[i], sd->items[i].caption, sd->items[i].source, -1);
+        json_builder_end_array (sb);
+        write_json (sb, dst, NULL);
+        g_object_unref (sb);
+        dataset_free (sd);
+      }
+      g_clear_error (&e);
+      g_free (src);
+      g_free (dst);
+    }
+    char *hist = g_build_filename (opt_out, "scores.png", NULL);
+    histogram_png (hist, (double *) ws->data, (int) ws->len, (double *) ss->data, (int) ss->len, opt_threshold);
+    const double removed_corrupt = corrupt ? (double) corrupt_removed / corrupt : NAN;
+    const double kept_clean = clean ? (double) clean_kept / clean : NAN;
+    const double syn_correct = truth ? (double) syn_right / truth : NAN;
+    char *report = g_strdup_printf (
+        "{\"human\": %d, \"web\": %d, \"web_kept\": %d, \"web_removed\": %d, \"synthetic\": %d, "
+        "\"synthetic_kept\": %d, \"synthetic_removed\": %d, \"threshold\": %.3f, \"k\": %d, "
+        "\"corrupted_removed\": %.4f, \"correct_kept\": %.4f, \"synthetic_correct\": %.4f, \"unscored\": %d}\n",
+        n_human, n_web, kept_web, n_web - missing - kept_web, n_syn, kept_syn, n_syn - kept_syn, opt_threshold,
+        opt_k, removed_corrupt, kept_clean, syn_correct, missing);
+    char *report_path = g_build_filename (opt_out, "report.json", NULL);
+    g_file_set_contents (report_path, report, -1, NULL);
+    char *md = g_strdup_printf ("# CapFilt report\n\n%s\n![scores](scores.png)\n\n"
+                                "## Removed web pairs (first 20)\n\n| image | web text | ITM | captioner |\n|---|---|---|---|\n%s",
+                                report, examples->str);
+    char *md_path = g_build_filename (opt_out, "report.md", NULL);
+    g_file_set_contents (md_path, md, -1, NULL);
+    printf ("%s", report);
+    printf ("capfilt: wrote %s, %s, %s\n", boot_train, report_path, hist);
+    g_free (md);
+    g_free (md_path);
+    g_free (report);
+    g_free (report_path);
+    g_free (hist);
+    g_free (boot);
+    g_free (boot_train);
+    g_string_free (examples, TRUE);
+    g_array_unref (ws);
+    g_array_unref (ss);
+    g_object_unref (b);
+    for (int i = 0; i < d->n; i++) {
+      g_strfreev (res[i].synthetic);
+      g_free (res[i].syn_score);
+    }
+    g_free (res);
+  }
+  g_free (human_dir);
+  g_free (cap_dir);
+  g_free (filt_dir);
+  dataset_free (d);
+  dist_finalize ();
+  return rc;
+}
