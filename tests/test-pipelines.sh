@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every script of pipelines/ on a short generated clip with the
-# embedded (fixture) model and checks what each one writes.  TAP output.
+# embedded demo model and checks what each one writes.  TAP output.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 export BLIP_BUILD_DIR=${1:?build dir}
@@ -12,6 +12,12 @@ check() { n=$((n+1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n
 gst-launch-1.0 -q videotestsrc num-buffers=75 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
   ! vp8enc deadline=1 ! webmmux ! filesink location="$tmp/clip.webm"
 check "test clip" '[ -s "$tmp/clip.webm" ]'
+
+# the embedded demo model knows videotestsrc's ball at the README demo's size
+gst-launch-1.0 -q videotestsrc num-buffers=30 pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+  ! vp8enc deadline=1 ! webmmux ! filesink location="$tmp/ball.webm"
+bash "$src/pipelines/caption-to-subtitles.sh" "$tmp/ball.webm" "$tmp/ball" >/dev/null 2>&1
+check "the embedded model captions the demo clip's ball" 'grep -q "a white ball bouncing on a black background" "$tmp/ball.srt"'
 
 bash "$src/pipelines/caption-to-subtitles.sh" "$tmp/clip.webm" "$tmp/subs" >/dev/null 2>&1
 check "srt: one caption a second, 3 seconds" '[ "$(grep -c -- "-->" "$tmp/subs.srt")" = 3 ] && grep -q "00:00:01,000 --> 00:00:02,000" "$tmp/subs.srt"'

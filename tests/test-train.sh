@@ -115,6 +115,29 @@ check "exported matcher loads in libblip" '"$blip" match --model "$tmp/run/retri
 "$train" plot --metrics "$tmp/run/metrics.jsonl" --out "$tmp/curves.png" > /dev/null 2>&1
 check "plot draws the curves to a PNG" '[ "$(head -c 8 "$tmp/curves.png" | od -An -tx1 | tr -d " ")" = "89504e470d0a1a0a" ]'
 
+# CapFilt at a reduced size: the documented experiment script end to end
+cf=$tmp/capfilt
+BUILD=$build TRAIN=240 HUMAN=80 CORRUPT=0.3 STEPS=20 FT_STEPS=8 TEST=40 THREADS=2 \
+  bash "$(dirname "$0")/../tools/capfilt-experiment.sh" "$cf" > "$tmp/capfilt.log" 2>&1
+rc=$?
+check "the CapFilt experiment ran end to end" '[ $rc = 0 ] && grep -q "bootstrapped set:.*i2t_r1" "$tmp/capfilt.log"'
+check "the bootstrapped set holds human, web and synthetic pairs, scored, and the counts add up" '$py - "$cf" <<PY
+import json, sys
+d = sys.argv[1]
+rows = json.load(open(d + "/capfilt/bootstrapped/train.json"))
+rep = json.load(open(d + "/capfilt/report.json"))
+src = {r["source"] for r in rows}
+ok = src <= {"human", "web", "synthetic"} and "human" in src
+ok &= all("itm_score" in r and 0 <= r["itm_score"] <= 1 for r in rows if r["source"] != "human")
+ok &= sum(r["source"] == "human" for r in rows) == rep["human"] == 80
+ok &= sum(r["source"] == "web" for r in rows) == rep["web_kept"]
+ok &= sum(r["source"] == "synthetic" for r in rows) == rep["synthetic_kept"]
+ok &= rep["web_kept"] + rep["web_removed"] == rep["web"] == 160 and rep["synthetic"] == 160
+ok &= 0 <= rep["corrupted_removed"] <= 1 and 0 <= rep["correct_kept"] <= 1
+print("# " + json.dumps(rep)); sys.exit(0 if ok else 1)
+PY'
+check "the report has its histogram and examples" '[ -s "$cf/capfilt/scores.png" ] && grep -q "Removed web pairs" "$cf/capfilt/report.md"'
+
 # data parallelism: two ranks stay bit-identical; a rank that dies ends the job
 if command -v mpirun > /dev/null && ldd "$train" | grep -q libmpi; then
   mpi=(mpirun -np 2 --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))

@@ -86,10 +86,17 @@ fail (GError *error)
   return 1;
 }
 
+/* the embedded model: the source tree's when run from a build, else the installed one */
+static const char *
+default_model (void)
+{
+  return g_file_test (BLIP_DEFAULT_MODEL, G_FILE_TEST_IS_DIR) ? BLIP_DEFAULT_MODEL : BLIP_INSTALLED_MODEL;
+}
+
 static BlipSession *
 open_session (BlipModel **model, GError **error)
 {
-  const char *dir = opt_model ? opt_model : BLIP_DEFAULT_MODEL;
+  const char *dir = opt_model ? opt_model : default_model ();
   *model = blip_model_load (dir, error);
   if (!*model)
     return NULL;
@@ -305,7 +312,7 @@ static int
 cmd_tokenize (int argc, char **argv)
 {
   GError *error = NULL;
-  const char *dir = opt_model ? opt_model : BLIP_DEFAULT_MODEL;
+  const char *dir = opt_model ? opt_model : default_model ();
   BlipTokenizer *tok = blip_tokenizer_load (dir, &error);
   if (!tok)
     return fail (error);

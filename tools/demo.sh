@@ -8,7 +8,7 @@ bash tools/install-deps.sh
 ninja -C build
 clip=$(mktemp -d)/clip.webm
 gst-launch-1.0 -q videotestsrc num-buffers=90 pattern=ball ! \
-  video/x-raw,width=640,height=480,framerate=30/1 ! vp8enc deadline=1 ! webmmux ! \
+  video/x-raw,width=320,height=240,framerate=30/1 ! vp8enc deadline=1 ! webmmux ! \
   filesink location="$clip"
 bash pipelines/caption-to-subtitles.sh "$clip" "${clip%.webm}" >/dev/null
 cat "${clip%.webm}.srt"

@@ -254,12 +254,13 @@ static int cmd_finetune_retrieval (void) { return run_task (TRAIN_FINETUNE_RETRI
 
 /* ---- init, export, plot ---- */
 
-static gchar *opt_run, *opt_tokenizer, *opt_metrics, *opt_init_preset;
+static gchar *opt_run, *opt_tokenizer, *opt_metrics, *opt_init_preset, *opt_dtype;
 static int opt_smooth = 20;
 
 static GOptionEntry export_entries[] = {
   { "run", 'r', 0, G_OPTION_ARG_FILENAME, &opt_run, "Run folder (model/ and checkpoint.safetensors)", "DIR" },
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output: OUT/caption (BlipForConditionalGeneration) and OUT/retrieval (BlipForImageTextRetrieval)", "DIR" },
+  { "dtype", 0, 0, G_OPTION_ARG_STRING, &opt_dtype, "Weights as f32 (default) or f16 (half the size)", "TYPE" },
   { NULL }
 };
 
@@ -312,7 +313,11 @@ cmd_export (void)
   TrainModel *m = load_run (opt_run, &tok, &error);
   if (!m)
     return fail (error);
-  gboolean ok = train_model_export (m, tok, opt_out, &error);
+  if (opt_dtype && !g_str_equal (opt_dtype, "f32") && !g_str_equal (opt_dtype, "f16")) {
+    g_printerr ("blip-train export: --dtype is f32 or f16\n");
+    return 2;
+  }
+  gboolean ok = train_model_export (m, tok, opt_out, opt_dtype && g_str_equal (opt_dtype, "f16"), &error);
   train_model_free (m);
   blip_tokenizer_free (tok);
   if (!ok)
@@ -357,7 +362,7 @@ cmd_init (void)
   TrainState *st = train_state_new (train_model_new (&c, (guint64) opt_seed), opt_seed);
   gboolean ok = blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
       && blip_tokenizer_write (tok, model_dir, &error) && train_state_save (st, ckpt, &error)
-      && train_model_export (st->model, tok, opt_out, &error);
+      && train_model_export (st->model, tok, opt_out, FALSE, &error);
   train_state_free (st);
   blip_tokenizer_free (tok);
   g_free (model_dir);

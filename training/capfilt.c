@@ -67,19 +67,25 @@ add_entry (JsonBuilder *b, const DatasetItem *it, const char *caption, const cha
   json_builder_end_object (b);
 }
 
-static gboolean
-write_json (JsonBuilder *b, const char *path, GError **error)
+/* the builder's document as one line (transfer full) */
+static char *
+json_text (JsonBuilder *b)
 {
   JsonGenerator *g = json_generator_new ();
   JsonNode *root = json_builder_get_root (b);
   json_generator_set_root (g, root);
-  json_generator_set_pretty (g, FALSE);
-  gsize len;
-  char *text = json_generator_to_data (g, &len);
-  gboolean ok = g_file_set_contents (path, text, (gssize) len, error);
-  g_free (text);
+  char *text = json_generator_to_data (g, NULL);
   json_node_unref (root);
   g_object_unref (g);
+  return text;
+}
+
+static gboolean
+write_json (JsonBuilder *b, const char *path, GError **error)
+{
+  char *text = json_text (b);
+  gboolean ok = g_file_set_contents (path, text, -1, error);
+  g_free (text);
   return ok;
 }
 
@@ -338,16 +344,11 @@ cmd_capfilt (void)
       json_builder_add_double_value (b, score[k]);
     json_builder_end_array (b);
     json_builder_end_object (b);
-    JsonGenerator *g = json_generator_new ();
-    JsonNode *root = json_builder_get_root (b);
-    json_generator_set_root (g, root);
-    char *line = json_generator_to_data (g, NULL);
-    /* json-glib writes "index" first with a space after the colon */
+    /* one line an image, flushed: a stopped run resumes after the last */
+    char *line = json_text (b);
     fprintf (shard, "%s\n", line);
     fflush (shard);
     g_free (line);
-    json_node_unref (root);
-    g_object_unref (g);
     g_object_unref (b);
     g_free (ids);
     g_free (mask);

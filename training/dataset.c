@@ -178,8 +178,11 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
     char *path = g_build_filename (dir, rel, NULL);
     if (scenes[i].video)
       ok = testsrc_frame_write (scenes[i].video == 1 ? "ball" : fixed_patterns[scenes[i].video - 2].pattern,
-                                colour_argb (scenes[i].c1), colour_argb (scenes[i].bg), scenes[i].frame, size,
-                                path, error);
+                                colour_argb (scenes[i].c1), colour_argb (scenes[i].bg), scenes[i].frame,
+                                /* video sizes, as the elements will see them: the
+                                 * ball keeps its pixel size, so it is small in a
+                                 * large frame */
+                                scenes[i].frame % 2 ? 320 : size, scenes[i].frame % 2 ? 240 : size, path, error);
     else
       ok = render (&scenes[i], size, rng, path, error);
     /* a corrupted caption: another image's, as noisy web text is */

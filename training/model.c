@@ -110,7 +110,7 @@ retrieval_name (const char *name)
 }
 
 gboolean
-train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GError **error)
+train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16, GError **error)
 {
   const char *kinds[2] = { "caption", "retrieval" };
   for (int k = 0; k < 2; k++) {
@@ -122,6 +122,7 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GE
     }
     BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
     GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
+    GPtrArray *halves = g_ptr_array_new_with_free_func (g_free);
     for (guint i = 0; i < m->params->len; i++) {
       const TrainParam *p = m->params->pdata[i];
       char *name;
@@ -133,7 +134,15 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GE
       if (!name)
         continue;
       g_ptr_array_add (names, name);
-      blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, p->ndim, p->shape, p->value);
+      if (f16) {
+        /* half the size; libblip computes in float32 from it */
+        _Float16 *h = g_new (_Float16, MAX (p->numel, 1));
+        for (gsize k = 0; k < p->numel; k++)
+          h[k] = (_Float16) p->value[k];
+        g_ptr_array_add (halves, h);
+        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F16, p->ndim, p->shape, h);
+      } else
+        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, p->ndim, p->shape, p->value);
     }
     char *path = g_build_filename (sub, "model.safetensors", NULL);
     gboolean ok = blip_safetensors_writer_write (w, path, error)
@@ -141,6 +150,7 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GE
         && blip_tokenizer_write (tok, sub, error);
     blip_safetensors_writer_free (w);
     g_ptr_array_unref (names);
+    g_ptr_array_unref (halves);
     g_free (path);
     g_free (sub);
     if (!ok)

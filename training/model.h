@@ -30,8 +30,10 @@ typedef struct {
  * encoder's own self-attention, projections and ITM head; BLIP's init. */
 TrainModel *train_model_new (const BlipConfig *config, guint64 seed);
 /* Writes it as Hugging Face folders: dir/caption (BlipForConditionalGeneration)
- * and dir/retrieval (BlipForImageTextRetrieval), with the tokenizer. */
-gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, GError **error);
+ * and dir/retrieval (BlipForImageTextRetrieval), with the tokenizer; the
+ * weights in float16 when f16, else float32. */
+gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16,
+                             GError **error);
 
 TrainModel *train_model_load (const char *dir, GError **error);
 /* A copy of the parameters keep() accepts, without gradients (the momentum

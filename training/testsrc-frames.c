@@ -9,8 +9,8 @@
 #include <string.h>
 
 gboolean
-testsrc_frame_write (const char *pattern, guint32 foreground, guint32 background, int frame, int size,
-                     const char *png, GError **error)
+testsrc_frame_write (const char *pattern, guint32 foreground, guint32 background, int frame, int width,
+                     int height, const char *png, GError **error)
 {
   static gsize inited;
   if (g_once_init_enter (&inited)) {
@@ -20,7 +20,7 @@ testsrc_frame_write (const char *pattern, guint32 foreground, guint32 background
   char *desc = g_strdup_printf ("videotestsrc pattern=%s foreground-color=0x%08x background-color=0x%08x "
                                 "num-buffers=%d ! video/x-raw,format=BGRx,width=%d,height=%d,framerate=30/1 ! "
                                 "appsink name=sink sync=false", pattern, foreground, background, frame + 1,
-                                size, size);
+                                width, height);
   GError *err = NULL;
   GstElement *pipe = gst_parse_launch (desc, &err);
   g_free (desc);
@@ -44,14 +44,14 @@ testsrc_frame_write (const char *pattern, guint32 foreground, guint32 background
   gboolean ok = FALSE;
   GstBuffer *buf = last ? gst_sample_get_buffer (last) : NULL;
   GstMapInfo map;
-  if (buf && gst_buffer_map (buf, &map, GST_MAP_READ) && map.size >= (gsize) size * size * 4) {
-    /* BGRx rows of size * 4 bytes: a multiple of 4, so no padding */
-    cairo_surface_t *cs = cairo_image_surface_create (CAIRO_FORMAT_RGB24, size, size);
+  if (buf && gst_buffer_map (buf, &map, GST_MAP_READ) && map.size >= (gsize) width * height * 4) {
+    /* BGRx rows of width * 4 bytes: a multiple of 4, so no padding */
+    cairo_surface_t *cs = cairo_image_surface_create (CAIRO_FORMAT_RGB24, width, height);
     cairo_surface_flush (cs);
     guint8 *dst = cairo_image_surface_get_data (cs);
     const int stride = cairo_image_surface_get_stride (cs);
-    for (int y = 0; y < size; y++)
-      memcpy (dst + (gsize) y * stride, map.data + (gsize) y * size * 4, (gsize) size * 4);
+    for (int y = 0; y < height; y++)
+      memcpy (dst + (gsize) y * stride, map.data + (gsize) y * width * 4, (gsize) width * 4);
     cairo_surface_mark_dirty (cs);
     cairo_status_t st = cairo_surface_write_to_png (cs, png);
     cairo_surface_destroy (cs);

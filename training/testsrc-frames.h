@@ -7,8 +7,8 @@
 
 /* Frame number `frame` (the ball moves from frame to frame) of
  * videotestsrc's pattern (its nick: "ball", "smpte", "checkers-8", ...)
- * in foreground/background colours 0xAARRGGBB, size x size, into a PNG. */
+ * in foreground/background colours 0xAARRGGBB, width x height, into a PNG. */
 gboolean testsrc_frame_write (const char *pattern, guint32 foreground, guint32 background, int frame,
-                              int size, const char *png, GError **error);
+                              int width, int height, const char *png, GError **error);
 
 #endif

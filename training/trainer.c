@@ -524,7 +524,7 @@ train_run (const TrainOptions *o)
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
       rc = fail (error);
-    if (rc == 0 && !train_model_export (s->model, tok, o->out, &error))
+    if (rc == 0 && !train_model_export (s->model, tok, o->out, FALSE, &error))
       rc = fail (error);
     if (rc == 0)
       printf ("wrote %s, %s/caption and %s/retrieval%s\n", ckpt, o->out, o->out,

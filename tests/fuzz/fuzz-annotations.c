@@ -1,0 +1,45 @@
+/* libFuzzer: blip-train's annotation-file reader (JSON, BLIP/COCO style) on
+ * arbitrary bytes; the seeds refer to an image the harness draws. */
+#include "fuzz-util.h"
+#include "dataset.h"
+#include "../../core/checkpoint.h"
+
+#include <cairo.h>
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  static BlipConfig c;
+  static gboolean ready;
+  if (!ready) {
+    gboolean found;
+    c = blip_config_preset ("small", &found);
+    c.vision.image_size = 16;
+    c.vision.patch_size = 8;
+    char *png = g_build_filename (fuzz_dir (), "img.png", NULL);
+    cairo_surface_t *s = cairo_image_surface_create (CAIRO_FORMAT_RGB24, 5, 3);
+    cairo_surface_write_to_png (s, png);
+    cairo_surface_destroy (s);
+    g_free (png);
+    ready = TRUE;
+  }
+  char *path = fuzz_write_file ("train.json", data, size);
+  GError *error = NULL;
+  Dataset *d = dataset_load (path, &c, 30, &error);
+  if (d) {
+    /* whatever was kept is whole: an image, a caption, references */
+    for (int i = 0; i < d->n; i++)
+      g_assert (d->items[i].image && d->items[i].caption && d->items[i].refs && d->items[i].source);
+    g_assert (d->n + d->skipped >= 0);
+    dataset_free (d);
+  }
+  g_clear_error (&error);
+  /* pre_caption on the raw bytes when they are text */
+  if (g_utf8_validate ((const char *) data, (gssize) size, NULL)) {
+    char *t = g_strndup ((const char *) data, size);
+    g_free (dataset_pre_caption (t, 30));
+    g_free (t);
+  }
+  g_free (path);
+  return 0;
+}
