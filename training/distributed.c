@@ -14,6 +14,10 @@ static int rank, world = 1, initialised;
 void
 dist_init (int *argc, char ***argv)
 {
+  /* only under a launcher: a singleton MPI_Init spawns a PMIx server and
+   * needs resources a plain run should not depend on */
+  if (!g_getenv ("OMPI_COMM_WORLD_SIZE") && !g_getenv ("PMIX_RANK") && !g_getenv ("PMI_SIZE"))
+    return;
   int provided;
   /* OpenMP threads do the math; only the main thread calls MPI */
   MPI_Init_thread (argc, argv, MPI_THREAD_FUNNELED, &provided);

@@ -357,6 +357,8 @@ train_run (const TrainOptions *o)
     c.text.pad_token_id = 0;
     c.text.eos_token_id = blip_tokenizer_token_id (tok, "[CLS]");
   }
+  if (lead)
+    g_mkdir_with_parents (model_dir, 0755);
   if (lead && !o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
                      || !blip_tokenizer_write (tok, model_dir, &error)))
     return fail (error);
