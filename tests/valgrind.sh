@@ -6,7 +6,7 @@ set -uo pipefail
 build=${1:?build dir}
 supp=$(dirname "$0")/valgrind.supp
 n=0; failed=0
-for t in parity generate tokenizer preprocess malformed geometry precision grad; do
+for t in parity generate tokenizer preprocess malformed geometry precision grad caption-metrics; do
   n=$((n+1))
   log=$(mktemp)
   if valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,possible \
