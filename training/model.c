@@ -109,6 +109,35 @@ retrieval_name (const char *name)
   return g_strdup (name);
 }
 
+/* IEEE half precision, rounded to nearest even (overflow to infinity) */
+static guint16
+float_to_half (float f)
+{
+  guint32 x;
+  memcpy (&x, &f, 4);
+  const guint32 sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) /* inf, nan */
+    return (guint16) (sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0));
+  if (ax >= 0x477ff000u) /* rounds to beyond 65504 */
+    return (guint16) (sign | 0x7c00u);
+  if (ax < 0x38800000u) { /* a subnormal half (or zero) */
+    if (ax < 0x33000000u)
+      return (guint16) sign;
+    const guint32 m = (ax & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - (int) (ax >> 23); /* 14..24 */
+    guint32 h = m >> shift;
+    const guint32 rest = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (h & 1)))
+      h++;
+    return (guint16) (sign | h);
+  }
+  guint32 h = ((ax - 0x38000000u) >> 13);
+  const guint32 rest = ax & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1)))
+    h++;
+  return (guint16) (sign | h);
+}
+
 gboolean
 train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16, GError **error)
 {
@@ -136,9 +165,9 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gb
       g_ptr_array_add (names, name);
       if (f16) {
         /* half the size; libblip computes in float32 from it */
-        _Float16 *h = g_new (_Float16, MAX (p->numel, 1));
+        guint16 *h = g_new (guint16, MAX (p->numel, 1));
         for (gsize k = 0; k < p->numel; k++)
-          h[k] = (_Float16) p->value[k];
+          h[k] = GUINT16_TO_LE (float_to_half (p->value[k]));
         g_ptr_array_add (halves, h);
         blip_safetensors_writer_add (w, name, BLIP_DTYPE_F16, p->ndim, p->shape, h);
       } else
