@@ -5,7 +5,8 @@
 #   bash tools/capfilt-experiment.sh [WORK_DIR]
 # Sizes (environment): TRAIN (8000 pairs), HUMAN (2000 of them clean),
 # CORRUPT (0.3 of the web captions swapped), STEPS (pretraining steps),
-# FT_STEPS (captioner and filter finetuning steps), THREADS, BUILD.
+# FT_STEPS (captioner and filter finetuning steps), THREADS, BUILD, and
+# CAPFILT_ARGS (more options of blip-train capfilt, e.g. "--calibrate 0.1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-capfilt-work}
@@ -26,7 +27,7 @@ run () { # folder data: pretrain, resuming a stopped run
 }
 run noisy "$work/data"
 "$train" capfilt --data "$work/data" --init "$work/noisy" --out "$work/capfilt" \
-  --caption-steps "$FT_STEPS" --filter-steps "$FT_STEPS" --threads "$THREADS" --seed "$SEED"
+  --caption-steps "$FT_STEPS" --filter-steps "$FT_STEPS" --threads "$THREADS" --seed "$SEED" ${CAPFILT_ARGS:-}
 run bootstrapped "$work/capfilt/bootstrapped"
 for m in noisy bootstrapped; do
   "$train" eval --data "$work/data/test.json" --model "$work/$m" | tail -1 > "$work/eval-$m.json"

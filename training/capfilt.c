@@ -23,7 +23,7 @@
 
 static gchar *opt_data, *opt_init, *opt_out;
 static int opt_k = 1, opt_caption_steps = 300, opt_filter_steps = 300, opt_batch = 32, opt_threads = 2;
-static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4;
+static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4, opt_calibrate = 0;
 static gint64 opt_seed = 0;
 
 GOptionEntry capfilt_entries[] = {
@@ -32,6 +32,7 @@ GOptionEntry capfilt_entries[] = {
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output folder: captioner/, filter/, bootstrapped/train.json, report", "DIR" },
   { "k", 'k', 0, G_OPTION_ARG_INT, &opt_k, "Synthetic captions a web image (default 1)", "K" },
   { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &opt_threshold, "ITM match probability kept (default 0.5)", "P" },
+  { "calibrate", 0, 0, G_OPTION_ARG_DOUBLE, &opt_calibrate, "Instead of --threshold: the score that this fraction of the human pairs of val.json falls below (e.g. 0.1 keeps 90% of clean pairs)", "F" },
   { "top-p", 0, 0, G_OPTION_ARG_DOUBLE, &opt_top_p, "Nucleus sampling mass (default 0.9)", "P" },
   { "repetition-penalty", 0, 0, G_OPTION_ARG_DOUBLE, &opt_rep, "Captioner's repetition penalty (default 1.1)", "R" },
   { "caption-steps", 0, 0, G_OPTION_ARG_INT, &opt_caption_steps, "Captioner finetuning steps (default 300)", "N" },
@@ -137,6 +138,62 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   return train_run (&o);
 }
 
+/* ITM match probabilities of n texts against one image, [ENC] first as
+ * BLIP trains ITM */
+static void
+itm_scores (BlipSession *fs, const BlipTokenizer *tok, const float *pixels, float *embeds,
+            const char *const *texts, int n, double *score)
+{
+  int32_t *ids, *mask;
+  int T;
+  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
+  blip_session_encode_images (fs, pixels, 1, embeds, NULL, NULL);
+  blip_tokenizer_encode_batch (tok, texts, n, 40, FALSE, &ids, &mask, &T, NULL);
+  for (int k = 0; k < n; k++) {
+    float logits[2] = { 0, 0 };
+    ids[(gsize) k * T] = enc;
+    blip_session_itm (fs, embeds, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, NULL);
+    score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
+  }
+  g_free (ids);
+  g_free (mask);
+}
+
+static int
+compare_double (gconstpointer a, gconstpointer b)
+{
+  const double x = *(const double *) a, y = *(const double *) b;
+  return (x > y) - (x < y);
+}
+
+/* the threshold below which a fraction f of val.json's human pairs scores */
+static double
+calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, int *n_used)
+{
+  char *path = g_build_filename (opt_data, "val.json", NULL);
+  Dataset *v = dataset_load (path, c, 30, NULL);
+  g_free (path);
+  *n_used = 0;
+  if (!v)
+    return -1;
+  const int P = (c->vision.image_size / c->vision.patch_size) * (c->vision.image_size / c->vision.patch_size) + 1;
+  float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
+  double *scores = g_new (double, MAX (v->n, 1));
+  int n = 0;
+  for (int i = 0; i < v->n; i++)
+    if (g_str_equal (v->items[i].source, "human")) {
+      const char *t = v->items[i].caption;
+      itm_scores (fs, tok, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++]);
+    }
+  qsort (scores, n, sizeof (double), compare_double);
+  const double th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
+  *n_used = n;
+  g_free (scores);
+  g_free (embeds);
+  dataset_free (v);
+  return th;
+}
+
 typedef struct {
   char **synthetic;   /* [K] */
   double web_score;
@@ -197,8 +254,8 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: --data, --init and --out are required\n");
     return 2;
   }
-  if (opt_k < 1 || opt_k > 16 || !(opt_threshold >= 0 && opt_threshold <= 1)) {
-    g_printerr ("blip-train capfilt: -k is 1-16, --threshold 0-1\n");
+  if (opt_k < 1 || opt_k > 16 || !(opt_threshold >= 0 && opt_threshold <= 1) || !(opt_calibrate >= 0 && opt_calibrate < 1)) {
+    g_printerr ("blip-train capfilt: -k is 1-16, --threshold 0-1, --calibrate 0-1\n");
     return 2;
   }
   dist_init (NULL, NULL);
@@ -270,7 +327,18 @@ cmd_capfilt (void)
     dist_abort (1);
   }
   const BlipTokenizer *tok = blip_model_get_tokenizer (fm);
-  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
+  if (opt_calibrate > 0) {
+    int n_cal;
+    const double th = calibrated_threshold (fs, tok, &c, opt_calibrate, &n_cal);
+    if (n_cal == 0) {
+      g_printerr ("blip-train capfilt: --calibrate needs human pairs in %s/val.json\n", opt_data);
+      dist_abort (2);
+    }
+    opt_threshold = th;
+    if (R == 0)
+      printf ("capfilt: threshold %.4f: %.0f%% of %d human validation pairs score below it\n", th,
+              100 * opt_calibrate, n_cal);
+  }
   const int P = blip_model_vision_tokens (cm), Dv = c.vision.hidden_size;
   float *embeds = g_new (float, (gsize) P * Dv);
   char *shard_path = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, R, W);
@@ -313,20 +381,10 @@ cmd_capfilt (void)
       g_ptr_array_add (texts, gen ? blip_generation_caption (cm, gen) : g_strdup (""));
       blip_generation_free (gen);
     }
-    /* ITM as BLIP trains it: [ENC] first */
-    const char **tv = (const char **) texts->pdata;
-    int32_t *ids, *mask;
-    int T;
     double score[17];
     float *fe = g_new (float, (gsize) P * Dv);
-    blip_session_encode_images (fs, d->pixels + (gsize) i * d->image_len, 1, fe, NULL, NULL);
-    blip_tokenizer_encode_batch (tok, tv, (int) texts->len, 40, FALSE, &ids, &mask, &T, NULL);
-    for (guint k = 0; k < texts->len; k++) {
-      float logits[2] = { 0, 0 };
-      ids[(gsize) k * T] = enc;
-      blip_session_itm (fs, fe, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, NULL);
-      score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
-    }
+    itm_scores (fs, tok, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
+                (int) texts->len, score);
     JsonBuilder *b = json_builder_new ();
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "index");
@@ -350,8 +408,6 @@ cmd_capfilt (void)
     fflush (shard);
     g_free (line);
     g_object_unref (b);
-    g_free (ids);
-    g_free (mask);
     g_free (fe);
     g_ptr_array_unref (texts);
     scored++;
