@@ -60,7 +60,11 @@ ok=1
 for i in 1 2 3 4 5; do
   "$train" pretrain "${common[@]}" --out "$tmp/k" --steps 1000 --checkpoint-every 1 $([ -f "$tmp/k/checkpoint.safetensors" ] && echo --resume) > /dev/null 2>&1 &
   pid=$!
-  sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); print 1.5 + rand() * 1.5 }')"
+  # once training runs (metrics are flushed just before each save), a
+  # random moment: often inside a save
+  rows=$(cat "$tmp/k/metrics.jsonl" 2>/dev/null | wc -l)
+  for _ in $(seq 1200); do [ "$(cat "$tmp/k/metrics.jsonl" 2>/dev/null | wc -l)" -gt "$rows" ] && break; sleep 0.05; done
+  sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); print rand() * 0.5 }')"
   kill -9 $pid; wait $pid 2>/dev/null
   [ -f "$tmp/k/checkpoint.safetensors" ] || continue
   "$train" pretrain "${common[@]}" --out "$tmp/k" --steps 1 --resume > "$tmp/k.log" 2>&1 || { ok=0; cat "$tmp/k.log" | sed 's/^/# /'; }
