@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
 # Runs every script of pipelines/ on a short generated clip with the
 # embedded demo model and checks what each one writes.  TAP output.
+#   tests/test-pipelines.sh BUILD_DIR
+# BLIP_TEST_VALGRIND=1 runs every gst-launch-1.0 and blip-annotate of the
+# scripts under valgrind memcheck, and checks that none had an error or a
+# definite leak (tests/valgrind.supp: libraries' one-time allocations).
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-export BLIP_BUILD_DIR=${1:?build dir}
+build=$(realpath "${1:?build dir}")
+export BLIP_BUILD_DIR=$build
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 n=0; failed=0
 check() { n=$((n+1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; failed=$((failed+1)); fi; }
+
+if [ "${BLIP_TEST_VALGRIND:-0}" = 1 ]; then
+  # the scripts find their tools through BLIP_BUILD_DIR and PATH: a build
+  # folder whose blip-annotate, and a PATH whose gst-launch-1.0, run under
+  # valgrind (one log per process)
+  vg="valgrind --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
+  vg+=" --suppressions=$src/tests/valgrind.supp --suppressions=/usr/share/glib-2.0/valgrind/glib.supp"
+  vg+=" --log-file=$tmp/vg/%p.log"
+  mkdir -p "$tmp/vg" "$tmp/wrapped/tools" "$tmp/bin"
+  ln -s "$build/gst" "$build/po" "$tmp/wrapped/"
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$vg" "$build/tools/blip-annotate" > "$tmp/wrapped/tools/blip-annotate"
+  printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$vg" "$(command -v gst-launch-1.0)" > "$tmp/bin/gst-launch-1.0"
+  chmod +x "$tmp/wrapped/tools/blip-annotate" "$tmp/bin/gst-launch-1.0"
+  export BLIP_BUILD_DIR=$tmp/wrapped PATH="$tmp/bin:$PATH"
+fi
 
 gst-launch-1.0 -q videotestsrc num-buffers=75 pattern=ball ! video/x-raw,width=160,height=120,framerate=25/1 \
   ! vp8enc deadline=1 ! webmmux ! filesink location="$tmp/clip.webm"
@@ -40,5 +60,11 @@ mkdir -p "$tmp/folder"; cp "$tmp/clip.webm" "$tmp/folder/a.webm"; cp "$tmp/clip.
 QUERIES="a dog" bash "$src/pipelines/tag-folder.sh" "$tmp/folder" "$tmp/tags" >/dev/null 2>&1
 check "a JSON lines file per video" '[ -s "$tmp/tags/a.jsonl" ] && [ -s "$tmp/tags/b.jsonl" ] && grep -q blip-match "$tmp/tags/a.jsonl"'
 
+if [ "${BLIP_TEST_VALGRIND:-0}" = 1 ]; then
+  logs=$(ls "$tmp/vg"/*.log 2>/dev/null | wc -l)
+  dirty=$(grep -L "ERROR SUMMARY: 0 errors" "$tmp/vg"/*.log 2>/dev/null)
+  check "memcheck: no error and no definite leak in any of the $logs processes" '[ "$logs" -gt 5 ] && [ -z "$dirty" ]'
+  for f in $dirty; do grep -E "^==[0-9]+== " "$f" | head -60 | sed 's/^/# /'; done
+fi
 echo "1..$n"
 [ "$failed" = 0 ]

@@ -16,7 +16,8 @@ TRAIN=${TRAIN:-8000} HUMAN=${HUMAN:-2000} CORRUPT=${CORRUPT:-0.3} STEPS=${STEPS:
 THREADS=${THREADS:-2} TEST=${TEST:-300} SEED=${SEED:-7}
 mkdir -p "$work"
 # the demo model's recipe (models/README.md)
-common=(--batch 32 --patch-size 16 --lr 1e-3 --momentum 0.99 --queue-size 1024 --warmup-steps 200
+# (no crops or flips: the synthetic captions name sizes and sides)
+common=(--batch 32 --patch-size 16 --lr 1e-3 --momentum 0.99 --queue-size 1024 --warmup-steps 200 --augment none
         --log-every 100 --threads "$THREADS" --seed "$SEED")
 [ -f "$work/data/train.json" ] || "$train" make-dataset --out "$work/data" --train "$TRAIN" --human "$HUMAN" \
   --corrupt "$CORRUPT" --val 300 --test "$TEST" --seed "$SEED"
@@ -27,7 +28,7 @@ run () { # folder data: pretrain, resuming a stopped run
 }
 run noisy "$work/data"
 "$train" capfilt --data "$work/data" --init "$work/noisy" --out "$work/capfilt" \
-  --caption-steps "$FT_STEPS" --filter-steps "$FT_STEPS" --threads "$THREADS" --seed "$SEED" ${CAPFILT_ARGS:-}
+  --caption-steps "$FT_STEPS" --filter-steps "$FT_STEPS" --threads "$THREADS" --seed "$SEED" --augment none ${CAPFILT_ARGS:-}
 run bootstrapped "$work/capfilt/bootstrapped"
 for m in noisy bootstrapped; do
   "$train" eval --data "$work/data/test.json" --model "$work/$m" | tail -1 > "$work/eval-$m.json"

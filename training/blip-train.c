@@ -4,6 +4,7 @@
  * fixtures' definitions: LM with label smoothing 0.1; ITC at temperature
  * 0.07 without momentum or queue plus ITM on the given labels) and writes
  * them as grad.<parameter name> and the loss values. */
+#include "augment.h"
 #include "capfilt.h"
 #include "dataset.h"
 #include "eval.h"
@@ -180,7 +181,7 @@ cmd_make_dataset (void)
 /* ---- pretrain, finetune-caption, finetune-retrieval ---- */
 
 static TrainOptions topt;
-static gchar *opt_schedule, *opt_init, *opt_prompt;
+static gchar *opt_schedule, *opt_init, *opt_prompt, *opt_augment;
 static gboolean opt_resume, opt_no_momentum;
 
 #define TRAIN_ENTRIES(...) { \
@@ -205,6 +206,8 @@ static gboolean opt_resume, opt_no_momentum;
   { "momentum", 0, 0, G_OPTION_ARG_DOUBLE, &topt.momentum, "Momentum encoder's momentum (default 0.995)", "M" }, \
   { "no-momentum", 0, 0, G_OPTION_ARG_NONE, &opt_no_momentum, "In-batch ITC: no momentum encoder, queue or distillation", NULL }, \
   { "seed", 0, 0, G_OPTION_ARG_INT64, &topt.seed, "Random seed", "S" }, \
+  { "augment", 0, 0, G_OPTION_ARG_STRING, &opt_augment, "Train transforms: crop+flip (BLIP's, default), crop, or none (captions that name sides or sizes)", "NAME" }, \
+  { "crop-scale", 0, 0, G_OPTION_ARG_DOUBLE, &topt.crop_scale_min, "Smallest crop area fraction (default 0.2 pretraining, 0.5 finetuning)", "F" }, \
   { "threads", 't', 0, G_OPTION_ARG_INT, &topt.threads, "Math threads (default 2)", "N" }, \
   { "log-every", 0, 0, G_OPTION_ARG_INT, &topt.log_every, "Steps between progress lines (default 20)", "N" }, \
   { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &topt.checkpoint_every, "Steps between checkpoints (default 200; 0: at the end only)", "N" }, \
@@ -236,6 +239,14 @@ run_task (TrainTask task)
   }
   if (opt_schedule)
     topt.schedule = g_str_equal (opt_schedule, "step") ? SCHEDULE_STEP : SCHEDULE_COSINE;
+  if (opt_augment && !augment_parse (opt_augment, &topt.augment, &topt.flip)) {
+    g_printerr ("blip-train: --augment is crop+flip, crop or none\n");
+    return 2;
+  }
+  if (!(topt.crop_scale_min > 0 && topt.crop_scale_min <= 1)) {
+    g_printerr ("blip-train: --crop-scale is in (0, 1]\n");
+    return 2;
+  }
   topt.task = task;
   topt.resume = opt_resume;
   topt.init = opt_init;

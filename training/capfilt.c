@@ -8,6 +8,7 @@
  * under mpirun the finetuning is data-parallel and the web images are
  * shared out among the ranks. */
 #include "capfilt.h"
+#include "augment.h"
 #include "caption-metrics.h"
 #include "dataset.h"
 #include "distributed.h"
@@ -21,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static gchar *opt_data, *opt_init, *opt_out;
+static gchar *opt_data, *opt_init, *opt_out, *opt_augment;
 static int opt_k = 1, opt_caption_steps = 300, opt_filter_steps = 300, opt_batch = 32, opt_threads = 2;
 static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4, opt_calibrate = 0;
 static gint64 opt_seed = 0;
@@ -41,6 +42,7 @@ GOptionEntry capfilt_entries[] = {
   { "batch", 'b', 0, G_OPTION_ARG_INT, &opt_batch, "Finetuning batch (default 32)", "B" },
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Math threads (default 2)", "N" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
+  { "augment", 0, 0, G_OPTION_ARG_STRING, &opt_augment, "Finetuning transforms: crop+flip (BLIP's, default), crop, or none", "NAME" },
   { NULL }
 };
 
@@ -127,6 +129,8 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   o.seed = opt_seed;
   o.queue_size = 1024;
   o.log_every = 50;
+  if (opt_augment)
+    augment_parse (opt_augment, &o.augment, &o.flip);
   o.epochs = 1000000; /* the steps decide; cosine over the steps' epochs */
   g_free (done);
   g_free (ckpt);
@@ -171,7 +175,7 @@ static double
 calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, int *n_used)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
-  Dataset *v = dataset_load (path, c, 30, NULL);
+  Dataset *v = dataset_load (path, c, 30, FALSE, NULL);
   g_free (path);
   *n_used = 0;
   if (!v)
@@ -258,6 +262,11 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: -k is 1-16, --threshold 0-1, --calibrate 0-1\n");
     return 2;
   }
+  gboolean augment, flip;
+  if (opt_augment && !augment_parse (opt_augment, &augment, &flip)) {
+    g_printerr ("blip-train capfilt: --augment is crop+flip, crop or none\n");
+    return 2;
+  }
   dist_init (NULL, NULL);
   const int R = dist_rank (), W = dist_world ();
   char *train_path = g_build_filename (opt_data, "train.json", NULL);
@@ -276,7 +285,7 @@ cmd_capfilt (void)
     c = *blip_model_get_config (probe);
     blip_model_unref (probe);
   }
-  Dataset *d = dataset_load (train_path, &c, 30, &error);
+  Dataset *d = dataset_load (train_path, &c, 30, FALSE, &error);
   g_free (train_path);
   g_free (init_model);
   if (!d) {
@@ -534,7 +543,7 @@ cmd_capfilt (void)
     for (int k = 0; k < 2; k++) {
       char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
       GError *e = NULL;
-      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, &e) : NULL;
+      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, FALSE, &e) : NULL;
       if (sd) {
         JsonBuilder *sb = json_builder_new ();
         json_builder_begin_array (sb);

@@ -273,6 +273,9 @@ dataset_free (Dataset *d)
   }
   g_free (d->items);
   g_free (d->pixels);
+  for (int i = 0; d->frames && i < d->n; i++)
+    g_free (d->frames[i].data);
+  g_free (d->frames);
   g_free (d);
 }
 
@@ -305,7 +308,7 @@ dataset_pre_caption (const char *caption, int max_words)
 }
 
 static gboolean
-load_png_pixels (const char *path, const BlipConfig *c, float *out, GError **error)
+load_png_pixels (const char *path, const BlipConfig *c, float *out, DatasetFrame *frame, GError **error)
 {
   cairo_surface_t *s = cairo_image_surface_create_from_png (path);
   if (cairo_surface_status (s) != CAIRO_STATUS_SUCCESS) {
@@ -320,12 +323,18 @@ load_png_pixels (const char *path, const BlipConfig *c, float *out, GError **err
                                  cairo_image_surface_get_height (s), cairo_image_surface_get_stride (s),
                                  BLIP_PIXEL_BGRA, c->vision.image_size, c->image_mean, c->image_std,
                                  out, error);
+  if (ok && frame) {
+    frame->width = cairo_image_surface_get_width (s);
+    frame->height = cairo_image_surface_get_height (s);
+    frame->stride = cairo_image_surface_get_stride (s);
+    frame->data = g_memdup2 (cairo_image_surface_get_data (s), (gsize) frame->stride * frame->height);
+  }
   cairo_surface_destroy (s);
   return ok;
 }
 
 Dataset *
-dataset_load (const char *annotations, const BlipConfig *c, int max_words, GError **error)
+dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames, GError **error)
 {
   JsonParser *p = json_parser_new ();
   GError *err = NULL;
@@ -348,6 +357,8 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, GErro
   d->image_len = 3 * S * S;
   d->items = g_new0 (DatasetItem, json_array_get_length (a));
   d->pixels = g_new (float, (gsize) d->image_len * MAX (json_array_get_length (a), 1));
+  if (keep_frames)
+    d->frames = g_new0 (DatasetFrame, MAX (json_array_get_length (a), 1));
   for (guint i = 0; i < json_array_get_length (a); i++) {
     JsonNode *n = json_array_get_element (a, i);
     JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
@@ -361,7 +372,8 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, GErro
     char *path = img ? (g_path_is_absolute (img) ? g_strdup (img) : g_build_filename (base, img, NULL)) : NULL;
     GError *e = NULL;
     /* a broken entry or image is skipped with a warning and counted */
-    if (!path || !text || !load_png_pixels (path, c, d->pixels + (gsize) d->n * d->image_len, &e)) {
+    if (!path || !text || !load_png_pixels (path, c, d->pixels + (gsize) d->n * d->image_len,
+                                           d->frames ? &d->frames[d->n] : NULL, &e)) {
       g_warning ("%s: entry %u skipped: %s", annotations, i, e ? e->message : "no image or caption");
       g_clear_error (&e);
       d->skipped++;

@@ -15,10 +15,16 @@ typedef struct {
 } DatasetItem;
 
 typedef struct {
+  guint8 *data;          /* BGRA, as cairo decodes PNG */
+  int width, height, stride;
+} DatasetFrame;
+
+typedef struct {
   DatasetItem *items;
   int n, skipped;
   float *pixels;         /* [n, 3, S, S] preprocessed once */
   int image_len;
+  DatasetFrame *frames;  /* [n] the decoded images, when kept (for augmentation), else NULL */
 } Dataset;
 
 typedef enum {
@@ -30,8 +36,9 @@ typedef enum {
  * rest "web" (corrupted with probability corrupt). */
 gboolean dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, int size,
                        double corrupt, DatasetHoldout holdout, guint64 seed, GError **error);
+/* keep_frames: also keep every decoded image (Dataset.frames). */
 Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
-                       GError **error);
+                       gboolean keep_frames, GError **error);
 void dataset_free (Dataset *d);
 char *dataset_pre_caption (const char *caption, int max_words);
 

@@ -7,17 +7,21 @@
 #include "caption-metrics.h"
 
 #include <blip.h>
+#include <errno.h>
+#include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-static gchar *opt_split, *opt_models;
+static gchar *opt_split, *opt_models, *opt_predictions;
 static int opt_k = 8;
 
 GOptionEntry eval_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_split, "Annotation file of the split (e.g. DATA/test.json)", "FILE" },
   { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_models, "Folder with caption/ and retrieval/ (pretrain's --out)", "DIR" },
   { "k", 0, 0, G_OPTION_ARG_INT, &opt_k, "ITM re-ranks the ITC top k (default 8)", "K" },
+  { "predictions", 0, 0, G_OPTION_ARG_FILENAME, &opt_predictions,
+    "Write every image's greedy caption and its reference to FILE (JSON lines)", "FILE" },
   { NULL }
 };
 
@@ -62,7 +66,7 @@ cmd_eval (void)
     return 1;
   }
   const BlipConfig *c = blip_model_get_config (cap);
-  Dataset *d = dataset_load (opt_split, c, 30, &error);
+  Dataset *d = dataset_load (opt_split, c, 30, FALSE, &error);
   if (!d) {
     g_printerr ("blip-train eval: %s\n", error->message);
     return 1;
@@ -75,6 +79,11 @@ cmd_eval (void)
   int exact = 0;
   char **cands = g_new0 (char *, N + 1);
   char ***refs = g_new0 (char **, N);
+  FILE *pred = NULL;
+  if (opt_predictions && !(pred = fopen (opt_predictions, "w"))) {
+    g_printerr ("blip-train eval: %s: %s\n", opt_predictions, g_strerror (errno));
+    return 1;
+  }
   BlipGenerateParams gp = blip_generate_default_params ();
   gp.max_new_tokens = 20;
   for (int i = 0; i < N; i++) {
@@ -84,9 +93,31 @@ cmd_eval (void)
     exact += g_str_equal (text, d->items[i].caption);
     if (i < 5)
       printf ("# %s | reference: %s\n", text, d->items[i].caption);
+    if (pred) {
+      JsonBuilder *b = json_builder_new ();
+      json_builder_begin_object (b);
+      json_builder_set_member_name (b, "image");
+      json_builder_add_string_value (b, d->items[i].image);
+      json_builder_set_member_name (b, "caption");
+      json_builder_add_string_value (b, text);
+      json_builder_set_member_name (b, "reference");
+      json_builder_add_string_value (b, d->items[i].caption);
+      json_builder_end_object (b);
+      JsonNode *root = json_builder_get_root (b);
+      char *line = json_to_string (root, FALSE);
+      fprintf (pred, "%s\n", line);
+      g_free (line);
+      json_node_unref (root);
+      g_object_unref (b);
+    }
     cands[i] = text;
     refs[i] = d->items[i].refs;
     blip_generation_free (gen);
+  }
+
+  if (pred && fclose (pred) != 0) {
+    g_printerr ("blip-train eval: %s: %s\n", opt_predictions, g_strerror (errno));
+    return 1;
   }
 
   /* retrieval: ITC over all pairs, ITM re-ranking of the top k */

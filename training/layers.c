@@ -94,13 +94,13 @@ gelu_forward (float *out, const float *inp, gsize n)
 void
 gelu_backward (float *dinp, const float *inp, const float *dout, gsize n)
 {
-  const double inv_sqrt_2pi = 0.3989422804014327;
+  const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static) if (n > 65536)
   for (gsize i = 0; i < n; i++) {
-    const double x = inp[i];
-    const double cdf = 0.5 * (1.0 + erf (x * M_SQRT1_2));
-    const double pdf = inv_sqrt_2pi * exp (-0.5 * x * x);
-    dinp[i] += (float) ((cdf + x * pdf) * dout[i]);
+    const float x = inp[i];
+    const float cdf = 0.5f * (1.0f + erff (x * (float) M_SQRT1_2));
+    const float pdf = inv_sqrt_2pi * expf (-0.5f * x * x);
+    dinp[i] += (cdf + x * pdf) * dout[i];
   }
 }
 

@@ -4,6 +4,7 @@
  * step is drawn from a generator seeded with (seed, step), and the epoch's
  * order from (seed, epoch), so a resumed run repeats an uninterrupted one. */
 #include "trainer.h"
+#include "augment.h"
 #include "dataset.h"
 #include "distributed.h"
 #include "train-state.h"
@@ -32,6 +33,9 @@ train_options_default (TrainTask task)
     .momentum = 0.995, .warmup_steps = 3000,
     .schedule = task == TRAIN_PRETRAIN ? SCHEDULE_STEP : SCHEDULE_COSINE,
     .use_momentum = task != TRAIN_FINETUNE_CAPTION,
+    /* transform_train: RandomResizedCrop (scale 0.2-1 pretraining, 0.5-1
+     * finetuning) and horizontal flip */
+    .augment = TRUE, .flip = TRUE, .crop_scale_min = task == TRAIN_PRETRAIN ? 0.2 : 0.5,
   };
   return o;
 }
@@ -113,6 +117,14 @@ static GRand *
 seeded_rng (gint64 seed, guint32 a, guint32 b)
 {
   return g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) ((guint64) seed >> 32), a, b }, 4);
+}
+
+/* the pairs of one batch: part a of this rank's share of step ep */
+static void
+batch_items (int *items, const int *order, int ep, int a, int A, int W, int R, int B)
+{
+  for (int k = 0; k < B; k++)
+    items[k] = order[((ep * A + a) * W + R) * B + k];
 }
 
 /* the order of an epoch's pairs, from (seed, epoch) */
@@ -325,7 +337,7 @@ train_run (const TrainOptions *o)
     if (!blip_config_validate (&c, &error))
       return fail (error);
   }
-  train = dataset_load (train_path, &c, o->max_words, &error);
+  train = dataset_load (train_path, &c, o->max_words, o->augment, &error);
   g_free (train_path);
   if (!train)
     return fail (error);
@@ -342,7 +354,7 @@ train_run (const TrainOptions *o)
     const char *other[2] = { "val.json", "test.json" };
     for (int k = 0; k < 2; k++) {
       char *p = g_build_filename (o->data, other[k], NULL);
-      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, NULL)))
+      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, NULL)))
         n_sets++;
       g_free (p);
     }
@@ -397,7 +409,11 @@ train_run (const TrainOptions *o)
     return 2;
   }
   const int steps_per_epoch = N / (B * A * W);
-  int *order = g_new (int, N);
+  int *order = g_new (int, N), *next_order = g_new (int, N), *items = g_new (int, B);
+  /* BLIP's train transforms, one batch ahead on a worker thread */
+  Augmenter *aug = o->augment
+      ? augmenter_new (train, &c, &(AugmentOptions) { o->crop_scale_min, 1.0, o->flip }, B) : NULL;
+  gboolean prefetched = FALSE;
   float *px = g_new (float, (gsize) B * train->image_len);
   int32_t *bi = g_new (int32_t, (gsize) B * T), *be = g_new (int32_t, (gsize) B * T);
   int32_t *bd = g_new (int32_t, (gsize) B * T), *bm = g_new (int32_t, (gsize) B * T);
@@ -439,10 +455,38 @@ train_run (const TrainOptions *o)
       train_zero_grads (s->model);
       TrainLosses l = { 0 }, sum = { 0 };
       for (int a = 0; a < A; a++) {
+        const float *pixels = px;
+        if (aug) {
+          if (!prefetched) {
+            batch_items (items, order, ep, a, A, W, R, B);
+            augmenter_submit (aug, items, s->seed, s->step, a * W + R);
+          }
+          if (!(pixels = augmenter_wait (aug, &error))) {
+            rc = fail (error);
+            error = NULL;
+            if (W > 1)
+              dist_abort (rc);
+            finished = TRUE;
+            break;
+          }
+          /* the next batch: this step's next part, the next step's first,
+           * or the first of the next epoch */
+          if (a + 1 < A)
+            batch_items (items, order, ep, a + 1, A, W, R, B);
+          else if (ep + 1 < steps_per_epoch)
+            batch_items (items, order, ep + 1, 0, A, W, R, B);
+          else {
+            epoch_order (next_order, N, s->seed, s->epoch + 1);
+            batch_items (items, next_order, 0, 0, A, W, R, B);
+          }
+          augmenter_submit (aug, items, s->seed, a + 1 < A ? s->step : s->step + 1, a + 1 < A ? (a + 1) * W + R : R);
+          prefetched = TRUE;
+        }
         for (int k = 0; k < B; k++) {
           const int it = order[((ep * A + a) * W + R) * B + k];
-          memcpy (px + (gsize) k * train->image_len, train->pixels + (gsize) it * train->image_len,
-                  sizeof (float) * train->image_len);
+          if (!aug)
+            memcpy (px + (gsize) k * train->image_len, train->pixels + (gsize) it * train->image_len,
+                    sizeof (float) * train->image_len);
           memcpy (bi + (gsize) k * T, ids + (gsize) it * T, sizeof (int32_t) * T);
           memcpy (bm + (gsize) k * T, mask + (gsize) it * T, sizeof (int32_t) * T);
           bx[k] = idx[it];
@@ -455,13 +499,15 @@ train_run (const TrainOptions *o)
         }
         const double w_lm = o->task == TRAIN_FINETUNE_RETRIEVAL ? 0 : 1.0 / A;
         const double w_vl = o->task == TRAIN_FINETUNE_CAPTION ? 0 : 1.0 / A;
-        PretrainBatch pb = { B, T, px, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
+        PretrainBatch pb = { B, T, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
         sum.itc += l.itc / A;
         sum.itm += l.itm / A;
         sum.lm += l.lm / A;
       }
       g_rand_free (rng);
+      if (finished)
+        break;
       if (W > 1) {
         /* DistributedDataParallel: the mean of the ranks' gradients */
         allreduce_gradients (s->model, W);
@@ -534,7 +580,8 @@ train_run (const TrainOptions *o)
   }
   if (metrics)
     fclose (metrics);
-  g_free (order); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
+  augmenter_free (aug);
+  g_free (order); g_free (next_order); g_free (items); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
   g_free (ids); g_free (mask); g_free (idx);
   g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (init_ckpt);
   train_state_free (s);

@@ -22,6 +22,8 @@ typedef struct {
   int warmup_steps;
   TrainSchedule schedule;
   gboolean use_momentum;
+  gboolean augment, flip;    /* RandomResizedCrop (+ horizontal flip) of every training image */
+  double crop_scale_min;     /* the crop's smallest area fraction (BLIP: 0.2 pretraining, 0.5 finetuning) */
   const char *prompt;        /* finetune-caption: prepended, its tokens not scored */
   gint64 seed;
 } TrainOptions;

@@ -25,7 +25,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   char *path = fuzz_write_file ("train.json", data, size);
   GError *error = NULL;
-  Dataset *d = dataset_load (path, &c, 30, &error);
+  Dataset *d = dataset_load (path, &c, 30, TRUE, &error);
   if (d) {
     /* whatever was kept is whole: an image, a caption, references */
     for (int i = 0; i < d->n; i++)
