@@ -176,13 +176,17 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
     const int id = (*next_id)++;
     char *rel = g_strdup_printf ("images/%06d.png", id);
     char *path = g_build_filename (dir, rel, NULL);
+    /* video sizes, as the elements will see them: the ball keeps its pixel
+     * size (20 px radius), so it is small in a large frame.  The ball is
+     * never drawn in a square frame: there it is a large circle, which the
+     * cairo scenes caption "a large ... circle", and the same picture would
+     * have two captions. */
+    const gboolean ball = scenes[i].video == 1, odd = scenes[i].frame % 2;
+    const int vw = odd ? 320 : ball ? 160 : size, vh = odd ? 240 : ball ? 120 : size;
     if (scenes[i].video)
-      ok = testsrc_frame_write (scenes[i].video == 1 ? "ball" : fixed_patterns[scenes[i].video - 2].pattern,
+      ok = testsrc_frame_write (ball ? "ball" : fixed_patterns[scenes[i].video - 2].pattern,
                                 colour_argb (scenes[i].c1), colour_argb (scenes[i].bg), scenes[i].frame,
-                                /* video sizes, as the elements will see them: the
-                                 * ball keeps its pixel size, so it is small in a
-                                 * large frame */
-                                scenes[i].frame % 2 ? 320 : size, scenes[i].frame % 2 ? 240 : size, path, error);
+                                vw, vh, path, error);
     else
       ok = render (&scenes[i], size, rng, path, error);
     /* a corrupted caption: another image's, as noisy web text is */

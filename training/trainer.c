@@ -18,7 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define MAX_TOKENS 16
+/* BLIP's tokenizer(..., max_length=30); each batch is cut to its longest
+ * caption, so short captions cost no padding */
+#define MAX_TOKENS 30
 
 TrainOptions
 train_options_default (TrainTask task)
@@ -83,9 +85,9 @@ build_tokenizer (const char *dir, Dataset *const *sets, int n_sets, const char *
  * pairs: identical captions (pretraining) or the image ids (retrieval) */
 static void
 encode_captions (const BlipTokenizer *tok, const Dataset *d, const char *prompt, gboolean by_image,
-                 int32_t *ids, int32_t *mask, int32_t *idx)
+                 int T, int32_t *ids, int32_t *mask, int32_t *idx)
 {
-  const int T = MAX_TOKENS, sep = blip_tokenizer_token_id (tok, "[SEP]");
+  const int sep = blip_tokenizer_token_id (tok, "[SEP]");
   GHashTable *groups = g_hash_table_new (g_str_hash, g_str_equal);
   for (int i = 0; i < d->n; i++) {
     char *text = g_strconcat (prompt ? prompt : "", d->items[i].caption, NULL);
@@ -375,10 +377,10 @@ train_run (const TrainOptions *o)
                      || !blip_tokenizer_write (tok, model_dir, &error)))
     return fail (error);
 
-  const int N = train->n, T = MAX_TOKENS, B = MIN (o->batch, N), A = o->accum;
+  const int N = train->n, T = MIN (MAX_TOKENS, c.text.max_position_embeddings), B = MIN (o->batch, N), A = o->accum;
   int32_t *ids = g_new (int32_t, (gsize) N * T), *mask = g_new (int32_t, (gsize) N * T);
   int32_t *idx = g_new (int32_t, N);
-  encode_captions (tok, train, o->prompt, o->task == TRAIN_FINETUNE_RETRIEVAL, ids, mask, idx);
+  encode_captions (tok, train, o->prompt, o->task == TRAIN_FINETUNE_RETRIEVAL, T, ids, mask, idx);
   int prompt_len = 0;
   if (o->prompt) {
     GArray *a = blip_tokenizer_encode (tok, o->prompt, TRUE, NULL);
@@ -482,24 +484,30 @@ train_run (const TrainOptions *o)
           augmenter_submit (aug, items, s->seed, a + 1 < A ? s->step : s->step + 1, a + 1 < A ? (a + 1) * W + R : R);
           prefetched = TRUE;
         }
+        int Tb = 1;
+        for (int k = 0; k < B; k++) {
+          const int it = order[((ep * A + a) * W + R) * B + k];
+          while (Tb < T && mask[(gsize) it * T + Tb])
+            Tb++;
+        }
         for (int k = 0; k < B; k++) {
           const int it = order[((ep * A + a) * W + R) * B + k];
           if (!aug)
             memcpy (px + (gsize) k * train->image_len, train->pixels + (gsize) it * train->image_len,
                     sizeof (float) * train->image_len);
-          memcpy (bi + (gsize) k * T, ids + (gsize) it * T, sizeof (int32_t) * T);
-          memcpy (bm + (gsize) k * T, mask + (gsize) it * T, sizeof (int32_t) * T);
+          memcpy (bi + (gsize) k * Tb, ids + (gsize) it * T, sizeof (int32_t) * Tb);
+          memcpy (bm + (gsize) k * Tb, mask + (gsize) it * T, sizeof (int32_t) * Tb);
           bx[k] = idx[it];
         }
-        memcpy (be, bi, sizeof (int32_t) * B * T);
-        memcpy (bd, bi, sizeof (int32_t) * B * T);
+        memcpy (be, bi, sizeof (int32_t) * B * Tb);
+        memcpy (bd, bi, sizeof (int32_t) * B * Tb);
         for (int k = 0; k < B; k++) {
-          be[(gsize) k * T] = enc;
-          bd[(gsize) k * T] = dec;
+          be[(gsize) k * Tb] = enc;
+          bd[(gsize) k * Tb] = dec;
         }
         const double w_lm = o->task == TRAIN_FINETUNE_RETRIEVAL ? 0 : 1.0 / A;
         const double w_vl = o->task == TRAIN_FINETUNE_CAPTION ? 0 : 1.0 / A;
-        PretrainBatch pb = { B, T, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
+        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
         sum.itc += l.itc / A;
         sum.itm += l.itm / A;
