@@ -1,5 +1,5 @@
 /* Evaluation of a trained model folder (caption/ and retrieval/) on a split:
- * greedy captions against the references (exact match), and image-to-text
+ * beam-search captions against the references (exact match), and image-to-text
  * and text-to-image recall@1/5/10 by ITC similarity with the top-k
  * re-ranked by ITM, as BLIP evaluates retrieval. */
 #include "eval.h"
@@ -14,14 +14,15 @@
 #include <string.h>
 
 static gchar *opt_split, *opt_models, *opt_predictions;
-static int opt_k = 8;
+static int opt_k = 8, opt_beams = 3;
 
 GOptionEntry eval_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_split, "Annotation file of the split (e.g. DATA/test.json)", "FILE" },
   { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_models, "Folder with caption/ and retrieval/ (pretrain's --out)", "DIR" },
   { "k", 0, 0, G_OPTION_ARG_INT, &opt_k, "ITM re-ranks the ITC top k (default 8)", "K" },
+  { "beams", 0, 0, G_OPTION_ARG_INT, &opt_beams, "Captions by beam search with this many beams (default 3, as BLIP's caption evaluation; 1: greedy)", "N" },
   { "predictions", 0, 0, G_OPTION_ARG_FILENAME, &opt_predictions,
-    "Write every image's greedy caption and its reference to FILE (JSON lines)", "FILE" },
+    "Write every image's caption and its reference to FILE (JSON lines)", "FILE" },
   { NULL }
 };
 
@@ -58,6 +59,10 @@ cmd_eval (void)
     g_printerr ("blip-train eval: --data and --model are required\n");
     return 2;
   }
+  if (opt_beams < 1 || opt_beams > 16) {
+    g_printerr ("blip-train eval: --beams is 1-16\n");
+    return 2;
+  }
   BlipModel *cap = NULL, *ret = NULL;
   BlipSession *cs = open_model (opt_models, "caption", &cap, &error);
   BlipSession *rs = cs ? open_model (opt_models, "retrieval", &ret, &error) : NULL;
@@ -75,7 +80,7 @@ cmd_eval (void)
   const int E = c->image_text_hidden_size;
   float *embeds = g_new (float, (gsize) P * Dv);
 
-  /* captioning: greedy, exact match against the reference */
+  /* captioning: beam search (or greedy), exact match against the reference */
   int exact = 0;
   char **cands = g_new0 (char *, N + 1);
   char ***refs = g_new0 (char **, N);
@@ -86,6 +91,7 @@ cmd_eval (void)
   }
   BlipGenerateParams gp = blip_generate_default_params ();
   gp.max_new_tokens = 20;
+  gp.num_beams = opt_beams;
   for (int i = 0; i < N; i++) {
     blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, NULL);
     BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, NULL);
