@@ -131,14 +131,12 @@ render (const Scene *sc, int size, GRand *rng, const char *path, GError **error)
   cairo_paint (cr);
   const double jitter = size * 0.06;
   if (sc->c2 < 0) {
-    /* sizes a 16 px patch grid tells apart: a small shape is 26 px across
-     * in a 64 px image, two shapes 23 px each */
-    const double r = size * (sc->big ? 0.32 : 0.2);
+    const double r = size * (sc->big ? 0.3 : 0.15);
     cairo_set_source_rgb (cr, colours[sc->c1].r, colours[sc->c1].g, colours[sc->c1].b);
     draw_shape (cr, sc->s1, size / 2.0 + g_rand_double_range (rng, -jitter, jitter),
                 size / 2.0 + g_rand_double_range (rng, -jitter, jitter), r);
   } else {
-    const double r = size * 0.18;
+    const double r = size * 0.17;
     cairo_set_source_rgb (cr, colours[sc->c1].r, colours[sc->c1].g, colours[sc->c1].b);
     draw_shape (cr, sc->s1, size * 0.27 + g_rand_double_range (rng, -jitter, jitter),
                 size / 2.0 + g_rand_double_range (rng, -2 * jitter, 2 * jitter), r);
