@@ -294,6 +294,17 @@ int
 train_run (const TrainOptions *o)
 {
   GError *error = NULL;
+  int rc = 0;
+  /* everything the run owns, freed at out: on success and on every error */
+  char *model_dir = NULL, *ckpt = NULL, *init_model = NULL, *init_ckpt = NULL, *train_path = NULL;
+  BlipTokenizer *tok = NULL;
+  Dataset *train = NULL;
+  int32_t *ids = NULL, *mask = NULL, *idx = NULL, *bi = NULL, *be = NULL, *bd = NULL, *bm = NULL, *bx = NULL;
+  int *order = NULL, *next_order = NULL, *items = NULL;
+  float *px = NULL;
+  TrainState *s = NULL;
+  FILE *metrics = NULL;
+  Augmenter *aug = NULL;
   const char *task_name = o->task == TRAIN_PRETRAIN ? "pretraining"
       : o->task == TRAIN_FINETUNE_CAPTION ? "finetuning for captioning" : "finetuning for retrieval";
   if (o->batch < 1 || o->batch > 4096 || o->accum < 1 || o->queue_size < 1 || o->threads < 1) {
@@ -303,9 +314,8 @@ train_run (const TrainOptions *o)
   omp_set_num_threads (o->threads);
   const int R = dist_rank (), W = dist_world ();
   const gboolean lead = R == 0; /* rank 0 prints, writes metrics and checkpoints */
-  char *model_dir = g_build_filename (o->out, "model", NULL);
-  char *ckpt = g_build_filename (o->out, "checkpoint.safetensors", NULL);
-  char *init_model = NULL, *init_ckpt = NULL;
+  model_dir = g_build_filename (o->out, "model", NULL);
+  ckpt = g_build_filename (o->out, "checkpoint.safetensors", NULL);
   if (o->init) {
     /* a run folder (its model/ and checkpoint) */
     init_model = g_build_filename (o->init, "model", NULL);
@@ -314,38 +324,44 @@ train_run (const TrainOptions *o)
 
   /* the geometry: the resumed run's, the initial run's, or a preset */
   BlipConfig c;
-  BlipTokenizer *tok = NULL;
-  Dataset *train = NULL;
-  char *train_path = g_build_filename (o->data, "train.json", NULL);
+  train_path = g_build_filename (o->data, "train.json", NULL);
   const char *geometry_dir = o->resume ? model_dir : init_model;
   if (o->resume && !g_file_test (ckpt, G_FILE_TEST_EXISTS)) {
     g_printerr ("blip-train: --resume: %s does not exist\n", ckpt);
-    return 2;
+    rc = 2;
+    goto out;
   }
   if (geometry_dir) {
-    if (!blip_config_load (geometry_dir, &c, &error) || !(tok = blip_tokenizer_load (geometry_dir, &error)))
-      return fail (error);
+    if (!blip_config_load (geometry_dir, &c, &error) || !(tok = blip_tokenizer_load (geometry_dir, &error))) {
+      rc = fail (error);
+      goto out;
+    }
   } else {
     gboolean found;
     c = blip_config_preset (o->preset ? o->preset : "small", &found);
     if (!found) {
       g_printerr ("blip-train: unknown preset %s (small, base or large)\n", o->preset);
-      return 2;
+      rc = 2;
+      goto out;
     }
     if (o->image_size > 0)
       c.vision.image_size = o->image_size;
     if (o->patch_size > 0)
       c.vision.patch_size = o->patch_size;
-    if (!blip_config_validate (&c, &error))
-      return fail (error);
+    if (!blip_config_validate (&c, &error)) {
+      rc = fail (error);
+      goto out;
+    }
   }
   train = dataset_load (train_path, &c, o->max_words, o->augment, &error);
-  g_free (train_path);
-  if (!train)
-    return fail (error);
+  if (!train) {
+    rc = fail (error);
+    goto out;
+  }
   if (train->n == 0) {
     g_printerr ("blip-train: %s/train.json has no usable pair\n", o->data);
-    return 2;
+    rc = 2;
+    goto out;
   }
   if (train->skipped)
     g_printerr ("blip-train: %d broken entries of the training data skipped\n", train->skipped);
@@ -363,8 +379,10 @@ train_run (const TrainOptions *o)
     tok = build_tokenizer (model_dir, sets, n_sets, o->prompt, &error);
     for (int k = 1; k < n_sets; k++)
       dataset_free (sets[k]);
-    if (!tok)
-      return fail (error);
+    if (!tok) {
+      rc = fail (error);
+      goto out;
+    }
     c.text.vocab_size = blip_tokenizer_vocab_size (tok);
     c.text.bos_token_id = blip_tokenizer_token_id (tok, "[DEC]");
     c.text.sep_token_id = blip_tokenizer_token_id (tok, "[SEP]");
@@ -374,12 +392,14 @@ train_run (const TrainOptions *o)
   if (lead)
     g_mkdir_with_parents (model_dir, 0755);
   if (lead && !o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
-                     || !blip_tokenizer_write (tok, model_dir, &error)))
-    return fail (error);
+                     || !blip_tokenizer_write (tok, model_dir, &error))) {
+    rc = fail (error);
+    goto out;
+  }
 
   const int N = train->n, T = MIN (MAX_TOKENS, c.text.max_position_embeddings), B = MIN (o->batch, N), A = o->accum;
-  int32_t *ids = g_new (int32_t, (gsize) N * T), *mask = g_new (int32_t, (gsize) N * T);
-  int32_t *idx = g_new (int32_t, N);
+  ids = g_new (int32_t, (gsize) N * T), mask = g_new (int32_t, (gsize) N * T);
+  idx = g_new (int32_t, N);
   encode_captions (tok, train, o->prompt, o->task == TRAIN_FINETUNE_RETRIEVAL, T, ids, mask, idx);
   int prompt_len = 0;
   if (o->prompt) {
@@ -388,38 +408,39 @@ train_run (const TrainOptions *o)
     g_array_unref (a);
   }
 
-  TrainState *s = train_state_new (train_model_new (&c, (guint64) o->seed), o->seed);
+  s = train_state_new (train_model_new (&c, (guint64) o->seed), o->seed);
   if (init_ckpt && !train_state_load_weights (s->model, init_ckpt, &error)) {
-    train_state_free (s);
-    return fail (error);
+    rc = fail (error);
+    goto out;
   }
   if (o->use_momentum) {
     itc_momentum_init (&s->itc, s->model, o->queue_size, (guint64) o->seed);
     s->itc.m = o->momentum;
   }
   if (o->resume && !train_state_load (s, ckpt, &error)) {
-    train_state_free (s);
-    return fail (error);
+    rc = fail (error);
+    goto out;
   }
   gsize n_params = 0;
   for (guint i = 0; i < s->model->params->len; i++)
     n_params += ((TrainParam *) s->model->params->pdata[i])->numel;
 
-  FILE *metrics = lead ? open_metrics (o->out, o->resume ? s->step : 0) : NULL;
+  metrics = lead ? open_metrics (o->out, o->resume ? s->step : 0) : NULL;
   if (N < B * A * W) {
     g_printerr ("blip-train: %d pairs are fewer than a step's %d x %d x %d ranks\n", N, B, A, W);
-    return 2;
+    rc = 2;
+    goto out;
   }
   const int steps_per_epoch = N / (B * A * W);
-  int *order = g_new (int, N), *next_order = g_new (int, N), *items = g_new (int, B);
+  order = g_new (int, N), next_order = g_new (int, N), items = g_new (int, B);
   /* BLIP's train transforms, one batch ahead on a worker thread */
-  Augmenter *aug = o->augment
+  aug = o->augment
       ? augmenter_new (train, &c, &(AugmentOptions) { o->crop_scale_min, 1.0, o->flip }, B) : NULL;
   gboolean prefetched = FALSE;
-  float *px = g_new (float, (gsize) B * train->image_len);
-  int32_t *bi = g_new (int32_t, (gsize) B * T), *be = g_new (int32_t, (gsize) B * T);
-  int32_t *bd = g_new (int32_t, (gsize) B * T), *bm = g_new (int32_t, (gsize) B * T);
-  int32_t *bx = g_new (int32_t, B);
+  px = g_new (float, (gsize) B * train->image_len);
+  bi = g_new (int32_t, (gsize) B * T), be = g_new (int32_t, (gsize) B * T);
+  bd = g_new (int32_t, (gsize) B * T), bm = g_new (int32_t, (gsize) B * T);
+  bx = g_new (int32_t, B);
   const int enc = blip_tokenizer_token_id (tok, "[ENC]"), dec = blip_tokenizer_token_id (tok, "[DEC]");
   const gboolean tty = isatty (fileno (stdout));
   if (lead)
@@ -434,7 +455,7 @@ train_run (const TrainOptions *o)
   const gint64 t0 = g_get_monotonic_time ();
   const double elapsed0 = s->elapsed_s;
   double avg[3] = { 0 };
-  int rc = 0, steps_this_run = 0;
+  int steps_this_run = 0;
   gboolean finished = FALSE;
   for (; s->epoch < o->epochs && !finished; s->epoch++, s->epoch_pos = 0) {
     epoch_order (order, N, s->seed, s->epoch);
@@ -586,12 +607,13 @@ train_run (const TrainOptions *o)
       printf ("wrote %s, %s/caption and %s/retrieval%s\n", ckpt, o->out, o->out,
               W > 1 ? " (the ranks' weights agree)" : "");
   }
+out:
   if (metrics)
     fclose (metrics);
   augmenter_free (aug);
   g_free (order); g_free (next_order); g_free (items); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
   g_free (ids); g_free (mask); g_free (idx);
-  g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (init_ckpt);
+  g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (init_ckpt); g_free (train_path);
   train_state_free (s);
   blip_tokenizer_free (tok);
   dataset_free (train);
