@@ -134,7 +134,13 @@ typedef enum {
 typedef enum {
   BLIP_PRECISION_F32,
   BLIP_PRECISION_BF16, /* linear layers in bfloat16 (oneDNN; AVX512-BF16 where the CPU has it) */
+  BLIP_PRECISION_INT8, /* linear layers quantised dynamically: int8 weights per channel,
+                        * uint8 inputs per call (oneDNN; VNNI where the CPU has it) */
 } BlipPrecision;
+
+/* "f32", "bf16", "int8" */
+const char *blip_precision_name (BlipPrecision precision);
+gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
 
 typedef struct {
   BlipBackend backend;

@@ -3,7 +3,10 @@
  * oneDNN: one matmul primitive per shape, built once with its post-ops (bias,
  * GELU, residual accumulation) and kept in a per-session cache; attention is
  * two batched matmuls over the heads (strided views of the Q/K/V rows, no
- * copies) around a masked softmax.
+ * copies) around a masked softmax.  Linear layers may run in bfloat16, or in
+ * int8 by dynamic quantisation: weights per output channel (symmetric, once,
+ * at load), inputs per call (asymmetric uint8, as ONNX Runtime's dynamic
+ * quantisation), int32 accumulation on VNNI, scaled back to f32.
  * OpenBLAS: the same operations as sgemm calls. */
 #include "blip-private.h"
 
@@ -18,6 +21,7 @@
 typedef struct {
   dnnl_memory_desc_t md;
   void *data;
+  float *scales; /* int8: each output channel's weight scale */
 } PackedWeight;
 
 struct _BlipWeightCache {
@@ -31,6 +35,7 @@ packed_weight_free (gpointer p)
 {
   PackedWeight *w = p;
   free (w->data);
+  g_free (w->scales);
   g_free (w);
 }
 
@@ -57,9 +62,16 @@ blip_weight_cache_free (BlipWeightCache *c)
 struct _BlipMath {
   BlipBackend backend;
   int n_threads;
+  BlipPrecision precision;
   gboolean bf16;     /* linear layers in bfloat16 (weights and inputs), f32 out */
   guint16 *src_bf16; /* inputs converted for them */
   gsize src_bf16_len;
+  guint8 *src_u8;    /* int8: inputs quantised for them */
+  gsize src_u8_len;
+  float *out_scales; /* int8: input scale x each weight scale */
+  gsize out_scales_len;
+  float *out_f32;    /* int8: the product, before the residual is added */
+  gsize out_f32_len;
   BlipWeightCache *weights;
   dnnl_engine_t engine;
   dnnl_stream_t stream;
@@ -68,10 +80,14 @@ struct _BlipMath {
   gsize scores_len;
 };
 
+/* mem[]: src, weights, bias, dst; int8 adds the output scales, the input's
+ * zero point and the bias as a post-op operand */
+#define N_MEM 7
 typedef struct {
   dnnl_primitive_t prim;
-  dnnl_memory_t mem[5]; /* src, weights, bias, dst (attention: src, weights, dst) */
+  dnnl_memory_t mem[N_MEM];
   const void *weights;  /* packed weights, or NULL to pass the caller's */
+  const float *scales;  /* int8: the packed weight's channel scales */
   gboolean src_bf16;    /* the input is given in bfloat16 */
 } CachedPrimitive;
 
@@ -79,7 +95,7 @@ static void
 cached_primitive_free (gpointer p)
 {
   CachedPrimitive *c = p;
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < N_MEM; i++)
     if (c->mem[i])
       dnnl_memory_destroy (c->mem[i]);
   if (c->prim)
@@ -101,17 +117,19 @@ BlipMath *
 blip_math_new (BlipBackend backend, BlipPrecision precision, int n_threads,
                BlipWeightCache *weights, GError **error)
 {
-  if (precision != BLIP_PRECISION_F32 && backend != BLIP_BACKEND_ONEDNN) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 "bf16 precision needs the oneDNN backend");
-    return NULL;
-  }
-  if (precision != BLIP_PRECISION_F32 && precision != BLIP_PRECISION_BF16) {
+  if (precision != BLIP_PRECISION_F32 && precision != BLIP_PRECISION_BF16
+      && precision != BLIP_PRECISION_INT8) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "unknown precision %d",
                  (int) precision);
     return NULL;
   }
+  if (precision != BLIP_PRECISION_F32 && backend != BLIP_BACKEND_ONEDNN) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "%s precision needs the oneDNN backend",
+                 blip_precision_name (precision));
+    return NULL;
+  }
   BlipMath *m = g_new0 (BlipMath, 1);
+  m->precision = precision;
   m->bf16 = precision == BLIP_PRECISION_BF16;
   m->backend = backend;
   m->weights = weights;
@@ -148,6 +166,9 @@ blip_math_free (BlipMath *m)
     dnnl_engine_destroy (m->engine);
   g_free (m->scores);
   g_free (m->src_bf16);
+  g_free (m->src_u8);
+  g_free (m->out_scales);
+  g_free (m->out_f32);
   g_free (m);
 }
 
@@ -162,13 +183,20 @@ blip_math_bind_thread (BlipMath *m)
 }
 
 static void
-md_strided (dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims, const dnnl_dim_t *strides)
+md_strided_typed (dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims, const dnnl_dim_t *strides,
+                  dnnl_data_type_t type)
 {
   /* the API reads full dnnl_dims_t arrays */
   dnnl_dims_t d = { 0 }, st = { 0 };
   memcpy (d, dims, sizeof (dnnl_dim_t) * nd);
   memcpy (st, strides, sizeof (dnnl_dim_t) * nd);
-  dnnl_memory_desc_init_by_strides (md, nd, d, dnnl_f32, st);
+  dnnl_memory_desc_init_by_strides (md, nd, d, type, st);
+}
+
+static void
+md_strided (dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims, const dnnl_dim_t *strides)
+{
+  md_strided_typed (md, nd, dims, strides, dnnl_f32);
 }
 
 static gboolean
@@ -229,12 +257,12 @@ cache_lookup (BlipMath *m, const void *key, gsize key_len, GBytes **out_key)
 }
 
 static gboolean
-execute (BlipMath *m, CachedPrimitive *c, void *const handles[4], const int args[4],
-         GError **error)
+execute_n (BlipMath *m, CachedPrimitive *c, void *const *handles, const int *args, int n_args,
+           GError **error)
 {
-  dnnl_exec_arg_t ea[4];
+  dnnl_exec_arg_t ea[N_MEM];
   int n = 0;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < n_args; i++) {
     if (!c->mem[i])
       continue;
     if (!dnnl_ok (dnnl_memory_set_data_handle (c->mem[i], handles[i]), "set_data_handle", error))
@@ -247,11 +275,37 @@ execute (BlipMath *m, CachedPrimitive *c, void *const handles[4], const int args
       && dnnl_ok (dnnl_stream_wait (m->stream), "stream wait", error);
 }
 
-/* Cache key of a packed weight: its address, tagged with the precision. */
+static gboolean
+execute (BlipMath *m, CachedPrimitive *c, void *const handles[4], const int args[4],
+         GError **error)
+{
+  return execute_n (m, c, handles, args, 4, error);
+}
+
+/* Cache key of a packed weight: its address (4-byte aligned), tagged with
+ * the precision in the two low bits. */
 static gpointer
 packed_key (BlipMath *m, const BlipLinear *l)
 {
-  return (gpointer) ((guintptr) l->w | (guintptr) m->bf16);
+  G_STATIC_ASSERT (BLIP_PRECISION_INT8 < 4);
+  return (gpointer) ((guintptr) l->w | (guintptr) m->precision);
+}
+
+/* int8 weights: W [N,K] per output channel, symmetric, w ~ scale[n] * q */
+static void
+quantise_weight (const BlipLinear *l, gint8 *q, float *scales)
+{
+  const int N = l->out, K = l->in;
+  for (int n = 0; n < N; n++) {
+    const float *row = l->w + (gsize) n * K;
+    float amax = 0;
+    for (int k = 0; k < K; k++)
+      amax = MAX (amax, fabsf (row[k]));
+    const float scale = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / scale;
+    scales[n] = scale;
+    for (int k = 0; k < K; k++)
+      q[(gsize) n * K + k] = (gint8) CLAMP (lrintf (row[k] * inv), -127, 127);
+  }
 }
 
 /* Packs W [N,K] into the layout oneDNN chose for pd's weights, once per model. */
@@ -268,15 +322,31 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory packing a weight");
     return NULL;
   }
+  /* int8: quantised first, then packed by the same reorder */
+  const void *from = l->w;
+  gint8 *q = NULL;
+  if (m->precision == BLIP_PRECISION_INT8) {
+    q = g_try_malloc ((gsize) l->in * l->out);
+    w->scales = g_try_new (float, l->out);
+    if (!q || !w->scales) {
+      g_free (q);
+      packed_weight_free (w);
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory quantising a weight");
+      return NULL;
+    }
+    quantise_weight (l, q, w->scales);
+    from = q;
+  }
   dnnl_memory_desc_t plain;
-  md_strided (&plain, 2, (dnnl_dim_t[]) { l->in, l->out }, (dnnl_dim_t[]) { 1, l->in });
+  md_strided_typed (&plain, 2, (dnnl_dim_t[]) { l->in, l->out }, (dnnl_dim_t[]) { 1, l->in },
+                    q ? dnnl_s8 : dnnl_f32);
   dnnl_primitive_desc_t rpd = NULL;
   dnnl_primitive_t r = NULL;
   dnnl_memory_t src = NULL, dst = NULL;
   gboolean ok = dnnl_ok (dnnl_reorder_primitive_desc_create (&rpd, &plain, m->engine, wmd, m->engine, NULL),
                          "reorder primitive_desc", error)
       && dnnl_ok (dnnl_primitive_create (&r, rpd), "reorder primitive", error)
-      && dnnl_ok (dnnl_memory_create (&src, &plain, m->engine, (void *) l->w), "memory_create", error)
+      && dnnl_ok (dnnl_memory_create (&src, &plain, m->engine, (void *) from), "memory_create", error)
       && dnnl_ok (dnnl_memory_create (&dst, wmd, m->engine, w->data), "memory_create", error);
   if (ok) {
     dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, src }, { DNNL_ARG_TO, dst } };
@@ -291,6 +361,7 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
     dnnl_primitive_destroy (r);
   if (rpd)
     dnnl_primitive_desc_destroy (rpd);
+  g_free (q);
   if (!ok) {
     packed_weight_free (w);
     return NULL;
@@ -302,69 +373,143 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
   return w;
 }
 
+/* int8: u8 inputs with a runtime zero point, s8 weights, f32 out scaled per
+ * output channel at run time (input scale x weight scale).  The bias is a
+ * post-op: oneDNN would add a primitive's own bias before the scaling.  No
+ * sum post-op: with runtime scales oneDNN 2.6 has only its reference kernel
+ * for it (thousands of times slower), so the caller adds the residual. */
+static gboolean
+build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
+                   const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, gboolean gelu,
+                   CachedPrimitive *c, GError **error)
+{
+  const dnnl_dim_t N = dst->dims[1];
+  dnnl_matmul_desc_t desc;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_memory_desc_t scales_md, zp_md;
+  dnnl_memory_desc_init_by_tag (&scales_md, 1, (dnnl_dim_t[DNNL_MAX_NDIMS]) { N }, dnnl_f32, dnnl_a);
+  dnnl_memory_desc_init_by_tag (&zp_md, 1, (dnnl_dim_t[DNNL_MAX_NDIMS]) { 1 }, dnnl_s32, dnnl_a);
+  gboolean ok = dnnl_ok (dnnl_matmul_desc_init (&desc, src, wei, NULL, dst), "matmul_desc_init", error)
+      && dnnl_ok (dnnl_primitive_attr_create (&attr), "attr_create", error)
+      && dnnl_ok (dnnl_post_ops_create (&po), "post_ops_create", error)
+      && dnnl_ok (dnnl_primitive_attr_set_output_scales (attr, 1, 1 << 1, &DNNL_RUNTIME_F32_VAL),
+                  "output scales", error)
+      && dnnl_ok (dnnl_primitive_attr_set_zero_points (attr, DNNL_ARG_SRC, 1, 0, &DNNL_RUNTIME_S32_VAL),
+                  "zero points", error);
+  if (ok && bias)
+    ok = dnnl_ok (dnnl_post_ops_append_binary (po, dnnl_binary_add, bias), "bias post-op", error);
+  if (ok && gelu)
+    ok = dnnl_ok (dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_gelu_erf, 0.f, 0.f),
+                  "gelu post-op", error);
+  if (ok)
+    ok = dnnl_ok (dnnl_primitive_attr_set_post_ops (attr, po), "set_post_ops", error)
+        && dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, attr, m->engine, NULL),
+                    "int8 matmul primitive_desc_create", error)
+        && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "int8 matmul primitive_create", error);
+  /* mem[]: src, weights, bias (post-op operand), dst, scales, zero point */
+  const dnnl_memory_desc_t *mds[6] = {
+    ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_src_md, 0) : NULL,
+    ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0) : NULL,
+    bias, dst, &scales_md, &zp_md,
+  };
+  for (int i = 0; ok && i < 6; i++)
+    if (mds[i])
+      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], mds[i], m->engine, DNNL_MEMORY_NONE), "memory_create",
+                    error);
+  if (pd)
+    dnnl_primitive_desc_destroy (pd);
+  if (po)
+    dnnl_post_ops_destroy (po);
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
+  return ok;
+}
+
+/* The matmul of a linear layer over M rows with weights in layout wei, in
+ * the session's precision. */
+static gboolean
+build_linear_with (BlipMath *m, const BlipLinear *l, int M, const dnnl_memory_desc_t *wei,
+                   gboolean gelu, gboolean sum, CachedPrimitive *c, GError **error)
+{
+  dnnl_memory_desc_t src, bias, dst;
+  const dnnl_dim_t K = l->in, N = l->out;
+  const dnnl_data_type_t src_type = m->precision == BLIP_PRECISION_INT8 ? dnnl_u8
+      : m->precision == BLIP_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+  md_strided_typed (&src, 2, (dnnl_dim_t[]) { M, K }, (dnnl_dim_t[]) { K, 1 }, src_type);
+  md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
+  md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
+  const dnnl_memory_desc_t *b = l->b ? &bias : NULL;
+  if (m->precision == BLIP_PRECISION_INT8)
+    return build_matmul_int8 (m, &src, wei, b, &dst, gelu, c, error);
+  return build_matmul (m, &src, wei, b, &dst, gelu, sum, 1.0f, c, error);
+}
+
+static void
+clear_primitive (CachedPrimitive *c)
+{
+  for (int i = 0; i < N_MEM; i++)
+    if (c->mem[i]) {
+      dnnl_memory_destroy (c->mem[i]);
+      c->mem[i] = NULL;
+    }
+  if (c->prim) {
+    dnnl_primitive_destroy (c->prim);
+    c->prim = NULL;
+  }
+}
+
 /* A matmul primitive whose weights are W packed for it (shared by every
  * session of the model); plain W when no packed layout fits this shape. */
 static gboolean
 build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean sum,
               CachedPrimitive *c, GError **error)
 {
-  dnnl_memory_desc_t src, src16, any, plain, bias, dst;
-  dnnl_dim_t K = l->in, N = l->out;
-  md_strided (&src, 2, (dnnl_dim_t[]) { M, K }, (dnnl_dim_t[]) { K, 1 });
-  dnnl_memory_desc_init_by_tag (&src16, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { M, K }, dnnl_bf16,
-                                dnnl_ab);
-  /* W is [N,K] row-major: as the [K,N] weights matrix its strides are (1, K). */
-  md_strided (&plain, 2, (dnnl_dim_t[]) { K, N }, (dnnl_dim_t[]) { 1, K });
-  dnnl_memory_desc_init_by_tag (&any, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { K, N },
-                                m->bf16 ? dnnl_bf16 : dnnl_f32, dnnl_format_tag_any);
-  const dnnl_memory_desc_t *in = m->bf16 ? &src16 : &src;
-  md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
-  md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
-  const dnnl_memory_desc_t *b = l->b ? &bias : NULL;
+  dnnl_memory_desc_t any, plain;
+  const dnnl_dim_t K = l->in, N = l->out;
+  const dnnl_data_type_t wei_type = m->precision == BLIP_PRECISION_INT8 ? dnnl_s8
+      : m->precision == BLIP_PRECISION_BF16 ? dnnl_bf16 : dnnl_f32;
+  dnnl_memory_desc_init_by_tag (&any, 2, (dnnl_dim_t[DNNL_MAX_NDIMS]) { K, N }, wei_type,
+                                dnnl_format_tag_any);
 
-  if (m->weights) {
-    g_mutex_lock (&m->weights->lock);
-    const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, packed_key (m, l));
-    GError *local = NULL;
-    gboolean ok;
-    if (pw) {
-      ok = build_matmul (m, in, &pw->md, b, &dst, gelu, sum, 1.0f, c, &local);
-    } else {
-      ok = build_matmul (m, in, &any, b, &dst, gelu, sum, 1.0f, c, &local);
-      if (ok) {
-        const_dnnl_primitive_desc_t cpd;
-        ok = dnnl_ok (dnnl_primitive_get_primitive_desc (c->prim, &cpd), "get pd", &local)
-            && (pw = pack_weight (m, l, (dnnl_primitive_desc_t) cpd, &local)) != NULL;
-      }
-    }
-    g_mutex_unlock (&m->weights->lock);
+  g_mutex_lock (&m->weights->lock);
+  const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, packed_key (m, l));
+  GError *local = NULL;
+  gboolean ok;
+  if (pw) {
+    ok = build_linear_with (m, l, M, &pw->md, gelu, sum, c, &local);
+  } else {
+    ok = build_linear_with (m, l, M, &any, gelu, sum, c, &local);
     if (ok) {
-      c->weights = pw->data;
-      c->src_bf16 = m->bf16;
-      return TRUE;
-    }
-    if (m->bf16) {
-      /* no silent fallback to fp32: the caller asked for bf16 */
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
-                   "bf16 matmul (%dx%d) is not supported on this CPU by oneDNN: %s", l->out, l->in,
-                   local ? local->message : "no implementation");
-      g_clear_error (&local);
-      return FALSE;
-    }
-    /* this shape has no kernel for the packed layout: use W as it is */
-    g_clear_error (&local);
-    for (int i = 0; i < 5; i++)
-      if (c->mem[i]) {
-        dnnl_memory_destroy (c->mem[i]);
-        c->mem[i] = NULL;
-      }
-    if (c->prim) {
-      dnnl_primitive_destroy (c->prim);
-      c->prim = NULL;
+      const_dnnl_primitive_desc_t cpd;
+      ok = dnnl_ok (dnnl_primitive_get_primitive_desc (c->prim, &cpd), "get pd", &local)
+          && (pw = pack_weight (m, l, (dnnl_primitive_desc_t) cpd, &local)) != NULL;
     }
   }
+  g_mutex_unlock (&m->weights->lock);
+  if (ok) {
+    c->weights = pw->data;
+    c->scales = pw->scales;
+    c->src_bf16 = m->bf16;
+    return TRUE;
+  }
+  if (m->precision != BLIP_PRECISION_F32) {
+    /* no silent fallback to fp32: the caller asked for this precision */
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
+                 "%s matmul (%dx%d) is not supported on this CPU by oneDNN: %s",
+                 blip_precision_name (m->precision), l->out, l->in, local ? local->message : "no implementation");
+    g_clear_error (&local);
+    clear_primitive (c);
+    return FALSE;
+  }
+  /* this shape has no kernel for the packed layout: use W as it is */
+  g_clear_error (&local);
+  clear_primitive (c);
   c->weights = NULL;
-  return build_matmul (m, &src, &plain, b, &dst, gelu, sum, 1.0f, c, error);
+  /* W is [N,K] row-major: as the [K,N] weights matrix its strides are (1, K). */
+  md_strided (&plain, 2, (dnnl_dim_t[]) { K, N }, (dnnl_dim_t[]) { 1, K });
+  return build_linear_with (m, l, M, &plain, gelu, sum, c, error);
 }
 
 gboolean
@@ -380,12 +525,52 @@ blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error)
   /* the packed layout does not depend on M: an M=1 primitive packs it */
   CachedPrimitive c = { 0 };
   gboolean ok = build_linear (m, l, 1, FALSE, FALSE, &c, error);
-  for (int i = 0; i < 5; i++)
-    if (c.mem[i])
-      dnnl_memory_destroy (c.mem[i]);
-  if (c.prim)
-    dnnl_primitive_destroy (c.prim);
+  clear_primitive (&c);
   return ok;
+}
+
+/* A scratch buffer of at least n elements of size elem, kept between calls. */
+static gpointer
+scratch (gpointer *buf, gsize *len, gsize n, gsize elem, GError **error)
+{
+  if (n > *len) {
+    g_free (*buf);
+    *buf = g_try_malloc_n (n, elem);
+    *len = *buf ? n : 0;
+    if (!*buf) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
+      return NULL;
+    }
+  }
+  return *buf;
+}
+
+/* int8 inputs: x quantised to uint8 over its whole range, zero included so
+ * that zero stays exact: x ~ scale * (q - zero_point).  Written to vectorise
+ * (no libm calls) and spread over the session's threads: it runs before
+ * every int8 matmul. */
+static void
+quantise_input (const float *x, gsize n, guint8 *q, float *scale, int32_t *zero_point)
+{
+  const long len = (long) n;
+  float lo = 0, hi = 0;
+#pragma omp parallel for simd reduction(min:lo) reduction(max:hi) if (len > 65536)
+  for (long i = 0; i < len; i++) {
+    lo = x[i] < lo ? x[i] : lo;
+    hi = x[i] > hi ? x[i] : hi;
+  }
+  const float s = hi > lo ? (hi - lo) / 255.0f : 1.0f, inv = 1.0f / s;
+  /* lo <= 0 <= hi: the zero point is in [0, 255] */
+  const float zp = floorf (-lo * inv + 0.5f);
+#pragma omp parallel for simd if (len > 65536)
+  for (long i = 0; i < len; i++) {
+    float v = x[i] * inv + zp;
+    v = v < 0.0f ? 0.0f : v;
+    v = v > 255.0f ? 255.0f : v;
+    q[i] = (guint8) (v + 0.5f); /* round half up: v >= 0 */
+  }
+  *scale = s;
+  *zero_point = (int32_t) zp;
 }
 
 static gboolean
@@ -393,8 +578,8 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
                gboolean gelu, gboolean sum, GError **error)
 {
   /* the weight pointer is part of the key: primitives carry packed weights */
-  struct { int kind, M, K, N, bias, gelu, sum, bf16; const float *w; } key =
-      { 1, M, l->in, l->out, l->b != NULL, gelu, sum, m->bf16, l->w };
+  struct { int kind, M, K, N, bias, gelu, sum, precision; const float *w; } key =
+      { 1, M, l->in, l->out, l->b != NULL, gelu, sum, m->precision, l->w };
   GBytes *k = NULL;
   CachedPrimitive *c = cache_lookup (m, &key, sizeof key, &k);
   if (!c) {
@@ -406,20 +591,39 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
     }
     g_hash_table_insert (m->cache, k, c);
   }
+  const gsize n = (gsize) M * l->in;
+  if (c->scales) {
+    const gsize n_out = (gsize) M * l->out;
+    guint8 *q = scratch ((gpointer *) &m->src_u8, &m->src_u8_len, n, 1, error);
+    float *scales = scratch ((gpointer *) &m->out_scales, &m->out_scales_len, l->out, sizeof (float), error);
+    float *out = sum ? scratch ((gpointer *) &m->out_f32, &m->out_f32_len, n_out, sizeof (float), error) : y;
+    if (!q || !scales || !out)
+      return FALSE;
+    float sx;
+    int32_t zp;
+    quantise_input (x, n, q, &sx, &zp);
+    for (int j = 0; j < l->out; j++)
+      scales[j] = sx * c->scales[j];
+    void *h[6] = { q, (void *) c->weights, (void *) l->b, out, scales, &zp };
+    const int args[6] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_ATTR_MULTIPLE_POST_OP (0) | DNNL_ARG_SRC_1,
+                          DNNL_ARG_DST, DNNL_ARG_ATTR_OUTPUT_SCALES, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC };
+    if (!execute_n (m, c, h, args, 6, error))
+      return FALSE;
+    if (sum) {
+      const long len = (long) n_out;
+#pragma omp parallel for simd if (len > 65536)
+      for (long i = 0; i < len; i++)
+        y[i] += out[i];
+    }
+    return TRUE;
+  }
   const void *in = x;
   if (c->src_bf16) {
-    const gsize n = (gsize) M * l->in;
-    if (n > m->src_bf16_len) {
-      g_free (m->src_bf16);
-      m->src_bf16 = g_try_new (guint16, n);
-      m->src_bf16_len = m->src_bf16 ? n : 0;
-      if (!m->src_bf16) {
-        g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
-        return FALSE;
-      }
-    }
-    blip_f32_to_bf16 (m->src_bf16, x, n);
-    in = m->src_bf16;
+    guint16 *x16 = scratch ((gpointer *) &m->src_bf16, &m->src_bf16_len, n, sizeof (guint16), error);
+    if (!x16)
+      return FALSE;
+    blip_f32_to_bf16 (x16, x, n);
+    in = x16;
   }
   void *h[4] = { (void *) in, c->weights ? (void *) c->weights : (void *) l->w, (void *) l->b, y };
   const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };

@@ -18,6 +18,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_blip_filter_debug);
 #define DEFAULT_THREADS 0
 #define DEFAULT_MODE GST_BLIP_MODE_SYNC
 #define DEFAULT_MODEL_INSTANCE_ID NULL
+#define DEFAULT_PRECISION BLIP_PRECISION_F32
 
 enum {
   PROP_0,
@@ -28,6 +29,7 @@ enum {
   PROP_MODE,
   PROP_MODEL_INSTANCE_ID,
   PROP_LOADED_MODEL,
+  PROP_PRECISION,
 };
 
 typedef struct {
@@ -38,6 +40,7 @@ typedef struct {
   guint threads;
   GstBlipMode mode;
   gchar *instance_id;
+  BlipPrecision precision;
 
   /* from start to stop */
   BlipModel *model;
@@ -61,6 +64,23 @@ typedef struct {
   GstBuffer *buffer;
   GstVideoInfo info;
 } Job;
+
+GType
+gst_blip_precision_get_type (void)
+{
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    { BLIP_PRECISION_F32, "32-bit floating point", "f32" },
+    { BLIP_PRECISION_BF16, "bfloat16 weights and inputs, f32 accumulation", "bf16" },
+    { BLIP_PRECISION_INT8, "int8 weights per channel, uint8 inputs per frame (dynamic quantisation)", "int8" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstBlipPrecision", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
 
 G_DEFINE_ABSTRACT_TYPE_WITH_CODE (GstBlipFilter, gst_blip_filter, GST_TYPE_BASE_TRANSFORM,
     G_ADD_PRIVATE (GstBlipFilter);
@@ -257,6 +277,7 @@ gst_blip_filter_start (GstBaseTransform *trans)
   gchar *path = g_strdup (p->model_path && *p->model_path ? p->model_path : klass->default_model);
   gchar *id = g_strdup (p->instance_id);
   guint threads = p->threads;
+  BlipPrecision precision = p->precision;
   p->running_mode = p->mode;
   GST_OBJECT_UNLOCK (filter);
 
@@ -268,6 +289,7 @@ gst_blip_filter_start (GstBaseTransform *trans)
   }
   BlipSessionParams sp = blip_session_default_params ();
   sp.n_threads = threads;
+  sp.precision = precision;
   BlipSession *session = model ? blip_session_new (model, &sp, &error) : NULL;
   if (!session) {
     GST_ELEMENT_ERROR (filter, RESOURCE, OPEN_READ,
@@ -388,6 +410,7 @@ gst_blip_filter_set_property (GObject *object, guint prop_id, const GValue *valu
     case PROP_INTERVAL: p->interval = g_value_get_uint (value); break;
     case PROP_MAX_RATE: p->max_rate = g_value_get_double (value); break;
     case PROP_THREADS: p->threads = g_value_get_uint (value); break;
+    case PROP_PRECISION: p->precision = g_value_get_enum (value); break;
     case PROP_MODE: p->mode = g_value_get_enum (value); break;
     case PROP_MODEL_INSTANCE_ID: g_free (p->instance_id); p->instance_id = g_value_dup_string (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
@@ -405,6 +428,7 @@ gst_blip_filter_get_property (GObject *object, guint prop_id, GValue *value, GPa
     case PROP_INTERVAL: g_value_set_uint (value, p->interval); break;
     case PROP_MAX_RATE: g_value_set_double (value, p->max_rate); break;
     case PROP_THREADS: g_value_set_uint (value, p->threads); break;
+    case PROP_PRECISION: g_value_set_enum (value, p->precision); break;
     case PROP_MODE: g_value_set_enum (value, p->mode); break;
     case PROP_MODEL_INSTANCE_ID: g_value_set_string (value, p->instance_id); break;
     case PROP_LOADED_MODEL: g_value_set_pointer (value, p->model); break;
@@ -449,6 +473,11 @@ gst_blip_filter_class_init (GstBlipFilterClass *klass)
   g_object_class_install_property (gobject_class, PROP_THREADS,
       g_param_spec_uint ("threads", "Threads", "Math threads (0: all cores)", 0, 1024,
           DEFAULT_THREADS, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_PRECISION,
+      g_param_spec_enum ("precision", "Precision",
+          "Arithmetic of the linear layers: f32, bf16 (AVX512-BF16) or int8 (dynamic quantisation, "
+          "VNNI); a precision the CPU cannot do is an error at start, never a silent fallback",
+          GST_TYPE_BLIP_PRECISION, DEFAULT_PRECISION, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_MODE,
       g_param_spec_enum ("mode", "Mode",
           "sync: the result lands on the frame it describes; async: a worker thread takes "
@@ -471,6 +500,7 @@ gst_blip_filter_class_init (GstBlipFilterClass *klass)
 
   gst_type_mark_as_plugin_api (GST_TYPE_BLIP_FILTER, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_BLIP_MODE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_BLIP_PRECISION, 0);
 }
 
 static void
@@ -480,6 +510,7 @@ gst_blip_filter_init (GstBlipFilter *filter)
   p->interval = DEFAULT_INTERVAL;
   p->max_rate = DEFAULT_MAX_RATE;
   p->threads = DEFAULT_THREADS;
+  p->precision = DEFAULT_PRECISION;
   p->mode = DEFAULT_MODE;
   g_mutex_init (&p->result_lock);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (filter), TRUE);

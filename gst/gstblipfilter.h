@@ -15,6 +15,10 @@
 
 G_BEGIN_DECLS
 
+/* libblip's BlipPrecision as a GEnum, for the precision property */
+GType gst_blip_precision_get_type (void);
+#define GST_TYPE_BLIP_PRECISION (gst_blip_precision_get_type ())
+
 #define GST_TYPE_BLIP_FILTER (gst_blip_filter_get_type ())
 G_DECLARE_DERIVABLE_TYPE (GstBlipFilter, gst_blip_filter, GST, BLIP_FILTER, GstBaseTransform)
 

@@ -37,6 +37,12 @@ with tempfile.TemporaryDirectory() as d:
                 "image_feat", "text_feat", "itc_sim"}
         check("dump writes the fixture names", names == want, str(names))
 
+# reduced precision: the same command line, the caption model's greedy ids
+r = run("generate", "--model", cap, "--inputs", ref, "--max-new-tokens", "15", "--precision", "int8")
+check("generate --precision int8", r.returncode == 0 and len(json.loads(r.stdout)) == 2, r.stderr)
+r = run("generate", "--model", cap, "--inputs", ref, "--precision", "fp64")
+check("unknown precision is an error", r.returncode != 0 and "fp64" in r.stderr and "int8" in r.stderr, r.stderr)
+
 r = run("tokenize", "--model", cap, "--json", "A Dog Sitting On The Grass.")
 check("tokenize", r.returncode == 0 and json.loads(r.stdout) == [[2, 37, 126, 160, 112, 110, 137, 18, 3]], r.stdout)
 
@@ -70,5 +76,5 @@ with tempfile.TemporaryDirectory() as d:
         ok = sum(k.startswith("grad.") for k in names) == 91 and "lm_loss" in names
     check("blip-train grad", ok, r.stderr)
 
-print("1..%d" % 13)
+print("1..%d" % 15)
 sys.exit(1 if failures else 0)

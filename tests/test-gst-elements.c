@@ -83,6 +83,53 @@ GST_START_TEST (test_formats_and_sizes)
 }
 GST_END_TEST;
 
+/* precision: every value captions through both elements; the property
+ * reads back as set; an unknown nick is refused by the enum */
+GST_START_TEST (test_precision)
+{
+  const gchar *nicks[] = { "f32", "bf16", "int8" };
+  for (guint i = 0; i < G_N_ELEMENTS (nicks); i++) {
+    gchar *props = g_strdup_printf ("precision=%s", nicks[i]);
+    GstVideoInfo info;
+    GstHarness *hw = caption_harness (props, "RGB", 64, 48, &info);
+    g_free (props);
+    gint value = -1;
+    GstElement *cap = gst_harness_find_element (hw, "blipcaption");
+    g_object_get (cap, "precision", &value, NULL);
+    gst_object_unref (cap);
+    fail_unless_equals_int (value, (gint) i);
+    GstFlowReturn ret = gst_harness_push (hw, make_frame (&info, 1, 0));
+    if (ret != GST_FLOW_OK) {
+      /* only a CPU without the instructions may refuse, with an error */
+      GstMessage *msg = gst_bus_pop_filtered (GST_ELEMENT_BUS (hw->element), GST_MESSAGE_ERROR);
+      fail_unless (msg != NULL && i > 0, "%s: flow %d without an error message", nicks[i], ret);
+      gst_message_unref (msg);
+    } else {
+      GstBuffer *out = gst_harness_pull (hw);
+      GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (out);
+      fail_unless (m != NULL && m->text != NULL && m->n_tokens > 0, "%s: no caption", nicks[i]);
+      gst_buffer_unref (out);
+    }
+    gst_harness_teardown (hw);
+
+    gchar *desc = g_strdup_printf ("blipmatch model=%s threads=1 precision=%s",
+                                   MATCH_MODEL, nicks[i]);
+    GstElement *match = gst_parse_launch (desc, NULL);
+    g_free (desc);
+    fail_unless (match != NULL);
+    g_object_get (match, "precision", &value, NULL);
+    fail_unless_equals_int (value, (gint) i);
+    gst_object_unref (match);
+  }
+  GError *error = NULL;
+  GstElement *bad = gst_parse_launch ("blipcaption precision=fp64", &error);
+  fail_unless (error != NULL);
+  g_clear_error (&error);
+  if (bad)
+    gst_object_unref (bad);
+}
+GST_END_TEST;
+
 static guint
 count_captioned (GstHarness *hw, const GstVideoInfo *info, guint n, gboolean *marks)
 {
@@ -571,6 +618,7 @@ blip_suite (void)
   tcase_set_timeout (tc, 300);
   suite_add_tcase (s, tc);
   tcase_add_test (tc, test_formats_and_sizes);
+  tcase_add_test (tc, test_precision);
   tcase_add_test (tc, test_interval);
   tcase_add_test (tc, test_max_rate);
   tcase_add_test (tc, test_persist);

@@ -1,10 +1,12 @@
-/* Reduced precision stays close to fp32 on the fixture models: bf16 outputs
- * within 2e-2 relative (||bf16 - f32|| / ||f32||) of fp32's. */
+/* Reduced precision stays close to fp32 on the fixture models: outputs
+ * within a relative error (||out - f32|| / ||f32||) of fp32's: 2e-2 for
+ * bf16, TOL_INT8 for int8's dynamic quantisation. */
 #include "testutil.h"
 
 #include <math.h>
 
-#define TOL 2e-2
+#define TOL_BF16 2e-2
+#define TOL_INT8 5e-2
 
 static double
 rel_error (const float *a, const float *b, gsize n)
@@ -36,7 +38,7 @@ session (BlipModel *m, BlipPrecision p)
 }
 
 static void
-test_bf16 (void)
+check_precision (BlipPrecision precision, double tol)
 {
   GError *error = NULL;
   char *dir = fixture_path ("caption_model"), *dir2 = fixture_path ("itm_model");
@@ -49,7 +51,7 @@ test_bf16 (void)
   int32_t *ids = ref_ids (ref, "input_ids", &nids), *mask = ref_ids (ref, "attention_mask", NULL);
   const int T = (int) (nids / 2), V = 240, P = 17, Dv = 48;
   float *out[2][4];
-  const BlipPrecision precs[2] = { BLIP_PRECISION_F32, BLIP_PRECISION_BF16 };
+  const BlipPrecision precs[2] = { BLIP_PRECISION_F32, precision };
   for (int k = 0; k < 2; k++) {
     BlipSession *s = session (cap, precs[k]), *si = s ? session (itm, precs[k]) : NULL;
     if (!s || !si) {
@@ -75,17 +77,18 @@ test_bf16 (void)
   const gsize sizes[4] = { 2 * P * Dv, (gsize) 2 * T * V, 4, 32 };
   for (int i = 0; i < 4; i++) {
     double e = rel_error (out[1][i], out[0][i], sizes[i]);
-    g_test_message ("bf16 %s: relative error %.3g", names[i], e);
-    if (!(e <= TOL))
-      g_error ("bf16 %s: relative error %.3g > %.3g", names[i], e, TOL);
+    const char *p = blip_precision_name (precision);
+    g_test_message ("%s %s: relative error %.3g", p, names[i], e);
+    if (!(e <= tol))
+      g_error ("%s %s: relative error %.3g > %.3g", p, names[i], e, tol);
     /* and it is really computed in lower precision */
     g_assert_cmpfloat (e, >, 0.0);
     g_free (out[0][i]);
     g_free (out[1][i]);
   }
 out:
-  /* bf16 needs oneDNN */
-  BlipSessionParams sp = { .backend = BLIP_BACKEND_OPENBLAS, .precision = BLIP_PRECISION_BF16 };
+  /* reduced precision needs oneDNN */
+  BlipSessionParams sp = { .backend = BLIP_BACKEND_OPENBLAS, .precision = precision };
   g_assert_null (blip_session_new (cap, &sp, &error));
   g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
   g_clear_error (&error);
@@ -100,10 +103,40 @@ out:
   blip_model_unref (itm);
 }
 
+static void
+test_bf16 (void)
+{
+  check_precision (BLIP_PRECISION_BF16, TOL_BF16);
+}
+
+static void
+test_int8 (void)
+{
+  check_precision (BLIP_PRECISION_INT8, TOL_INT8);
+}
+
+static void
+test_names (void)
+{
+  GError *error = NULL;
+  BlipPrecision p;
+  for (BlipPrecision i = BLIP_PRECISION_F32; i <= BLIP_PRECISION_INT8; i++) {
+    g_assert_true (blip_precision_from_name (blip_precision_name (i), &p, &error));
+    g_assert_cmpint (p, ==, i);
+  }
+  g_assert_false (blip_precision_from_name ("fp64", &p, &error));
+  g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_false (blip_precision_from_name (NULL, &p, &error));
+  g_clear_error (&error);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/precision/bf16", test_bf16);
+  g_test_add_func ("/precision/int8", test_int8);
+  g_test_add_func ("/precision/names", test_names);
   return g_test_run ();
 }

@@ -35,7 +35,7 @@ static GOptionEntry common_entries[] = {
     N_("Hugging Face BLIP checkpoint folder (default: the embedded model)"), "DIR" },
   { "backend", 0, 0, G_OPTION_ARG_STRING, &opt_backend, N_("Math backend: onednn (default) or openblas"), "NAME" },
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, N_("Threads (0: all cores)"), "N" },
-  { "precision", 0, 0, G_OPTION_ARG_STRING, &opt_precision, N_("f32 (default) or bf16"), "P" },
+  { "precision", 0, 0, G_OPTION_ARG_STRING, &opt_precision, N_("f32 (default), bf16 or int8"), "P" },
   { "json", 0, 0, G_OPTION_ARG_NONE, &opt_json, N_("Print JSON"), NULL },
   { NULL }
 };
@@ -110,11 +110,9 @@ open_session (BlipModel **model, GError **error)
     blip_model_unref (*model);
     return NULL;
   }
-  if (opt_precision && g_str_equal (opt_precision, "bf16"))
-    sp.precision = BLIP_PRECISION_BF16;
-  else if (opt_precision && !g_str_equal (opt_precision, "f32")) {
+  if (opt_precision && !blip_precision_from_name (opt_precision, &sp.precision, NULL)) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 _("unknown precision '%s' (f32 or bf16)"), opt_precision);
+                 _("unknown precision '%s' (f32, bf16 or int8)"), opt_precision);
     blip_model_unref (*model);
     return NULL;
   }
