@@ -6,12 +6,14 @@
 #   tools/bench-peer.sh [WORK_DIR]     (default /tmp/blip-bench; ~4 GB of files)
 #
 # Figures are taken with OPENBLAS_CORETYPE unset (it is unset here).
-# Env: REPS (default 10), THREADS (default "1 2"), PEER (default ../shared/peer).
+# Env: REPS (default 10), THREADS (default "1 2"), PRECISIONS (ours; default
+# "f32 bf16 int8", each against the peer's fp32), PEER (default ../shared/peer).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/blip-bench}
 reps=${REPS:-10}
 threads=${THREADS:-"1 2"}
+precisions=${PRECISIONS:-"f32 bf16 int8"}
 peer=${PEER:-$src/../shared/peer}
 # Debian's python3 has numpy and onnx
 py=/usr/bin/python3
@@ -99,12 +101,17 @@ for t in $threads; do
     esac
     out=$([ "$t" = 2 ] && echo "--out $work/peer_$c.safetensors" || true)
     p=$(ort "$work/$g.onnx" "$work/$in.safetensors" --threads "$t" --reps "$reps" $out | tail -1)
-    o=$("$blip" bench --model "$work/$m" --case "$c" --threads "$t" --reps "$reps")
-    echo "{\"threads\": $t, \"case\": \"$c\", \"ours\": $o, \"peer\": $p}" >> "$results"
+    for pr in $precisions; do
+      # a precision this CPU cannot do is reported by blip and skipped here
+      o=$("$blip" bench --model "$work/$m" --case "$c" --threads "$t" --reps "$reps" --precision "$pr") || continue
+      echo "{\"threads\": $t, \"precision\": \"$pr\", \"case\": \"$c\", \"ours\": $o, \"peer\": $p}" >> "$results"
+    done
   done
   for c in caption-greedy20 caption-beam3x20; do
-    o=$("$blip" bench --model "$work/caption" --case "$c" --threads "$t" --reps "$reps")
-    echo "{\"threads\": $t, \"case\": \"$c\", \"ours\": $o, \"peer\": null}" >> "$results"
+    for pr in $precisions; do
+      o=$("$blip" bench --model "$work/caption" --case "$c" --threads "$t" --reps "$reps" --precision "$pr") || continue
+      echo "{\"threads\": $t, \"precision\": \"$pr\", \"case\": \"$c\", \"ours\": $o, \"peer\": null}" >> "$results"
+    done
   done
   o=$("$blip" bench --model "$work/caption" --case sgemm --threads "$t" --reps 5)
   echo "{\"threads\": $t, \"case\": \"sgemm\", \"ours\": $o, \"peer\": null}" >> "$results"
@@ -123,7 +130,7 @@ def load(path):
     return out
 rows = [json.loads(l) for l in open(results)]
 ceiling = {r["threads"]: r["ours"]["gflops"] for r in rows if r["case"] == "sgemm"}
-print("%-18s %3s %10s %10s %7s %9s %8s %10s" % ("case", "thr", "ours ms", "peer ms", "ratio", "GFLOP/s", "of peak", "peak RSS"))
+print("%-18s %3s %5s %10s %10s %7s %9s %8s %10s" % ("case", "thr", "prec", "ours ms", "peer ms", "ratio", "GFLOP/s", "of peak", "peak RSS"))
 for r in rows:
     if r["case"] == "sgemm":
         continue
@@ -131,7 +138,7 @@ for r in rows:
     ratio = o["median_ms"] / p["median_ms"] if p else None
     r["ratio"] = ratio
     r["fraction_of_ceiling"] = o["gflops"] / ceiling[r["threads"]]
-    print("%-18s %3d %10.1f %10s %7s %9.0f %7.0f%% %8.0f MB" % (r["case"], r["threads"], o["median_ms"],
+    print("%-18s %3d %5s %10.1f %10s %7s %9.0f %7.0f%% %8.0f MB" % (r["case"], r["threads"], r.get("precision", "f32"), o["median_ms"],
           "%.1f" % p["median_ms"] if p else "-", "%.2f" % ratio if ratio else "-", o["gflops"],
           100 * r["fraction_of_ceiling"], o["peak_rss_kb"] / 1024))
 for t, g in ceiling.items():
