@@ -18,7 +18,8 @@ if [ "${BLIP_TEST_VALGRIND:-0}" = 1 ]; then
   # the scripts find their tools through BLIP_BUILD_DIR and PATH: a build
   # folder whose blip-annotate, and a PATH whose gst-launch-1.0, run under
   # valgrind (one log per process)
-  vg="valgrind --keep-debuginfo=yes --num-callers=40 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
+  # a forked child that execs (the registry's plugin scanner) is not followed
+  vg="valgrind --child-silent-after-fork=yes --keep-debuginfo=yes --num-callers=40 --leak-check=full --errors-for-leak-kinds=definite --show-leak-kinds=definite"
   vg+=" --suppressions=$src/tests/valgrind.supp --suppressions=/usr/share/glib-2.0/valgrind/glib.supp"
   vg+=" --log-file=$tmp/vg/%p.log"
   mkdir -p "$tmp/vg" "$tmp/wrapped/tools" "$tmp/bin"
