@@ -214,6 +214,26 @@ md_strided (dnnl_memory_desc_t *md, int nd, const dnnl_dim_t *dims, const dnnl_d
   md_strided_typed (md, nd, dims, strides, dnnl_f32);
 }
 
+/* The end of building a primitive: a memory object for each descriptor
+ * given (data handles set at execution), and the descriptors freed. */
+static gboolean
+finish_primitive (BlipMath *m, gboolean ok, dnnl_primitive_desc_t pd, dnnl_post_ops_t po,
+                  dnnl_primitive_attr_t attr, const dnnl_memory_desc_t *const *mds, int n,
+                  CachedPrimitive *c, GError **error)
+{
+  for (int i = 0; ok && i < n; i++)
+    if (mds[i])
+      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], mds[i], m->engine, DNNL_MEMORY_NONE), "memory_create",
+                    error);
+  if (pd)
+    dnnl_primitive_desc_destroy (pd);
+  if (po)
+    dnnl_post_ops_destroy (po);
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
+  return ok;
+}
+
 static gboolean
 build_matmul (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
               const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst,
@@ -241,21 +261,13 @@ build_matmul (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc
         && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "matmul primitive_create", error);
   /* memory objects from the primitive's own descriptors: the weights may
    * have been asked for in "any" layout */
-  const dnnl_query_t queries[4] = { dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_weights_md,
-                                    dnnl_query_dst_md };
-  const int index[4] = { 0, 0, 1, 0 };
-  const dnnl_memory_desc_t *mds[4] = { src, wei, bias, dst };
-  for (int i = 0; ok && i < 4; i++)
-    if (mds[i])
-      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], dnnl_primitive_desc_query_md (pd, queries[i], index[i]),
-                                        m->engine, DNNL_MEMORY_NONE), "memory_create", error);
-  if (pd)
-    dnnl_primitive_desc_destroy (pd);
-  if (po)
-    dnnl_post_ops_destroy (po);
-  if (attr)
-    dnnl_primitive_attr_destroy (attr);
-  return ok;
+  const dnnl_memory_desc_t *mds[4] = {
+    ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_src_md, 0) : NULL,
+    ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0) : NULL,
+    ok && bias ? dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 1) : NULL,
+    ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_dst_md, 0) : NULL,
+  };
+  return finish_primitive (m, ok, pd, po, attr, mds, 4, c, error);
 }
 
 static CachedPrimitive *
@@ -429,17 +441,7 @@ build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory
     ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0) : NULL,
     bias, dst, &scales_md, &zp_md,
   };
-  for (int i = 0; ok && i < 6; i++)
-    if (mds[i])
-      ok = dnnl_ok (dnnl_memory_create (&c->mem[i], mds[i], m->engine, DNNL_MEMORY_NONE), "memory_create",
-                    error);
-  if (pd)
-    dnnl_primitive_desc_destroy (pd);
-  if (po)
-    dnnl_post_ops_destroy (po);
-  if (attr)
-    dnnl_primitive_attr_destroy (attr);
-  return ok;
+  return finish_primitive (m, ok, pd, po, attr, mds, 6, c, error);
 }
 
 /* The matmul of a linear layer over M rows with weights in layout wei, in
