@@ -39,7 +39,9 @@ with tempfile.TemporaryDirectory() as d:
 
 # reduced precision: the same command line, the caption model's greedy ids
 r = run("generate", "--model", cap, "--inputs", ref, "--max-new-tokens", "15", "--precision", "int8")
-check("generate --precision int8", r.returncode == 0 and len(json.loads(r.stdout)) == 2, r.stderr)
+# (a CPU without VNNI, as valgrind's, must refuse with a message naming it)
+check("generate --precision int8", (r.returncode == 0 and len(json.loads(r.stdout)) == 2)
+      or (r.returncode != 0 and "CPU" in r.stderr), r.stderr)
 r = run("generate", "--model", cap, "--inputs", ref, "--precision", "fp64")
 check("unknown precision is an error", r.returncode != 0 and "fp64" in r.stderr and "int8" in r.stderr, r.stderr)
 
