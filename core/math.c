@@ -582,7 +582,7 @@ quantise_input (const float *x, gsize n, guint8 *q, float *scale, int32_t *zero_
 #pragma omp parallel for simd if (len > 65536)
   for (long i = 0; i < len; i++) {
     float v = x[i] * inv + zp;
-    v = v < 0.0f ? 0.0f : v;
+    v = v >= 0.0f ? v : 0.0f; /* NaN too: never an undefined conversion */
     v = v > 255.0f ? 255.0f : v;
     q[i] = (guint8) (v + 0.5f); /* round half up: v >= 0 */
   }
