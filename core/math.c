@@ -577,8 +577,9 @@ quantise_input (const float *x, gsize n, guint8 *q, float *scale, int32_t *zero_
     hi = x[i] > hi ? x[i] : hi;
   }
   const float s = hi > lo ? (hi - lo) / 255.0f : 1.0f, inv = 1.0f / s;
-  /* lo <= 0 <= hi: the zero point is in [0, 255] */
-  const float zp = floorf (-lo * inv + 0.5f);
+  /* lo <= 0 <= hi: the zero point is in [0, 255] (and 0 for infinite input) */
+  float zp = floorf (-lo * inv + 0.5f);
+  zp = zp >= 0.0f ? MIN (zp, 255.0f) : 0.0f;
 #pragma omp parallel for simd if (len > 65536)
   for (long i = 0; i < len; i++) {
     float v = x[i] * inv + zp;
