@@ -6,7 +6,8 @@
  * copies) around a masked softmax.  Linear layers may run in bfloat16, or in
  * int8 by dynamic quantisation: weights per output channel (symmetric, once,
  * at load), inputs per call (asymmetric uint8, as ONNX Runtime's dynamic
- * quantisation), int32 accumulation on VNNI, scaled back to f32.
+ * quantisation), int32 accumulation on VNNI, scaled back to f32, the input's
+ * zero point folded into the bias.
  * OpenBLAS: the same operations as sgemm calls. */
 #include "blip-private.h"
 
@@ -22,6 +23,7 @@ typedef struct {
   dnnl_memory_desc_t md;
   void *data;
   float *scales; /* int8: each output channel's weight scale */
+  float *sums;   /* int8: each output channel's sum of quantised weights */
 } PackedWeight;
 
 struct _BlipWeightCache {
@@ -36,6 +38,7 @@ packed_weight_free (gpointer p)
   PackedWeight *w = p;
   free (w->data);
   g_free (w->scales);
+  g_free (w->sums);
   g_free (w);
 }
 
@@ -70,6 +73,8 @@ struct _BlipMath {
   gsize src_u8_len;
   float *out_scales; /* int8: input scale x each weight scale */
   gsize out_scales_len;
+  float *out_bias;   /* int8: the bias less the input's zero point's share */
+  gsize out_bias_len;
   float *out_f32;    /* int8: the product, before the residual is added */
   gsize out_f32_len;
   BlipWeightCache *weights;
@@ -80,14 +85,14 @@ struct _BlipMath {
   gsize scores_len;
 };
 
-/* mem[]: src, weights, bias, dst; int8 adds the output scales, the input's
- * zero point and the bias as a post-op operand */
-#define N_MEM 7
+/* mem[]: src, weights, bias, dst; int8 adds the output scales (a post-op) */
+#define N_MEM 5
 typedef struct {
   dnnl_primitive_t prim;
   dnnl_memory_t mem[N_MEM];
   const void *weights;  /* packed weights, or NULL to pass the caller's */
   const float *scales;  /* int8: the packed weight's channel scales */
+  const float *sums;    /* int8: the packed weight's channel sums */
   gboolean src_bf16;    /* the input is given in bfloat16 */
 } CachedPrimitive;
 
@@ -183,6 +188,7 @@ blip_math_free (BlipMath *m)
   g_free (m->src_bf16);
   g_free (m->src_u8);
   g_free (m->out_scales);
+  g_free (m->out_bias);
   g_free (m->out_f32);
   g_free (m);
 }
@@ -318,9 +324,10 @@ packed_key (BlipMath *m, const BlipLinear *l)
   return (gpointer) ((guintptr) l->w | (guintptr) m->precision);
 }
 
-/* int8 weights: W [N,K] per output channel, symmetric, w ~ scale[n] * q */
+/* int8 weights: W [N,K] per output channel, symmetric, w ~ scale[n] * q;
+ * sums[n] is the sum of row n of q (exact in a float: |sum| < 2^24). */
 static void
-quantise_weight (const BlipLinear *l, gint8 *q, float *scales)
+quantise_weight (const BlipLinear *l, gint8 *q, float *scales, float *sums)
 {
   const int N = l->out, K = l->in;
   for (int n = 0; n < N; n++) {
@@ -330,8 +337,12 @@ quantise_weight (const BlipLinear *l, gint8 *q, float *scales)
       amax = MAX (amax, fabsf (row[k]));
     const float scale = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / scale;
     scales[n] = scale;
-    for (int k = 0; k < K; k++)
+    int32_t sum = 0;
+    for (int k = 0; k < K; k++) {
       q[(gsize) n * K + k] = (gint8) CLAMP (lrintf (row[k] * inv), -127, 127);
+      sum += q[(gsize) n * K + k];
+    }
+    sums[n] = (float) sum;
   }
 }
 
@@ -355,13 +366,14 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
   if (m->precision == BLIP_PRECISION_INT8) {
     q = g_try_malloc ((gsize) l->in * l->out);
     w->scales = g_try_new (float, l->out);
-    if (!q || !w->scales) {
+    w->sums = g_try_new (float, l->out);
+    if (!q || !w->scales || !w->sums) {
       g_free (q);
       packed_weight_free (w);
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory quantising a weight");
       return NULL;
     }
-    quantise_weight (l, q, w->scales);
+    quantise_weight (l, q, w->scales, w->sums);
     from = q;
   }
   dnnl_memory_desc_t plain;
@@ -400,11 +412,16 @@ pack_weight (BlipMath *m, const BlipLinear *l, dnnl_primitive_desc_t pd, GError 
   return w;
 }
 
-/* int8: u8 inputs with a runtime zero point, s8 weights, f32 out scaled per
- * output channel at run time (input scale x weight scale).  The bias is a
- * post-op: oneDNN would add a primitive's own bias before the scaling.  No
- * sum post-op: with runtime scales oneDNN 2.6 has only its reference kernel
- * for it (thousands of times slower), so the caller adds the residual. */
+/* int8: u8 inputs, s8 weights, the int32 products scaled back per output
+ * channel (input scale x weight scale) and biased by post-ops whose operands
+ * are given at run time.  oneDNN 2.6 has its fast kernels (brgemm) only
+ * without runtime output scales or zero points: with a zero point its int8
+ * gemm is 2x (577 rows) to 12x (1 row) slower, with runtime output scales
+ * 1.3x to 2x (measured).  So the scale is a binary multiply, and the zero
+ * point is folded into the bias: sx sw[n] sum_k (q_k - zp) w_nk =
+ * sx sw[n] (acc_n - zp sum_k w_nk).  No sum post-op (the residual): with
+ * int8 oneDNN 2.6 runs it in its reference kernel (thousands of times
+ * slower), so the caller adds the residual. */
 static gboolean
 build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
                    const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst, gboolean gelu,
@@ -415,18 +432,13 @@ build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory
   dnnl_primitive_attr_t attr = NULL;
   dnnl_post_ops_t po = NULL;
   dnnl_primitive_desc_t pd = NULL;
-  dnnl_memory_desc_t scales_md, zp_md;
-  dnnl_memory_desc_init_by_tag (&scales_md, 1, (dnnl_dim_t[DNNL_MAX_NDIMS]) { N }, dnnl_f32, dnnl_a);
-  dnnl_memory_desc_init_by_tag (&zp_md, 1, (dnnl_dim_t[DNNL_MAX_NDIMS]) { 1 }, dnnl_s32, dnnl_a);
+  dnnl_memory_desc_t scales_md;
+  md_strided (&scales_md, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
   gboolean ok = dnnl_ok (dnnl_matmul_desc_init (&desc, src, wei, NULL, dst), "matmul_desc_init", error)
       && dnnl_ok (dnnl_primitive_attr_create (&attr), "attr_create", error)
       && dnnl_ok (dnnl_post_ops_create (&po), "post_ops_create", error)
-      && dnnl_ok (dnnl_primitive_attr_set_output_scales (attr, 1, 1 << 1, &DNNL_RUNTIME_F32_VAL),
-                  "output scales", error)
-      && dnnl_ok (dnnl_primitive_attr_set_zero_points (attr, DNNL_ARG_SRC, 1, 0, &DNNL_RUNTIME_S32_VAL),
-                  "zero points", error);
-  if (ok && bias)
-    ok = dnnl_ok (dnnl_post_ops_append_binary (po, dnnl_binary_add, bias), "bias post-op", error);
+      && dnnl_ok (dnnl_post_ops_append_binary (po, dnnl_binary_mul, &scales_md), "scale post-op", error)
+      && dnnl_ok (dnnl_post_ops_append_binary (po, dnnl_binary_add, bias), "bias post-op", error);
   if (ok && gelu)
     ok = dnnl_ok (dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_gelu_erf, 0.f, 0.f),
                   "gelu post-op", error);
@@ -435,13 +447,13 @@ build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory
         && dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, attr, m->engine, NULL),
                     "int8 matmul primitive_desc_create", error)
         && dnnl_ok (dnnl_primitive_create (&c->prim, pd), "int8 matmul primitive_create", error);
-  /* mem[]: src, weights, bias (post-op operand), dst, scales, zero point */
-  const dnnl_memory_desc_t *mds[6] = {
+  /* mem[]: src, weights, bias, dst, scales (the post-ops' operands) */
+  const dnnl_memory_desc_t *mds[5] = {
     ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_src_md, 0) : NULL,
     ok ? dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0) : NULL,
-    bias, dst, &scales_md, &zp_md,
+    bias, dst, &scales_md,
   };
-  return finish_primitive (m, ok, pd, po, attr, mds, 6, c, error);
+  return finish_primitive (m, ok, pd, po, attr, mds, 5, c, error);
 }
 
 /* The matmul of a linear layer over M rows with weights in layout wei, in
@@ -458,8 +470,8 @@ build_linear_with (BlipMath *m, const BlipLinear *l, int M, const dnnl_memory_de
   md_strided (&bias, 2, (dnnl_dim_t[]) { 1, N }, (dnnl_dim_t[]) { N, 1 });
   md_strided (&dst, 2, (dnnl_dim_t[]) { M, N }, (dnnl_dim_t[]) { N, 1 });
   const dnnl_memory_desc_t *b = l->b ? &bias : NULL;
-  if (m->precision == BLIP_PRECISION_INT8)
-    return build_matmul_int8 (m, &src, wei, b, &dst, gelu, c, error);
+  if (m->precision == BLIP_PRECISION_INT8) /* always a bias: the zero point's */
+    return build_matmul_int8 (m, &src, wei, &bias, &dst, gelu, c, error);
   return build_matmul (m, &src, wei, b, &dst, gelu, sum, 1.0f, c, error);
 }
 
@@ -508,6 +520,7 @@ build_linear (BlipMath *m, const BlipLinear *l, int M, gboolean gelu, gboolean s
   if (ok) {
     c->weights = pw->data;
     c->scales = pw->scales;
+    c->sums = pw->sums;
     c->src_bf16 = m->bf16;
     return TRUE;
   }
@@ -614,18 +627,21 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
     const gsize n_out = (gsize) M * l->out;
     guint8 *q = scratch ((gpointer *) &m->src_u8, &m->src_u8_len, n, 1, error);
     float *scales = scratch ((gpointer *) &m->out_scales, &m->out_scales_len, l->out, sizeof (float), error);
+    float *bias = scratch ((gpointer *) &m->out_bias, &m->out_bias_len, l->out, sizeof (float), error);
     float *out = sum ? scratch ((gpointer *) &m->out_f32, &m->out_f32_len, n_out, sizeof (float), error) : y;
-    if (!q || !scales || !out)
+    if (!q || !scales || !bias || !out)
       return FALSE;
     float sx;
     int32_t zp;
     quantise_input (x, n, q, &sx, &zp);
-    for (int j = 0; j < l->out; j++)
+    for (int j = 0; j < l->out; j++) {
       scales[j] = sx * c->scales[j];
-    void *h[6] = { q, (void *) c->weights, (void *) l->b, out, scales, &zp };
-    const int args[6] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_ATTR_MULTIPLE_POST_OP (0) | DNNL_ARG_SRC_1,
-                          DNNL_ARG_DST, DNNL_ARG_ATTR_OUTPUT_SCALES, DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC };
-    if (!execute_n (m, c, h, args, 6, error))
+      bias[j] = (l->b ? l->b[j] : 0.0f) - scales[j] * (float) zp * c->sums[j];
+    }
+    void *h[5] = { q, (void *) c->weights, bias, out, scales };
+    const int args[5] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_ATTR_MULTIPLE_POST_OP (1) | DNNL_ARG_SRC_1,
+                          DNNL_ARG_DST, DNNL_ARG_ATTR_MULTIPLE_POST_OP (0) | DNNL_ARG_SRC_1 };
+    if (!execute_n (m, c, h, args, 5, error))
       return FALSE;
     if (sum) {
       const long len = (long) n_out;
