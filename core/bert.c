@@ -48,6 +48,22 @@ blip_kv_cache_free (BlipKVCache *c)
   g_free (c);
 }
 
+/* Row id of the word embeddings, in row (which it may return).  A tied LM
+ * head's table is left in the file's mapping: an f32 session reads the
+ * head's packed copy, other sessions their own copy (session.c). */
+static const float *
+word_row (BlipSession *s, const BlipBert *bert, int32_t id, float *row)
+{
+  const gsize D = s->model->config.text.hidden_size;
+  if (!bert->word_emb_mapped)
+    return bert->word_emb + (gsize) id * D;
+  if (s->word_emb)
+    return s->word_emb + (gsize) id * D;
+  if (blip_math_packed_row (s->math, &bert->head_decoder, id, row))
+    return row;
+  return bert->word_emb + (gsize) id * D; /* unpacked: the head reads the mapping too */
+}
+
 void
 blip_kv_cache_copy (BlipKVCache *dst, const BlipKVCache *src)
 {
@@ -136,7 +152,7 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
   }
 
   for (gsize r = 0; r < M; r++) {
-    const float *we = bert->word_emb + (gsize) ids[r] * D;
+    const float *we = word_row (s, bert, ids[r], x + r * D);
     const float *pe = bert->pos_emb + (gsize) (past + r % T) * D;
     for (int d = 0; d < D; d++)
       x[r * D + d] = we[d] + pe[d];

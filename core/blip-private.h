@@ -47,7 +47,8 @@ typedef struct {
 } BlipBertLayer;
 
 typedef struct {
-  const float *word_emb; /* [V, D] */
+  const float *word_emb; /* [V, D]; read rows through blip_bert_word_row() */
+  gboolean word_emb_mapped; /* the tied LM head's table, left in the file's mapping */
   const float *pos_emb;  /* [max_pos, D] */
   BlipNorm emb_ln;
   BlipBertLayer *layers;
@@ -101,6 +102,10 @@ gboolean blip_math_linear (BlipMath *m, float *y, const float *x, const BlipLine
 /* Packs l's weights for the backend now rather than at first use. */
 gboolean blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error);
 
+/* Row n of l's weights W [N,K] read from its float32 packed copy; FALSE when
+ * there is none (another precision or backend, or a shape left unpacked). */
+gboolean blip_math_packed_row (BlipMath *m, const BlipLinear *l, int n, float *row);
+
 /* out[M,C] = LayerNorm(x[M,C]); out may alias x. */
 gboolean blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n, int M,
                               GError **error);
@@ -141,6 +146,7 @@ struct _BlipSession {
   BlipModel *model;
   BlipSessionParams params;
   BlipMath *math;
+  float *word_emb; /* the decoder's mapped word embeddings, when this session needs a copy */
   float *scratch[SCRATCH_N_SLOTS]; /* grown on demand */
   gsize scratch_len[SCRATCH_N_SLOTS];
 };

@@ -559,6 +559,49 @@ blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error)
   return ok;
 }
 
+/* Offset of element idx of a blocked layout, as oneDNN lays it out: the
+ * outer blocks by their strides, then the inner blocks, outermost first. */
+static dnnl_dim_t
+blocked_offset (const dnnl_memory_desc_t *md, const dnnl_dim_t *idx)
+{
+  const dnnl_blocking_desc_t *b = &md->format_desc.blocking;
+  dnnl_dim_t block[DNNL_MAX_NDIMS], rest[DNNL_MAX_NDIMS];
+  for (int d = 0; d < md->ndims; d++)
+    block[d] = 1;
+  for (int i = 0; i < b->inner_nblks; i++)
+    block[b->inner_idxs[i]] *= b->inner_blks[i];
+  dnnl_dim_t off = md->offset0, inner = 0;
+  for (int d = 0; d < md->ndims; d++) {
+    off += idx[d] / block[d] * b->strides[d];
+    rest[d] = idx[d] % block[d];
+  }
+  for (int i = 0; i < b->inner_nblks; i++) {
+    const int d = b->inner_idxs[i];
+    block[d] /= b->inner_blks[i];
+    inner = inner * b->inner_blks[i] + rest[d] / block[d];
+    rest[d] %= block[d];
+  }
+  return off + inner;
+}
+
+gboolean
+blip_math_packed_row (BlipMath *m, const BlipLinear *l, int n, float *row)
+{
+  if (m->backend != BLIP_BACKEND_ONEDNN || m->precision != BLIP_PRECISION_F32 || !m->weights
+      || n < 0 || n >= l->out)
+    return FALSE;
+  g_mutex_lock (&m->weights->lock);
+  const PackedWeight *pw = g_hash_table_lookup (m->weights->by_weight, packed_key (m, l));
+  g_mutex_unlock (&m->weights->lock);
+  /* the packed matrix is W^T [K,N]: row n of W is its column n */
+  if (!pw || pw->md.format_kind != dnnl_blocked || pw->md.data_type != dnnl_f32 || pw->md.ndims != 2)
+    return FALSE;
+  const float *w = pw->data;
+  for (int k = 0; k < l->in; k++)
+    row[k] = w[blocked_offset (&pw->md, (dnnl_dim_t[]) { k, n })];
+  return TRUE;
+}
+
 /* A scratch buffer of at least n elements of size elem, kept between calls. */
 static gpointer
 scratch (gpointer *buf, gsize *len, gsize n, gsize elem, GError **error)

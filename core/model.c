@@ -169,14 +169,22 @@ bind_bert (BlipModel *m, BlipBert *b, const char *prefix, const char *head, GErr
   char *we = g_strconcat (prefix, ".embeddings.word_embeddings.weight", NULL);
   char *pe = g_strconcat (prefix, ".embeddings.position_embeddings.weight", NULL);
   char *ln = g_strconcat (prefix, ".embeddings.LayerNorm", NULL);
-  gboolean ok = (b->word_emb = get_tensor (m, TRUE, error, we, 2, c->vocab_size, D))
+  char *dw = head ? g_strconcat (head, ".predictions.decoder.weight", NULL) : NULL;
+  /* A table that is also the (tied) LM head stays mapped like the other
+   * matrices: sessions read its rows from the head's packed copy rather
+   * than keep a second copy of the largest matrix (blip_bert_word_row). */
+  b->word_emb_mapped = dw && !blip_safetensors_get (m->st, dw);
+  gboolean ok = (b->word_emb = b->word_emb_mapped ? get_matrix (m, error, we, 2, c->vocab_size, D)
+                                                  : get_tensor (m, TRUE, error, we, 2, c->vocab_size, D))
       && (b->pos_emb = get_tensor (m, TRUE, error, pe, 2, c->max_position_embeddings, D))
       && bind_norm (m, &b->emb_ln, ln, D, c->layer_norm_eps, error);
   g_free (we);
   g_free (pe);
   g_free (ln);
-  if (!ok)
+  if (!ok) {
+    g_free (dw);
     return FALSE;
+  }
   b->layers = g_new0 (BlipBertLayer, c->num_layers);
   for (int l = 0; l < c->num_layers && ok; l++) {
     BlipBertLayer *L = &b->layers[l];
@@ -195,12 +203,13 @@ bind_bert (BlipModel *m, BlipBert *b, const char *prefix, const char *head, GErr
       g_free (n[i]);
     g_free (pre);
   }
-  if (!ok || !head)
+  if (!ok || !head) {
+    g_free (dw);
     return ok;
+  }
 
   char *tr = g_strconcat (head, ".predictions.transform.dense", NULL);
   char *tl = g_strconcat (head, ".predictions.transform.LayerNorm", NULL);
-  char *dw = g_strconcat (head, ".predictions.decoder.weight", NULL);
   char *db = g_strconcat (head, ".predictions.bias", NULL);
   b->has_lm_head = TRUE;
   ok = bind_linear (m, &b->head_transform, tr, D, D, error)

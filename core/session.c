@@ -88,7 +88,24 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
   if (!math)
     return NULL;
   blip_math_bind_thread (math);
+  /* The decoder's word embeddings are the tied LM head's weights, left in
+   * the mapping: bf16 and int8 sessions pack a rounded head, so they keep
+   * an exact copy of the table (read before packing releases its pages). */
+  float *word_emb = NULL;
+  const BlipBert *dec = &model->decoder;
+  if (model->has_decoder && dec->word_emb_mapped && p.backend == BLIP_BACKEND_ONEDNN
+      && p.precision != BLIP_PRECISION_F32) {
+    const gsize n = (gsize) model->config.text.vocab_size * model->config.text.hidden_size;
+    word_emb = g_try_new (float, n);
+    if (!word_emb) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory copying the word embeddings");
+      blip_math_free (math);
+      return NULL;
+    }
+    memcpy (word_emb, dec->word_emb, sizeof (float) * n);
+  }
   if (!prepack (math, model, error)) {
+    g_free (word_emb);
     blip_math_free (math);
     return NULL;
   }
@@ -96,6 +113,7 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
   s->model = blip_model_ref (model);
   s->params = p;
   s->math = math;
+  s->word_emb = word_emb;
   return s;
 }
 
@@ -105,6 +123,7 @@ blip_session_free (BlipSession *s)
   if (!s)
     return;
   blip_math_free (s->math);
+  g_free (s->word_emb);
   for (int i = 0; i < SCRATCH_N_SLOTS; i++)
     g_free (s->scratch[i]);
   blip_model_unref (s->model);
