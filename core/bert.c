@@ -209,9 +209,12 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
       }
       if (!blip_math_linear (s->math, q, x, &L->cross.q, (int) M, FALSE, NULL, error))
         return FALSE;
-      for (int b = 0; b < B; b++) {
-        const gsize row = (gsize) b * T * D, img = image_stride ? (gsize) b * P * D : 0;
-        if (!blip_math_attention (s->math, ctx + row, D, q + row, D, ik + img, D, iv + img, D, T,
+      /* one image for all sequences (beams, texts against one frame): their
+       * queries attend to the same keys, in one call that reads them once */
+      const int n_calls = image_stride ? B : 1, rows = image_stride ? T : (int) M;
+      for (int b = 0; b < n_calls; b++) {
+        const gsize row = (gsize) b * T * D, img = (gsize) b * P * D;
+        if (!blip_math_attention (s->math, ctx + row, D, q + row, D, ik + img, D, iv + img, D, rows,
                                   P, H, hd, NULL, -1, error))
           return FALSE;
       }

@@ -843,15 +843,15 @@ blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n,
  * all heads of these views is three times slower than the same matmuls one
  * head at a time (measured: 7.9 vs 2.7 ms for ViT-B's QK^T on 2 threads),
  * and one head's scores stay in cache between the softmax and PV.  For a
- * single query row (incremental decoding) one batched call per product
- * costs less than twelve. */
+ * few query rows (decoding, beams, a caption's 20 tokens) one batched call
+ * per product costs less than twelve (decoder20: 68 -> 50 ms at int8). */
 static gboolean
 attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
                   const float *k, int ldk, const float *v, int ldv, int T, int S,
                   int H, int hd, const int32_t *key_mask, int causal_offset,
                   GError **error)
 {
-  const int per_head = T > 1;
+  const int per_head = T > 32;
   const int Hb = per_head ? 1 : H; /* heads a primitive covers */
   struct { int kind, T, S, H, hd, ldq, ldk, ldv, ldo; } key1 = { 2, T, S, Hb, hd, ldq, ldk, 0, 0 },
       key2 = { 3, T, S, Hb, hd, 0, 0, ldv, ldo };
