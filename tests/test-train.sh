@@ -147,6 +147,7 @@ if command -v mpirun > /dev/null && [[ "$(ldd "$train")" == *libmpi* ]]; then
   mpi=(mpirun -np 2 --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))
   "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --out "$tmp/mpi" --steps 12 > "$tmp/mpi.log" 2>&1
   check "two MPI ranks train and agree" 'grep -q "ranks. weights agree" "$tmp/mpi.log" && grep -q "x 2 ranks" "$tmp/mpi.log"'
+  grep -q "ranks. weights agree" "$tmp/mpi.log" || tail -20 "$tmp/mpi.log" | sed 's/^/# /'
   "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --out "$tmp/mpi2" --steps 100000 > "$tmp/mpi2.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do [ -s "$tmp/mpi2/metrics.jsonl" ] && break; sleep 0.1; done
