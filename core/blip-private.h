@@ -47,7 +47,7 @@ typedef struct {
 } BlipBertLayer;
 
 typedef struct {
-  const float *word_emb; /* [V, D]; read rows through blip_bert_word_row() */
+  const float *word_emb; /* [V, D]; read rows through word_row() (bert.c) */
   gboolean word_emb_mapped; /* the tied LM head's table, left in the file's mapping */
   const float *pos_emb;  /* [max_pos, D] */
   BlipNorm emb_ln;

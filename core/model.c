@@ -172,7 +172,7 @@ bind_bert (BlipModel *m, BlipBert *b, const char *prefix, const char *head, GErr
   char *dw = head ? g_strconcat (head, ".predictions.decoder.weight", NULL) : NULL;
   /* A table that is also the (tied) LM head stays mapped like the other
    * matrices: sessions read its rows from the head's packed copy rather
-   * than keep a second copy of the largest matrix (blip_bert_word_row). */
+   * than keep a second copy of the largest matrix (word_row() in bert.c). */
   b->word_emb_mapped = dw && !blip_safetensors_get (m->st, dw);
   gboolean ok = (b->word_emb = b->word_emb_mapped ? get_matrix (m, error, we, 2, c->vocab_size, D)
                                                   : get_tensor (m, TRUE, error, we, 2, c->vocab_size, D))
