@@ -4,6 +4,7 @@
 /* oneDNN's sgemm (row-major): the same kernels as libblip's oneDNN backend */
 #include <dnnl.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 void
@@ -58,50 +59,139 @@ void
 layernorm_backward (float *dinp, float *dw, float *db, const float *dout, const float *inp,
                     const float *w, const float *mean, const float *rstd, int M, int C)
 {
-  for (int i = 0; i < M; i++) {
-    const float *x = inp + (gsize) i * C, *dy = dout + (gsize) i * C;
-    /* xhat = (x - mean) rstd;  dxhat = dy w
-     * dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
-    double dmean = 0, dmean_x = 0;
-    for (int c = 0; c < C; c++) {
-      const float xhat = (x[c] - mean[i]) * rstd[i];
-      const float dxhat = dy[c] * w[c];
-      dmean += dxhat;
-      dmean_x += dxhat * xhat;
-    }
-    dmean /= C;
-    dmean_x /= C;
-    for (int c = 0; c < C; c++) {
-      const float xhat = (x[c] - mean[i]) * rstd[i];
-      const float dxhat = dy[c] * w[c];
-      if (dw)
-        dw[c] += dy[c] * xhat;
-      if (db)
-        db[c] += dy[c];
-      dinp[(gsize) i * C + c] += rstd[i] * (float) (dxhat - dmean - xhat * dmean_x);
+  /* rows split over threads; each thread sums dw, db into its own rows of
+   * partial, added up afterwards in thread order so results do not depend
+   * on timing (resumed and multi-rank runs must stay bit-identical) */
+  const int n_threads = M > 64 ? omp_get_max_threads () : 1;
+  float *partial = g_new0 (float, (gsize) n_threads * 2 * C);
+#pragma omp parallel num_threads (n_threads)
+  {
+    float *pdw = partial + (gsize) omp_get_thread_num () * 2 * C, *pdb = pdw + C;
+#pragma omp for schedule(static)
+    for (int i = 0; i < M; i++) {
+      const float *x = inp + (gsize) i * C, *dy = dout + (gsize) i * C;
+      /* xhat = (x - mean) rstd;  dxhat = dy w
+       * dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
+      double dmean = 0, dmean_x = 0;
+      for (int c = 0; c < C; c++) {
+        const float xhat = (x[c] - mean[i]) * rstd[i];
+        const float dxhat = dy[c] * w[c];
+        dmean += dxhat;
+        dmean_x += dxhat * xhat;
+      }
+      dmean /= C;
+      dmean_x /= C;
+      for (int c = 0; c < C; c++) {
+        const float xhat = (x[c] - mean[i]) * rstd[i];
+        const float dxhat = dy[c] * w[c];
+        pdw[c] += dy[c] * xhat;
+        pdb[c] += dy[c];
+        dinp[(gsize) i * C + c] += rstd[i] * (float) (dxhat - dmean - xhat * dmean_x);
+      }
     }
   }
+  for (int t = 0; t < n_threads; t++)
+    for (int c = 0; c < C; c++) {
+      if (dw)
+        dw[c] += partial[(gsize) t * 2 * C + c];
+      if (db)
+        db[c] += partial[(gsize) t * 2 * C + C + c];
+    }
+  g_free (partial);
+}
+
+/* GELU runs on oneDNN's eltwise kernels: libm's erff is scalar, and was a
+ * sixth of a training step.  The primitives are cached by oneDNN itself
+ * (keyed by size), so creating one a call costs a hash lookup. */
+static dnnl_engine_t eltwise_engine;
+static dnnl_stream_t eltwise_stream;
+
+static void
+dnnl_check (dnnl_status_t st, const char *what)
+{
+  if (st != dnnl_success)
+    g_error ("oneDNN %s failed (status %d)", what, (int) st);
+}
+
+static void
+eltwise_init (void)
+{
+  static gsize done = 0;
+  if (g_once_init_enter (&done)) {
+    dnnl_check (dnnl_engine_create (&eltwise_engine, dnnl_cpu, 0), "engine creation");
+    dnnl_check (dnnl_stream_create (&eltwise_stream, eltwise_engine, dnnl_stream_default_flags), "stream creation");
+    g_once_init_leave (&done, 1);
+  }
+}
+
+static dnnl_memory_t
+flat_memory (const dnnl_memory_desc_t *md, const float *data)
+{
+  dnnl_memory_t mem;
+  dnnl_check (dnnl_memory_create (&mem, md, eltwise_engine, (void *) data), "memory creation");
+  return mem;
+}
+
+static dnnl_primitive_desc_t
+gelu_forward_pd (const dnnl_memory_desc_t *md)
+{
+  dnnl_eltwise_desc_t d;
+  dnnl_primitive_desc_t pd;
+  dnnl_check (dnnl_eltwise_forward_desc_init (&d, dnnl_forward_training, dnnl_eltwise_gelu_erf, md, 0, 0),
+              "GELU descriptor");
+  dnnl_check (dnnl_primitive_desc_create (&pd, &d, NULL, eltwise_engine, NULL), "GELU primitive descriptor");
+  return pd;
+}
+
+static void
+run_primitive (const_dnnl_primitive_desc_t pd, int n_args, const dnnl_exec_arg_t *args)
+{
+  dnnl_primitive_t prim;
+  dnnl_check (dnnl_primitive_create (&prim, pd), "primitive creation");
+  dnnl_check (dnnl_primitive_execute (prim, eltwise_stream, n_args, args), "execution");
+  dnnl_check (dnnl_stream_wait (eltwise_stream), "stream wait");
+  dnnl_primitive_destroy (prim);
 }
 
 void
 gelu_forward (float *out, const float *inp, gsize n)
 {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (gsize i = 0; i < n; i++)
-    out[i] = 0.5f * inp[i] * (1.0f + erff (inp[i] * (float) M_SQRT1_2));
+  if (n == 0)
+    return;
+  eltwise_init ();
+  dnnl_memory_desc_t md;
+  dnnl_check (dnnl_memory_desc_init_by_tag (&md, 1, (dnnl_dims_t) { (dnnl_dim_t) n }, dnnl_f32, dnnl_a), "memory descriptor");
+  dnnl_primitive_desc_t pd = gelu_forward_pd (&md);
+  dnnl_memory_t src = flat_memory (&md, inp), dst = flat_memory (&md, out);
+  run_primitive (pd, 2, (dnnl_exec_arg_t[]) { { DNNL_ARG_SRC, src }, { DNNL_ARG_DST, dst } });
+  dnnl_memory_destroy (src);
+  dnnl_memory_destroy (dst);
+  dnnl_primitive_desc_destroy (pd);
 }
 
 void
 gelu_backward (float *dinp, const float *inp, const float *dout, gsize n)
 {
-  const float inv_sqrt_2pi = 0.3989422804014327f;
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (gsize i = 0; i < n; i++) {
-    const float x = inp[i];
-    const float cdf = 0.5f * (1.0f + erff (x * (float) M_SQRT1_2));
-    const float pdf = inv_sqrt_2pi * expf (-0.5f * x * x);
-    dinp[i] += (cdf + x * pdf) * dout[i];
-  }
+  if (n == 0)
+    return;
+  eltwise_init ();
+  dnnl_memory_desc_t md;
+  dnnl_check (dnnl_memory_desc_init_by_tag (&md, 1, (dnnl_dims_t) { (dnnl_dim_t) n }, dnnl_f32, dnnl_a), "memory descriptor");
+  dnnl_primitive_desc_t fwd = gelu_forward_pd (&md), pd;
+  dnnl_eltwise_desc_t d;
+  dnnl_check (dnnl_eltwise_backward_desc_init (&d, dnnl_eltwise_gelu_erf, &md, &md, 0, 0), "GELU backward descriptor");
+  dnnl_check (dnnl_primitive_desc_create (&pd, &d, NULL, eltwise_engine, fwd), "GELU backward primitive descriptor");
+  /* oneDNN writes the gradient; ours accumulate, so it goes through a buffer */
+  float *g = g_new (float, n);
+  dnnl_memory_t src = flat_memory (&md, inp), ddst = flat_memory (&md, dout), dsrc = flat_memory (&md, g);
+  run_primitive (pd, 3, (dnnl_exec_arg_t[]) { { DNNL_ARG_SRC, src }, { DNNL_ARG_DIFF_DST, ddst }, { DNNL_ARG_DIFF_SRC, dsrc } });
+  add_inplace (dinp, g, n);
+  dnnl_memory_destroy (src);
+  dnnl_memory_destroy (ddst);
+  dnnl_memory_destroy (dsrc);
+  dnnl_primitive_desc_destroy (pd);
+  dnnl_primitive_desc_destroy (fwd);
+  g_free (g);
 }
 
 static void
