@@ -79,6 +79,14 @@ struct _BlipModel {
 gboolean blip_config_load (const char *dir, BlipConfig *config, GError **error);
 gboolean blip_config_validate (const BlipConfig *config, GError **error);
 
+/* ---- precisions (precision.c) ---- */
+
+/* The oneDNN data types (dnnl_data_type_t) of a precision's inputs and weights;
+ * either pointer may be NULL. */
+void blip_precision_types (BlipPrecision precision, int *src, int *wei);
+/* u8 x s8 products add in 32 bits (AVX512-VNNI or AVX-VNNI), not in 16. */
+gboolean blip_cpu_has_vnni (void);
+
 /* ---- math backends ---- */
 
 typedef struct _BlipMath BlipMath;

@@ -134,13 +134,23 @@ typedef enum {
 typedef enum {
   BLIP_PRECISION_F32,
   BLIP_PRECISION_BF16, /* linear layers in bfloat16 (oneDNN; AVX512-BF16 where the CPU has it) */
-  BLIP_PRECISION_INT8, /* linear layers quantised dynamically: int8 weights per channel,
-                        * uint8 inputs per call (oneDNN; VNNI where the CPU has it) */
+  BLIP_PRECISION_INT8, /* linear layers quantised dynamically: int8 weights per channel
+                        * (7-bit on CPUs without VNNI), uint8 inputs per call (oneDNN) */
 } BlipPrecision;
 
 /* "f32", "bf16", "int8" */
 const char *blip_precision_name (BlipPrecision precision);
 gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
+
+/* Whether this CPU runs the precision on the backend, as oneDNN sees it
+ * (ONEDNN_MAX_CPU_ISA caps it): FALSE with a BLIP_ERROR_UNSUPPORTED error
+ * naming what the CPU lacks (BLIP_ERROR_INVALID_ARGUMENT for a backend that
+ * has no reduced precision).  A session of an unsupported precision is
+ * refused with the same error, never run at another precision. */
+gboolean blip_precision_supported (BlipPrecision precision, BlipBackend backend, GError **error);
+/* The instruction set oneDNN runs here, e.g. "AVX2" or "AVX-512 with VNNI"
+ * (static string). */
+const char *blip_cpu_isa_name (void);
 
 typedef struct {
   BlipBackend backend;

@@ -11,27 +11,6 @@ blip_session_default_params (void)
                                .precision = BLIP_PRECISION_F32 };
 }
 
-static const char *const precision_names[] = { "f32", "bf16", "int8" };
-
-const char *
-blip_precision_name (BlipPrecision precision)
-{
-  return (guint) precision < G_N_ELEMENTS (precision_names) ? precision_names[precision] : "unknown";
-}
-
-gboolean
-blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error)
-{
-  for (guint i = 0; name && i < G_N_ELEMENTS (precision_names); i++)
-    if (g_str_equal (name, precision_names[i])) {
-      *precision = (BlipPrecision) i;
-      return TRUE;
-    }
-  g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-               "unknown precision '%s' (f32, bf16 or int8)", name ? name : "(null)");
-  return FALSE;
-}
-
 static gboolean
 prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
 {

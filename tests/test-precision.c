@@ -4,6 +4,7 @@
 #include "testutil.h"
 
 #include <math.h>
+#include <string.h>
 
 #define TOL_BF16 2e-2
 #define TOL_INT8 5e-2
@@ -131,6 +132,52 @@ test_names (void)
   g_clear_error (&error);
 }
 
+/* blip_precision_supported answers what a session gets: a session of a
+ * supported precision is made, one of an unsupported precision is refused
+ * with the same error, naming the CPU feature; OpenBLAS has only f32. */
+static void
+test_supported (void)
+{
+  GError *error = NULL;
+  char *dir = fixture_path ("caption_model");
+  BlipModel *cap = blip_model_load (dir, &error);
+  g_assert_no_error (error);
+  g_test_message ("oneDNN runs %s kernels", blip_cpu_isa_name ());
+  g_assert_true (blip_precision_supported (BLIP_PRECISION_F32, BLIP_BACKEND_ONEDNN, &error));
+  g_assert_true (blip_precision_supported (BLIP_PRECISION_F32, BLIP_BACKEND_OPENBLAS, &error));
+  g_assert_no_error (error);
+  for (BlipPrecision p = BLIP_PRECISION_BF16; p <= BLIP_PRECISION_INT8; p++) {
+    GError *why = NULL;
+    const gboolean ok = blip_precision_supported (p, BLIP_BACKEND_ONEDNN, &why);
+    g_test_message ("%s: %s", blip_precision_name (p), ok ? "supported" : why->message);
+    BlipSessionParams sp = blip_session_default_params ();
+    sp.precision = p;
+    sp.n_threads = 1;
+    BlipSession *s = blip_session_new (cap, &sp, &error);
+    if (ok) {
+      g_assert_no_error (error);
+      g_assert_nonnull (s);
+    } else {
+      g_assert_error (why, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED);
+      g_assert_nonnull (strstr (why->message, "needs a CPU with"));
+      g_assert_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED);
+      g_assert_cmpstr (error->message, ==, why->message);
+      g_assert_null (s);
+    }
+    blip_session_free (s);
+    g_clear_error (&error);
+    g_clear_error (&why);
+    g_assert_false (blip_precision_supported (p, BLIP_BACKEND_OPENBLAS, &error));
+    g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
+    g_clear_error (&error);
+  }
+  g_assert_false (blip_precision_supported ((BlipPrecision) 7, BLIP_BACKEND_ONEDNN, &error));
+  g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  blip_model_unref (cap);
+  g_free (dir);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -138,5 +185,6 @@ main (int argc, char **argv)
   g_test_add_func ("/precision/bf16", test_bf16);
   g_test_add_func ("/precision/int8", test_int8);
   g_test_add_func ("/precision/names", test_names);
+  g_test_add_func ("/precision/supported", test_supported);
   return g_test_run ();
 }

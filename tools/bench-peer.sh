@@ -7,7 +7,12 @@
 #
 # Figures are taken with OPENBLAS_CORETYPE unset (it is unset here).
 # Env: REPS (default 10), THREADS (default "1 2"), PRECISIONS (ours; default
-# "f32 bf16 int8", each against the peer's fp32), PEER (default ../shared/peer).
+# "f32 bf16 int8", each against the peer's fp32, and int8 also against the
+# peer's int8: quantize_dynamic.py, per tensor, as ONNX Runtime's
+# quantize_dynamic does by default), PEER (default ../shared/peer).
+# The CPU is named in the table and the JSON: its model, its vector
+# extensions, and the instruction set oneDNN runs (ONEDNN_MAX_CPU_ISA caps
+# ours, not ONNX Runtime's).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-/tmp/blip-bench}
@@ -36,6 +41,12 @@ done
 for g in itm textfeat; do
   [ -f "$work/$g.onnx" ] || $py "$peer/fill_onnx_weights.py" "$work/retrieval/model.safetensors" "$peer/blip_base_onnx/$g.onnx" "$work/$g.onnx"
 done
+for g in vision decoder itm textfeat; do
+  [ -f "$work/$g-int8.onnx" ] || $py "$peer/quantize_dynamic.py" "$work/$g.onnx" "$work/$g-int8.onnx" > /dev/null
+done
+cpu_model=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
+cpu_ext=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -w -E 'avx2|fma|avx512f|avx512_vnni|avx512_bf16|avx_vnni|amx_tile' | tr '\n' ' ' || true)
+onednn_isa=$("$blip" info --json | $py -c 'import json, sys; print(json.load(sys.stdin)["onednn_isa"])')
 
 # inputs: a random image, 20-token texts; our vision output feeds the text graphs
 $py - "$work" <<'EOF'
@@ -101,10 +112,11 @@ for t in $threads; do
     esac
     out=$([ "$t" = 2 ] && echo "--out $work/peer_$c.safetensors" || true)
     p=$(ort "$work/$g.onnx" "$work/$in.safetensors" --threads "$t" --reps "$reps" $out | tail -1)
+    p8=$(ort "$work/$g-int8.onnx" "$work/$in.safetensors" --threads "$t" --reps "$reps" | tail -1)
     for pr in $precisions; do
       # a precision this CPU cannot do is reported by blip and skipped here
       o=$("$blip" bench --model "$work/$m" --case "$c" --threads "$t" --reps "$reps" --precision "$pr") || continue
-      echo "{\"threads\": $t, \"precision\": \"$pr\", \"case\": \"$c\", \"ours\": $o, \"peer\": $p}" >> "$results"
+      echo "{\"threads\": $t, \"precision\": \"$pr\", \"case\": \"$c\", \"ours\": $o, \"peer\": $p, \"peer_int8\": $p8}" >> "$results"
     done
   done
   for c in caption-greedy20 caption-beam3x20; do
@@ -117,10 +129,11 @@ for t in $threads; do
   echo "{\"threads\": $t, \"case\": \"sgemm\", \"ours\": $o, \"peer\": null}" >> "$results"
 done
 
-$py - "$work" "$results" <<'EOF'
+$py - "$work" "$results" "$cpu_model" "$cpu_ext" "$onednn_isa" <<'EOF'
 import json, struct, sys, os
 import numpy as np
-work, results = sys.argv[1], sys.argv[2]
+work, results, cpu_model, cpu_ext, onednn_isa = sys.argv[1:6]
+print("CPU: %s (%s); oneDNN runs %s kernels" % (cpu_model, cpu_ext.strip(), onednn_isa))
 def load(path):
     b = open(path, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
     for k, v in h.items():
@@ -130,16 +143,19 @@ def load(path):
     return out
 rows = [json.loads(l) for l in open(results)]
 ceiling = {r["threads"]: r["ours"]["gflops"] for r in rows if r["case"] == "sgemm"}
-print("%-18s %3s %5s %10s %10s %7s %9s %8s %10s" % ("case", "thr", "prec", "ours ms", "peer ms", "ratio", "GFLOP/s", "of peak", "peak RSS"))
+print("%-18s %3s %5s %10s %10s %7s %10s %7s %9s %8s %10s" % ("case", "thr", "prec", "ours ms", "peer ms", "ratio",
+      "peer8 ms", "ratio8", "GFLOP/s", "of peak", "peak RSS"))
 for r in rows:
     if r["case"] == "sgemm":
         continue
-    o, p = r["ours"], r["peer"]
+    o, p, p8 = r["ours"], r["peer"], r.get("peer_int8")
     ratio = o["median_ms"] / p["median_ms"] if p else None
-    r["ratio"] = ratio
+    ratio8 = o["median_ms"] / p8["median_ms"] if p8 and r.get("precision") == "int8" else None
+    r["ratio"], r["ratio_int8"] = ratio, ratio8
     r["fraction_of_ceiling"] = o["gflops"] / ceiling[r["threads"]]
-    print("%-18s %3d %5s %10.1f %10s %7s %9.0f %7.0f%% %8.0f MB" % (r["case"], r["threads"], r.get("precision", "f32"), o["median_ms"],
-          "%.1f" % p["median_ms"] if p else "-", "%.2f" % ratio if ratio else "-", o["gflops"],
+    print("%-18s %3d %5s %10.1f %10s %7s %10s %7s %9.0f %7.0f%% %8.0f MB" % (r["case"], r["threads"], r.get("precision", "f32"), o["median_ms"],
+          "%.1f" % p["median_ms"] if p else "-", "%.2f" % ratio if ratio else "-",
+          "%.1f" % p8["median_ms"] if p8 else "-", "%.2f" % ratio8 if ratio8 else "-", o["gflops"],
           100 * r["fraction_of_ceiling"], o["peak_rss_kb"] / 1024))
 for t, g in ceiling.items():
     print("oneDNN sgemm 2048^3 ceiling, %d threads: %.0f GFLOP/s" % (t, g))
@@ -154,7 +170,8 @@ for name, ours, key in (("vision", cap["image_embeds"], "last_hidden_state"), ("
         parity[name] = float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
         print("parity %-10s relative error %.2e %s" % (name, parity[name], "ok" if parity[name] <= 1e-3 else "TOO LARGE"))
 model_bytes = os.path.getsize(f"{work}/caption/model.safetensors")
-json.dump({"rows": rows, "ceiling_gflops": ceiling, "parity": parity, "caption_model_bytes": model_bytes},
+json.dump({"cpu": {"model": cpu_model, "extensions": cpu_ext.split(), "onednn_isa": onednn_isa},
+           "rows": rows, "ceiling_gflops": ceiling, "parity": parity, "caption_model_bytes": model_bytes},
           open(os.path.join(work, "bench-results.json"), "w"), indent=1)
 print("results:", os.path.join(work, "bench-results.json"))
 EOF

@@ -582,6 +582,73 @@ cmd_bench (int argc, char **argv)
   return ok ? 0 : fail (error);
 }
 
+/* The CPU as the kernel names it ("model name" of /proc/cpuinfo); (transfer full). */
+static char *
+cpu_model_name (void)
+{
+  char *text = NULL, *name = NULL;
+  if (g_file_get_contents ("/proc/cpuinfo", &text, NULL, NULL)) {
+    char **lines = g_strsplit (text, "\n", -1);
+    for (char **l = lines; *l && !name; l++)
+      if (g_str_has_prefix (*l, "model name") && strchr (*l, ':'))
+        name = g_strstrip (g_strdup (strchr (*l, ':') + 1));
+    g_strfreev (lines);
+  }
+  g_free (text);
+  return name ? name : g_strdup ("unknown");
+}
+
+/* What this machine runs: the CPU, oneDNN's instruction set and, per
+ * precision, whether a session of it can be made here (and why not). */
+static int
+cmd_info (int argc, char **argv)
+{
+  (void) argc;
+  (void) argv;
+  char *cpu = cpu_model_name ();
+  JsonBuilder *b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "cpu");
+  json_builder_add_string_value (b, cpu);
+  json_builder_set_member_name (b, "onednn_isa");
+  json_builder_add_string_value (b, blip_cpu_isa_name ());
+  json_builder_set_member_name (b, "precisions");
+  json_builder_begin_array (b);
+  if (!opt_json) {
+    g_print (_("CPU: %s\n"), cpu);
+    g_print (_("oneDNN runs %s kernels\n"), blip_cpu_isa_name ());
+  }
+  for (BlipPrecision p = BLIP_PRECISION_F32; p <= BLIP_PRECISION_INT8; p++) {
+    GError *why = NULL;
+    const gboolean ok = blip_precision_supported (p, BLIP_BACKEND_ONEDNN, &why);
+    json_builder_begin_object (b);
+    json_builder_set_member_name (b, "name");
+    json_builder_add_string_value (b, blip_precision_name (p));
+    json_builder_set_member_name (b, "supported");
+    json_builder_add_boolean_value (b, ok);
+    if (!ok) {
+      json_builder_set_member_name (b, "reason");
+      json_builder_add_string_value (b, why->message);
+    }
+    json_builder_end_object (b);
+    if (!opt_json)
+      g_print ("%-5s %s\n", blip_precision_name (p), ok ? _("yes") : why->message);
+    g_clear_error (&why);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  if (opt_json) {
+    JsonNode *root = json_builder_get_root (b);
+    char *text = json_to_string (root, FALSE);
+    g_print ("%s\n", text);
+    g_free (text);
+    json_node_unref (root);
+  }
+  g_object_unref (b);
+  g_free (cpu);
+  return 0;
+}
+
 static const struct {
   const char *name, *args, *summary;
   int (*run) (int, char **);
@@ -594,6 +661,7 @@ static const struct {
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },
   { "bench", "", N_("Time one benchmark case in-process, as a JSON line"), cmd_bench, FALSE, FALSE, bench_entries },
+  { "info", "", N_("The CPU, the instruction set oneDNN runs and the precisions this machine can use"), cmd_info, FALSE, FALSE },
   { "init", "", N_("A checkpoint folder with random weights (BLIP's initialisation) to --out"), cmd_init, FALSE, TRUE, init_entries },
 };
 
