@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 #include <gst/video/video.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gstblipmeta.h"
 
@@ -308,6 +309,57 @@ GST_START_TEST (test_shared_model)
   gst_object_unref (c);
   gst_element_set_state (p, GST_STATE_NULL);
   gst_object_unref (p);
+}
+GST_END_TEST;
+
+/* One folder named five ways is one model under one model-instance-id; a
+ * different folder under the same id is refused. */
+GST_START_TEST (test_shared_model_paths)
+{
+  gchar *dir = g_dir_make_tmp ("blip-gst-XXXXXX", NULL);
+  gchar *link = g_build_filename (dir, "linked", NULL);
+  fail_unless (symlink (CAPTION_MODEL, link) == 0);
+  const gchar *paths[] = { CAPTION_MODEL, CAPTION_MODEL "/", BLIP_FIXTURES "/./caption_model",
+                           BLIP_FIXTURES "/../blip_tiny_a/caption_model//", link };
+  GString *desc = g_string_new ("videotestsrc num-buffers=1 ! tee name=t ");
+  for (guint i = 0; i < G_N_ELEMENTS (paths); i++)
+    g_string_append_printf (desc, "t. ! queue ! blipcaption name=c%u model=\"%s\" "
+                            "model-instance-id=paths " FAST " ! fakesink ", i, paths[i]);
+  GstElement *p = gst_parse_launch (desc->str, NULL);
+  g_string_free (desc, TRUE);
+  fail_unless (p != NULL);
+  fail_unless (gst_element_set_state (p, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE,
+               "the same folder refused under another name");
+  fail_unless_equals_int (gst_element_get_state (p, NULL, NULL, 30 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+  gpointer first = NULL;
+  for (guint i = 0; i < G_N_ELEMENTS (paths); i++) {
+    gchar *name = g_strdup_printf ("c%u", i);
+    GstElement *c = gst_bin_get_by_name (GST_BIN (p), name);
+    g_free (name);
+    gpointer m = NULL;
+    g_object_get (c, "loaded-model", &m, NULL);
+    gst_object_unref (c);
+    if (i == 0)
+      first = m;
+    fail_unless (m != NULL && m == first, "%s: not the model of %s", paths[i], paths[0]);
+  }
+
+  gchar *other = g_strdup_printf ("videotestsrc num-buffers=1 ! blipmatch model=%s "
+                                  "model-instance-id=paths threads=1 ! fakesink", MATCH_MODEL);
+  GError *error = NULL;
+  GList *msgs = run_pipeline (other, &error);
+  g_free (other);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  fail_unless (error != NULL && strstr (error->message, "already holds") != NULL,
+               "another folder under the same id: %s", error ? error->message : "accepted");
+  g_error_free (error);
+
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (p);
+  g_unlink (link);
+  g_rmdir (dir);
+  g_free (link);
+  g_free (dir);
 }
 GST_END_TEST;
 
@@ -622,6 +674,7 @@ blip_suite (void)
   tcase_add_test (tc, test_bus_messages);
   tcase_add_test (tc, test_broken_model);
   tcase_add_test (tc, test_shared_model);
+  tcase_add_test (tc, test_shared_model_paths);
   tcase_add_test (tc, test_async_never_waits);
   tcase_add_test (tc, test_textoverlay_and_srt);
   tcase_add_test (tc, test_tags);
