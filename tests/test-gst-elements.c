@@ -431,6 +431,114 @@ GST_START_TEST (test_async_never_waits)
 }
 GST_END_TEST;
 
+/* 64 beams of 35 tokens: on the tiny model a caption takes several frame
+ * intervals of a 30 fps stream */
+#define SLOW "threads=1 beams=64 max-new-tokens=35 min-new-tokens=35"
+
+typedef struct {
+  GMutex lock;
+  GstClockTime last_pts;
+} LastOut;
+
+static GstPadProbeReturn
+record_last_pts (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  LastOut *last = data;
+  g_mutex_lock (&last->lock);
+  last->last_pts = GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info));
+  g_mutex_unlock (&last->lock);
+  return GST_PAD_PROBE_OK;
+}
+
+/* Sync mode on a live source with a model slower than the frame rate: the
+ * stream stays within about one analysis of the clock, the frames it cannot
+ * analyse in time go on unanalysed, counted in frames-skipped, in QoS
+ * messages and in the blip-caption messages. */
+GST_START_TEST (test_live_sync_keeps_up)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc is-live=true ! video/x-raw,width=160,height=120,"
+                                 "framerate=30/1 ! blipcaption name=c model=%s " SLOW " ! fakesink",
+                                 CAPTION_MODEL);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  g_free (desc);
+  GstElement *c = gst_bin_get_by_name (GST_BIN (p), "c");
+  GstPad *src = gst_element_get_static_pad (c, "src");
+  LastOut last = { .last_pts = GST_CLOCK_TIME_NONE };
+  g_mutex_init (&last.lock);
+  gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER, record_last_pts, &last, NULL);
+  gst_object_unref (src);
+  GstBus *bus = gst_element_get_bus (p);
+  fail_unless (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+
+  guint captions = 0, qos = 0;
+  guint64 skipped_in_messages = 0, qos_dropped = 0;
+  gdouble slowest_ms = 0;
+  const gint64 end = g_get_monotonic_time () + 4 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < end) {
+    GstMessage *msg = gst_bus_timed_pop_filtered (bus, 100 * GST_MSECOND,
+        GST_MESSAGE_ELEMENT | GST_MESSAGE_QOS | GST_MESSAGE_ERROR);
+    if (!msg)
+      continue;
+    fail_unless (GST_MESSAGE_TYPE (msg) != GST_MESSAGE_ERROR, "pipeline error");
+    const GstStructure *s = gst_message_get_structure (msg);
+    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_QOS && GST_MESSAGE_SRC (msg) == GST_OBJECT (c)) {
+      GstFormat format;
+      guint64 processed, dropped;
+      gst_message_parse_qos_stats (msg, &format, &processed, &dropped);
+      fail_unless_equals_int (format, GST_FORMAT_BUFFERS);
+      qos_dropped = MAX (qos_dropped, dropped);
+      qos++;
+    } else if (gst_structure_has_name (s, "blip-caption")) {
+      gdouble ms;
+      fail_unless (gst_structure_get_double (s, "inference-ms", &ms));
+      slowest_ms = MAX (slowest_ms, ms);
+      gst_structure_get_uint64 (s, "frames-skipped", &skipped_in_messages);
+      captions++;
+    }
+    gst_message_unref (msg);
+  }
+  GstClock *clock = gst_element_get_clock (p);
+  const GstClockTime now = gst_clock_get_time (clock) - gst_element_get_base_time (p);
+  gst_object_unref (clock);
+  g_mutex_lock (&last.lock);
+  const GstClockTime last_pts = last.last_pts;
+  g_mutex_unlock (&last.lock);
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+
+  GST_INFO ("%u captions (slowest %.0f ms), %u QoS messages, clock %" GST_TIME_FORMAT
+            ", last frame out %" GST_TIME_FORMAT, captions, slowest_ms, qos, GST_TIME_ARGS (now),
+            GST_TIME_ARGS (last_pts));
+  fail_unless (captions >= 2, "%u captions", captions);
+  fail_unless (slowest_ms > 1000.0 / 30, "the model was not slower than a frame (%.1f ms)", slowest_ms);
+  fail_unless (GST_CLOCK_TIME_IS_VALID (last_pts));
+  /* behind by at most the analysis in progress, the lateness allowed and a frame */
+  const GstClockTime bound = (GstClockTime) (slowest_ms * GST_MSECOND) + 500 * GST_MSECOND;
+  fail_unless (last_pts + bound >= now, "the stream fell behind: frame %" GST_TIME_FORMAT
+               " went out at %" GST_TIME_FORMAT, GST_TIME_ARGS (last_pts), GST_TIME_ARGS (now));
+  guint64 skipped = 0;
+  g_object_get (c, "frames-skipped", &skipped, NULL);
+  fail_unless (skipped > 0, "no frame skipped");
+  fail_unless (qos > 0 && qos_dropped > 0 && qos_dropped <= skipped, "%u QoS messages", qos);
+  fail_unless (skipped_in_messages > 0 && skipped_in_messages <= skipped);
+  gst_object_unref (bus);
+  gst_object_unref (c);
+  gst_object_unref (p);
+  g_mutex_clear (&last.lock);
+
+  /* a source that is not live is analysed frame by frame however slowly */
+  desc = g_strdup_printf ("videotestsrc num-buffers=6 ! video/x-raw,width=160,height=120,"
+                          "framerate=30/1 ! blipcaption model=%s " SLOW " ! fakesink sync=true",
+                          CAPTION_MODEL);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_free (desc);
+  captions = 0;
+  for (GList *l = msgs; l; l = l->next)
+    captions += gst_structure_has_name (gst_message_get_structure (l->data), "blip-caption");
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  fail_unless_equals_int (captions, 6);
+}
+GST_END_TEST;
+
 /* textoverlay burns the captions in; srtenc writes them at their times. */
 GST_START_TEST (test_textoverlay_and_srt)
 {
@@ -677,6 +785,7 @@ blip_suite (void)
   tcase_add_test (tc, test_shared_model_paths);
   tcase_add_test (tc, test_async_never_waits);
   tcase_add_test (tc, test_textoverlay_and_srt);
+  tcase_add_test (tc, test_live_sync_keeps_up);
   tcase_add_test (tc, test_tags);
   tcase_add_test (tc, test_match_methods);
   tcase_add_test (tc, test_queries_stress);
