@@ -539,6 +539,76 @@ GST_START_TEST (test_live_sync_keeps_up)
 }
 GST_END_TEST;
 
+/* fakesink handoff: does the frame differ anywhere from its first pixel?
+ * (a solid frame with text burnt in does) */
+static void
+note_text (GstElement *sink, GstBuffer *buf, GstPad *pad, gpointer data)
+{
+  GArray *marks = data;
+  GstMapInfo map;
+  gboolean text = FALSE;
+  gst_buffer_map (buf, &map, GST_MAP_READ);
+  for (gsize i = 3; i + 3 <= map.size && !text; i += 3)
+    text = memcmp (map.data + i, map.data, 3) != 0;
+  gst_buffer_unmap (buf, &map);
+  g_array_append_val (marks, text);
+}
+
+/* Frames of a solid stream that carry text after textoverlay, from the
+ * first caption on (*from: the first frame with text). */
+static guint
+frames_with_text (const gchar *props, guint n, guint *from)
+{
+  gchar *desc = g_strdup_printf (
+      "videotestsrc is-live=true pattern=blue num-buffers=%u ! "
+      "video/x-raw,format=RGB,width=160,height=120,framerate=30/1 ! "
+      "blipcaption name=c model=%s %s ! queue ! t.video_sink "
+      "c.text_src ! queue ! t.text_sink textoverlay name=t ! "
+      "fakesink name=s signal-handoffs=true", n, CAPTION_MODEL, props);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  fail_unless (p != NULL);
+  GArray *marks = g_array_new (FALSE, FALSE, sizeof (gboolean));
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  g_signal_connect (sink, "handoff", G_CALLBACK (note_text), marks);
+  gst_object_unref (sink);
+  GstBus *bus = gst_element_get_bus (p);
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS, "%s", desc);
+  gst_message_unref (msg);
+  gst_object_unref (bus);
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref (p);
+  g_free (desc);
+  fail_unless_equals_int (marks->len, n);
+  guint with = 0;
+  *from = n;
+  for (guint i = 0; i < n; i++) {
+    if (g_array_index (marks, gboolean, i))
+      *from = MIN (*from, i);
+    with += g_array_index (marks, gboolean, i) && *from <= i;
+  }
+  g_array_unref (marks);
+  return with;
+}
+
+/* A caption stays on screen until the next one replaces it, in both modes,
+ * with a model slower than the frame rate. */
+GST_START_TEST (test_textoverlay_captions_stay)
+{
+  const gchar *modes[] = { "mode=async " SLOW, "mode=sync " SLOW, "mode=sync interval=5 " FAST };
+  const guint n = 60;
+  for (guint i = 0; i < G_N_ELEMENTS (modes); i++) {
+    guint from;
+    const guint with = frames_with_text (modes[i], n, &from);
+    GST_INFO ("%s: text on %u of %u frames from frame %u", modes[i], with, n - from, from);
+    fail_unless (from < n / 2, "%s: the first caption came at frame %u", modes[i], from);
+    fail_unless (with + 1 >= n - from, "%s: text on %u of the %u frames from the first caption",
+                 modes[i], with, n - from);
+  }
+}
+GST_END_TEST;
+
 /* textoverlay burns the captions in; srtenc writes them at their times. */
 GST_START_TEST (test_textoverlay_and_srt)
 {
@@ -785,6 +855,7 @@ blip_suite (void)
   tcase_add_test (tc, test_shared_model_paths);
   tcase_add_test (tc, test_async_never_waits);
   tcase_add_test (tc, test_textoverlay_and_srt);
+  tcase_add_test (tc, test_textoverlay_captions_stay);
   tcase_add_test (tc, test_live_sync_keeps_up);
   tcase_add_test (tc, test_tags);
   tcase_add_test (tc, test_match_methods);
