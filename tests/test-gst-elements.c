@@ -593,11 +593,14 @@ frames_with_text (const gchar *props, guint n, guint *from)
 }
 
 /* A caption stays on screen until the next one replaces it, in both modes,
- * with a model slower than the frame rate. */
+ * with a model slower than the frame rate (16 beams: a few frame intervals,
+ * so that the first caption comes early even in a sanitized build). */
 GST_START_TEST (test_textoverlay_captions_stay)
 {
-  const gchar *modes[] = { "mode=async " SLOW, "mode=sync " SLOW, "mode=sync interval=5 " FAST };
-  const guint n = 60;
+#define SLOWER_THAN_A_FRAME "threads=1 beams=16 max-new-tokens=35 min-new-tokens=35"
+  const gchar *modes[] = { "mode=async " SLOWER_THAN_A_FRAME, "mode=sync " SLOWER_THAN_A_FRAME,
+                           "mode=sync interval=5 " FAST };
+  const guint n = 90;
   for (guint i = 0; i < G_N_ELEMENTS (modes); i++) {
     guint from;
     const guint with = frames_with_text (modes[i], n, &from);
