@@ -14,7 +14,8 @@
  *
  * On a live source neither mode lets the stream fall behind real time.  In
  * `mode=sync`, a frame due for a caption that arrives more than
- * `max-lateness` behind the clock (beyond the upstream latency) goes on
+ * `max-lateness` behind the clock (beyond the upstream latency and the
+ * source's usual lateness) goes on
  * without one, and the next frame is captioned instead; each such frame is
  * counted in `frames-skipped` (also in each "blip-caption" message), posted
  * as a QoS message and logged at DEBUG level.  `max-lateness=-1` captions
@@ -22,9 +23,10 @@
  * `qos` property): frames a sink reports late are dropped before analysis.
  *
  * On `text_src` a caption stands until the next one replaces it: a frame
- * that no caption's duration covers gets the current caption again (in
- * async mode, after skipped frames), so textoverlay shows it on every
- * frame.  Before the first caption, GAP events.
+ * that no caption's duration covers (the usual case in async mode, and
+ * after frames skipped for lateness) gets the current caption again, so
+ * that textoverlay shows it on every frame; srtenc then writes one entry
+ * per such frame.  Before the first caption, GAP events.
  *
  * ## Example launch line
  * |[
