@@ -12,6 +12,22 @@
  * `mode=async` a worker thread captions the newest frame while the stream
  * flows on, and the caption lands on the first frame after it is ready.
  *
+ * On a live source neither mode lets the stream fall behind real time.  In
+ * `mode=sync`, a frame due for a caption that arrives more than
+ * `max-lateness` behind the clock (beyond the upstream latency and the
+ * source's usual lateness) goes on
+ * without one, and the next frame is captioned instead; each such frame is
+ * counted in `frames-skipped` (also in each "blip-caption" message), posted
+ * as a QoS message and logged at DEBUG level.  `max-lateness=-1` captions
+ * every due frame however far behind the stream falls.  QoS is on (the
+ * `qos` property): frames a sink reports late are dropped before analysis.
+ *
+ * On `text_src` a caption stands until the next one replaces it: a frame
+ * that no caption's duration covers (the usual case in async mode, and
+ * after frames skipped for lateness) gets the current caption again, so
+ * that textoverlay shows it on every frame; srtenc then writes one entry
+ * per such frame.  Before the first caption, GAP events.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 -m videotestsrc num-buffers=60 ! blipcaption interval=30 ! fakesink
@@ -207,19 +223,27 @@ push_text (GstBlipCaption *self, const Caption *c, GstClockTime pts, GstClockTim
   gst_object_unref (pad);
 }
 
-/* Sparse-stream rule: a frame no caption covers becomes a GAP on text_src. */
+/* A frame no text buffer covers yet: the caption on screen stays there
+ * until the next one replaces it, so it is sent again for this frame (the
+ * next caption's time is not known when one goes out: in async mode, or
+ * after frames skipped for lateness).  Before the first caption, a GAP
+ * (the sparse-stream rule, so that textoverlay does not wait for text). */
 static void
-push_gap (GstBlipCaption *self, GstBuffer *frame)
+cover_frame (GstBlipCaption *self, GstBuffer *frame)
 {
   if (!GST_BUFFER_PTS_IS_VALID (frame))
     return;
   const GstClockTime pts = GST_BUFFER_PTS (frame);
   if (GST_CLOCK_TIME_IS_VALID (self->text_covered_until) && pts < self->text_covered_until)
     return;
+  GstClockTime dur = gst_blip_filter_frame_duration (GST_BLIP_FILTER (self), frame);
+  if (self->latest) {
+    push_text (self, self->latest, pts, dur);
+    return;
+  }
   GstPad *pad = text_pad_ready (self);
   if (!pad)
     return;
-  GstClockTime dur = gst_blip_filter_frame_duration (GST_BLIP_FILTER (self), frame);
   gst_pad_push_event (pad, gst_event_new_gap (pts, dur));
   if (GST_CLOCK_TIME_IS_VALID (dur))
     self->text_covered_until = pts + dur;
@@ -293,7 +317,7 @@ gst_blip_caption_idle (GstBlipFilter *filter, GstBuffer *frame)
                                       age_at (c, frame), c->inference_ms,
                                       gst_blip_filter_get_model_name (filter));
   }
-  push_gap (self, frame);
+  cover_frame (self, frame);
 }
 
 static void
@@ -317,8 +341,11 @@ gst_blip_caption_sink_event (GstBaseTransform *trans, GstEvent *event)
 {
   GstBlipCaption *self = GST_BLIP_CAPTION (trans);
   const GstEventType type = GST_EVENT_TYPE (event);
-  if (type == GST_EVENT_FLUSH_STOP)
+  if (type == GST_EVENT_FLUSH_STOP) {
     self->text_covered_until = self->last_text_pts = GST_CLOCK_TIME_NONE;
+    /* a caption of the frames before the seek is not shown after it */
+    g_clear_pointer (&self->latest, caption_free);
+  }
   /* EOS after the base class: it sends the caption in progress first */
   gst_event_ref (event);
   gboolean ret = GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);

@@ -19,6 +19,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_blip_filter_debug);
 #define DEFAULT_MODE GST_BLIP_MODE_SYNC
 #define DEFAULT_MODEL_INSTANCE_ID NULL
 #define DEFAULT_PRECISION BLIP_PRECISION_F32
+#define DEFAULT_MAX_LATENESS (40 * GST_MSECOND)
+#define DEFAULT_QOS TRUE
 
 enum {
   PROP_0,
@@ -30,6 +32,8 @@ enum {
   PROP_MODEL_INSTANCE_ID,
   PROP_LOADED_MODEL,
   PROP_PRECISION,
+  PROP_MAX_LATENESS,
+  PROP_FRAMES_SKIPPED,
 };
 
 typedef struct {
@@ -41,6 +45,8 @@ typedef struct {
   GstBlipMode mode;
   gchar *instance_id;
   BlipPrecision precision;
+  gint64 max_lateness;
+  guint64 frames_skipped, frames_analysed;
 
   /* from start to stop */
   BlipModel *model;
@@ -54,6 +60,11 @@ typedef struct {
   guint64 frame_count;
   GstClockTime last_selected_rt;
   GstBlipWorker *worker;
+  /* sync mode: is upstream live, with what latency (queried once per caps) */
+  gboolean live_known, live;
+  GstClockTime upstream_latency;
+  GstClockTimeDiff least_lateness;
+  gboolean catch_up; /* a selected frame was skipped: analyse the next one */
 
   GMutex result_lock;
   gpointer ready; /* async: a result waiting for the next frame */
@@ -135,11 +146,16 @@ gst_blip_filter_result_duration (GstBlipFilter *filter, GstBuffer *frame)
 void
 gst_blip_filter_post (GstBlipFilter *filter, GstStructure *s, GstClockTime pts)
 {
+  GstBlipFilterPrivate *p = PRIV (filter);
   GstSegment *seg = &GST_BASE_TRANSFORM (filter)->segment;
+  GST_OBJECT_LOCK (filter);
+  const guint64 skipped = p->frames_skipped;
+  GST_OBJECT_UNLOCK (filter);
   gst_structure_set (s,
+      "frames-skipped", G_TYPE_UINT64, skipped,
       "running-time", G_TYPE_UINT64, gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts),
       "stream-time", G_TYPE_UINT64, gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts),
-      "model", G_TYPE_STRING, PRIV (filter)->model_name, NULL);
+      "model", G_TYPE_STRING, p->model_name, NULL);
   gst_element_post_message (GST_ELEMENT (filter), gst_message_new_element (GST_OBJECT (filter), s));
 }
 
@@ -227,6 +243,68 @@ frame_selected (GstBlipFilter *filter, GstBuffer *buf)
   return TRUE;
 }
 
+/* How late buf is: the clock's running time minus the time the frame was
+ * due here (its running time plus the upstream latency).  Only frames of a
+ * live source are ever late: a file is analysed frame by frame however long
+ * it takes.  FALSE when it cannot be late.  *excess: the lateness above the
+ * least seen, so that a source whose frames always come later than the
+ * latency it reports still has its frames analysed. */
+static gboolean
+frame_lateness (GstBlipFilter *filter, GstBuffer *buf, GstClockTimeDiff *lateness,
+                GstClockTimeDiff *excess)
+{
+  GstBlipFilterPrivate *p = PRIV (filter);
+  if (!p->live_known) {
+    p->least_lateness = G_MAXINT64;
+    GstQuery *q = gst_query_new_latency ();
+    p->live = FALSE;
+    p->upstream_latency = 0;
+    if (gst_pad_peer_query (GST_BASE_TRANSFORM_SINK_PAD (filter), q))
+      gst_query_parse_latency (q, &p->live, &p->upstream_latency, NULL);
+    gst_query_unref (q);
+    p->live_known = TRUE;
+    GST_DEBUG_OBJECT (filter, "upstream is %slive, latency %" GST_TIME_FORMAT,
+                      p->live ? "" : "not ", GST_TIME_ARGS (p->upstream_latency));
+  }
+  if (!p->live)
+    return FALSE;
+  GstClockTime rt = gst_segment_to_running_time (&GST_BASE_TRANSFORM (filter)->segment,
+                                                 GST_FORMAT_TIME, GST_BUFFER_PTS (buf));
+  GstClock *clock = gst_element_get_clock (GST_ELEMENT (filter));
+  const GstClockTime base = gst_element_get_base_time (GST_ELEMENT (filter));
+  const GstClockTime now = clock ? gst_clock_get_time (clock) : GST_CLOCK_TIME_NONE;
+  g_clear_object (&clock);
+  if (!GST_CLOCK_TIME_IS_VALID (rt) || !GST_CLOCK_TIME_IS_VALID (now) || now < base)
+    return FALSE;
+  *lateness = GST_CLOCK_DIFF (rt + p->upstream_latency, now - base);
+  p->least_lateness = MIN (p->least_lateness, *lateness);
+  *excess = *lateness - MAX (p->least_lateness, 0);
+  return TRUE;
+}
+
+/* A late frame goes on without analysis: counted, a debug line and a QoS
+ * message, as basetransform reports the frames its QoS drops. */
+static void
+skip_frame (GstBlipFilter *filter, GstBuffer *buf, GstClockTimeDiff lateness)
+{
+  GstBlipFilterPrivate *p = PRIV (filter);
+  GstSegment *seg = &GST_BASE_TRANSFORM (filter)->segment;
+  const GstClockTime pts = GST_BUFFER_PTS (buf);
+  GST_OBJECT_LOCK (filter);
+  const guint64 skipped = ++p->frames_skipped, analysed = p->frames_analysed;
+  GST_OBJECT_UNLOCK (filter);
+  GST_DEBUG_OBJECT (filter, "frame %" GST_TIME_FORMAT " is %" GST_STIME_FORMAT
+                    " late: passed on without analysis (%" G_GUINT64_FORMAT " skipped)",
+                    GST_TIME_ARGS (pts), GST_STIME_ARGS (lateness), skipped);
+  GstMessage *m = gst_message_new_qos (GST_OBJECT (filter), TRUE,
+      gst_segment_to_running_time (seg, GST_FORMAT_TIME, pts),
+      gst_segment_to_stream_time (seg, GST_FORMAT_TIME, pts), pts,
+      gst_blip_filter_frame_duration (filter, buf));
+  gst_message_set_qos_values (m, lateness, 1.0, (gint) (1000000 * analysed / (analysed + skipped)));
+  gst_message_set_qos_stats (m, GST_FORMAT_BUFFERS, analysed, skipped);
+  gst_element_post_message (GST_ELEMENT (filter), m);
+}
+
 static GstFlowReturn
 gst_blip_filter_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
 {
@@ -236,8 +314,16 @@ gst_blip_filter_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
   gpointer result = NULL;
   const gboolean selected = frame_selected (filter, buf);
 
-  if (p->running_mode == GST_BLIP_MODE_SYNC) {
-    if (selected) {
+  if (p->running_mode == GST_BLIP_MODE_SYNC && (selected || p->catch_up)) {
+    GST_OBJECT_LOCK (filter);
+    const gint64 max_lateness = p->max_lateness;
+    GST_OBJECT_UNLOCK (filter);
+    GstClockTimeDiff lateness, excess;
+    p->catch_up = max_lateness >= 0 && frame_lateness (filter, buf, &lateness, &excess)
+        && excess > max_lateness;
+    if (p->catch_up) {
+      skip_frame (filter, buf, lateness);
+    } else {
       GError *error = NULL;
       result = analyze_frame (filter, buf, &p->convert.info, &error);
       if (!result) {
@@ -246,8 +332,11 @@ gst_blip_filter_transform_ip (GstBaseTransform *trans, GstBuffer *buf)
         g_clear_error (&error);
         return GST_FLOW_ERROR;
       }
+      GST_OBJECT_LOCK (filter);
+      p->frames_analysed++;
+      GST_OBJECT_UNLOCK (filter);
     }
-  } else {
+  } else if (p->running_mode == GST_BLIP_MODE_ASYNC) {
     result = take_ready (filter);
   }
   /* metas first, while the buffer is still ours alone to write */
@@ -312,6 +401,10 @@ gst_blip_filter_start (GstBaseTransform *trans)
   p->embeds = g_new (float, (gsize) blip_model_vision_tokens (model) * c->vision.hidden_size);
   p->frame_count = 0;
   p->last_selected_rt = GST_CLOCK_TIME_NONE;
+  p->live_known = p->catch_up = FALSE;
+  GST_OBJECT_LOCK (filter);
+  p->frames_skipped = p->frames_analysed = 0;
+  GST_OBJECT_UNLOCK (filter);
   if (p->running_mode == GST_BLIP_MODE_ASYNC)
     p->worker = gst_blip_worker_new (GST_OBJECT_NAME (filter), worker_func, job_free, NULL);
   if (klass->started)
@@ -360,6 +453,7 @@ gst_blip_filter_set_caps (GstBaseTransform *trans, GstCaps *incaps, GstCaps *out
   /* a frame in flight was mapped with the old info: let it finish first */
   if (p->worker)
     gst_blip_worker_drain (p->worker);
+  p->live_known = FALSE;
   if (!gst_blip_frame_converter_init (&p->convert, &info, &error)) {
     GST_ELEMENT_ERROR (filter, CORE, NEGOTIATION, (_("Unsupported video format.")),
                        ("%s", error->message));
@@ -390,6 +484,7 @@ gst_blip_filter_sink_event (GstBaseTransform *trans, GstEvent *event)
       if (r)
         klass->free_result (r);
       p->last_selected_rt = GST_CLOCK_TIME_NONE;
+      p->catch_up = FALSE;
       break;
     }
     default:
@@ -413,6 +508,7 @@ gst_blip_filter_set_property (GObject *object, guint prop_id, const GValue *valu
     case PROP_PRECISION: p->precision = g_value_get_enum (value); break;
     case PROP_MODE: p->mode = g_value_get_enum (value); break;
     case PROP_MODEL_INSTANCE_ID: g_free (p->instance_id); p->instance_id = g_value_dup_string (value); break;
+    case PROP_MAX_LATENESS: p->max_lateness = g_value_get_int64 (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -432,6 +528,8 @@ gst_blip_filter_get_property (GObject *object, guint prop_id, GValue *value, GPa
     case PROP_MODE: g_value_set_enum (value, p->mode); break;
     case PROP_MODEL_INSTANCE_ID: g_value_set_string (value, p->instance_id); break;
     case PROP_LOADED_MODEL: g_value_set_pointer (value, p->model); break;
+    case PROP_MAX_LATENESS: g_value_set_int64 (value, p->max_lateness); break;
+    case PROP_FRAMES_SKIPPED: g_value_set_uint64 (value, p->frames_skipped); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -492,6 +590,18 @@ gst_blip_filter_class_init (GstBlipFilterClass *klass)
           "The BlipModel in use while running (shared instances are the same pointer)",
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
+  g_object_class_install_property (gobject_class, PROP_MAX_LATENESS,
+      g_param_spec_int64 ("max-lateness", "Maximum lateness",
+          "Sync mode on a live source: a frame due for analysis that arrives later than this "
+          "(ns behind the clock, beyond the upstream latency and the source's usual lateness) "
+          "goes on unanalysed, so that the stream keeps up with real time; the next frame is "
+          "analysed instead (-1: analyse every due frame, the stream may fall behind)",
+          -1, G_MAXINT64, DEFAULT_MAX_LATENESS, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_FRAMES_SKIPPED,
+      g_param_spec_uint64 ("frames-skipped", "Frames skipped",
+          "Frames due for analysis passed on unanalysed because they arrived too late "
+          "(see max-lateness), since the element started", 0, G_MAXUINT64, 0,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
   trans_class->start = gst_blip_filter_start;
   trans_class->stop = gst_blip_filter_stop;
   trans_class->set_caps = gst_blip_filter_set_caps;
@@ -512,9 +622,13 @@ gst_blip_filter_init (GstBlipFilter *filter)
   p->threads = DEFAULT_THREADS;
   p->precision = DEFAULT_PRECISION;
   p->mode = DEFAULT_MODE;
+  p->max_lateness = DEFAULT_MAX_LATENESS;
   g_mutex_init (&p->result_lock);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (filter), TRUE);
   /* results are added as metas, so buffers are made writable: a shallow
    * copy at most, the frame's memory is never copied */
   gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (filter), FALSE);
+  /* QoS on, as in GstVideoFilter: frames a sink reports late are dropped
+   * here too, before they cost an analysis */
+  gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (filter), DEFAULT_QOS);
 }

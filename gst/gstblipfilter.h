@@ -3,7 +3,9 @@
  * model-instance-id), picks frames by interval and max-rate, turns them into
  * image embeddings and hands them to the subclass, either in the streaming
  * thread (mode=sync) or on a worker thread that takes the newest frame and
- * never makes the stream wait (mode=async). */
+ * never makes the stream wait (mode=async).  In sync mode, frames of a live
+ * source that arrive too late are not analysed (max-lateness), so that the
+ * stream never falls behind the clock. */
 #ifndef __GST_BLIP_FILTER_H__
 #define __GST_BLIP_FILTER_H__
 
@@ -53,7 +55,8 @@ GstClockTime gst_blip_filter_frame_duration (GstBlipFilter *filter, GstBuffer *f
 /* Time until the next result is due, for a result going out with frame. */
 GstClockTime gst_blip_filter_result_duration (GstBlipFilter *filter, GstBuffer *frame);
 
-/* Posts an element message with the running and stream time of pts added. */
+/* Posts an element message with the running and stream time of pts, the
+ * model and frames-skipped added. */
 void gst_blip_filter_post (GstBlipFilter *filter, GstStructure *s, GstClockTime pts);
 
 G_END_DECLS

@@ -1,8 +1,10 @@
 /* One loaded model per model-instance-id in the process. */
 #include "gstblipmodelcache.h"
 
+#include <stdlib.h>
+
 typedef struct {
-  gchar *path;
+  gchar *path;      /* canonical: one folder has one name */
   BlipModel *model; /* NULL while loading */
   gboolean loading;
   guint users;
@@ -22,12 +24,27 @@ entry_free (gpointer p)
   g_free (e);
 }
 
+/* The folder's path with symlinks, ".", ".." and trailing slashes resolved
+ * (the path made absolute and tidied if it does not exist: the load then
+ * reports it). */
+static gchar *
+canonical_path (const gchar *path)
+{
+  char *real = realpath (path, NULL);
+  if (!real)
+    return g_canonicalize_filename (path, NULL);
+  gchar *c = g_strdup (real);
+  free (real);
+  return c;
+}
+
 BlipModel *
 gst_blip_model_cache_acquire (const gchar *path, const gchar *instance_id, GError **error)
 {
   if (!instance_id || !*instance_id)
     return blip_model_load (path, error);
 
+  gchar *canonical = canonical_path (path);
   g_mutex_lock (&cache_lock);
   if (!cache)
     cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, entry_free);
@@ -36,18 +53,19 @@ gst_blip_model_cache_acquire (const gchar *path, const gchar *instance_id, GErro
     g_cond_wait (&cache_cond, &cache_lock);
   if (e) {
     BlipModel *m = NULL;
-    if (g_strcmp0 (e->path, path) != 0)
+    if (g_strcmp0 (e->path, canonical) != 0)
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                   "model-instance-id '%s' already holds %s, not %s", instance_id, e->path, path);
+                   "model-instance-id '%s' already holds %s, not %s", instance_id, e->path, canonical);
     else {
       e->users++;
       m = blip_model_ref (e->model);
     }
     g_mutex_unlock (&cache_lock);
+    g_free (canonical);
     return m;
   }
   e = g_new0 (Entry, 1);
-  e->path = g_strdup (path);
+  e->path = canonical;
   e->loading = TRUE;
   g_hash_table_insert (cache, g_strdup (instance_id), e);
   g_mutex_unlock (&cache_lock);

@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 #include <gst/video/video.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gstblipmeta.h"
 #include <blip.h>
@@ -318,6 +319,57 @@ GST_START_TEST (test_shared_model)
 }
 GST_END_TEST;
 
+/* One folder named five ways is one model under one model-instance-id; a
+ * different folder under the same id is refused. */
+GST_START_TEST (test_shared_model_paths)
+{
+  gchar *dir = g_dir_make_tmp ("blip-gst-XXXXXX", NULL);
+  gchar *link = g_build_filename (dir, "linked", NULL);
+  fail_unless (symlink (CAPTION_MODEL, link) == 0);
+  const gchar *paths[] = { CAPTION_MODEL, CAPTION_MODEL "/", BLIP_FIXTURES "/./caption_model",
+                           BLIP_FIXTURES "/../blip_tiny_a/caption_model//", link };
+  GString *desc = g_string_new ("videotestsrc num-buffers=1 ! tee name=t ");
+  for (guint i = 0; i < G_N_ELEMENTS (paths); i++)
+    g_string_append_printf (desc, "t. ! queue ! blipcaption name=c%u model=\"%s\" "
+                            "model-instance-id=paths " FAST " ! fakesink ", i, paths[i]);
+  GstElement *p = gst_parse_launch (desc->str, NULL);
+  g_string_free (desc, TRUE);
+  fail_unless (p != NULL);
+  fail_unless (gst_element_set_state (p, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE,
+               "the same folder refused under another name");
+  fail_unless_equals_int (gst_element_get_state (p, NULL, NULL, 30 * GST_SECOND), GST_STATE_CHANGE_SUCCESS);
+  gpointer first = NULL;
+  for (guint i = 0; i < G_N_ELEMENTS (paths); i++) {
+    gchar *name = g_strdup_printf ("c%u", i);
+    GstElement *c = gst_bin_get_by_name (GST_BIN (p), name);
+    g_free (name);
+    gpointer m = NULL;
+    g_object_get (c, "loaded-model", &m, NULL);
+    gst_object_unref (c);
+    if (i == 0)
+      first = m;
+    fail_unless (m != NULL && m == first, "%s: not the model of %s", paths[i], paths[0]);
+  }
+
+  gchar *other = g_strdup_printf ("videotestsrc num-buffers=1 ! blipmatch model=%s "
+                                  "model-instance-id=paths threads=1 ! fakesink", MATCH_MODEL);
+  GError *error = NULL;
+  GList *msgs = run_pipeline (other, &error);
+  g_free (other);
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  fail_unless (error != NULL && strstr (error->message, "already holds") != NULL,
+               "another folder under the same id: %s", error ? error->message : "accepted");
+  g_error_free (error);
+
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (p);
+  g_unlink (link);
+  g_rmdir (dir);
+  g_free (link);
+  g_free (dir);
+}
+GST_END_TEST;
+
 /* In async mode the streaming thread never waits for the model. */
 static gint64
 push_frames (GstHarness *h, const GstVideoInfo *info, guint n, guint *captions)
@@ -383,6 +435,185 @@ GST_START_TEST (test_async_never_waits)
   /* frames that come while the worker is busy are dropped, not queued */
   fail_unless (captions_async < 200);
   fail_unless_equals_int (captions_sync, 20);
+}
+GST_END_TEST;
+
+/* 16 beams of 35 tokens: on the tiny model a caption takes a few frame
+ * intervals of a 30 fps stream (about 80 ms; ten times that in a debug
+ * ASan build) */
+#define SLOW "threads=1 beams=16 max-new-tokens=35 min-new-tokens=35"
+
+typedef struct {
+  GMutex lock;
+  GstClockTime last_pts;
+} LastOut;
+
+static GstPadProbeReturn
+record_last_pts (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  LastOut *last = data;
+  g_mutex_lock (&last->lock);
+  last->last_pts = GST_BUFFER_PTS (GST_PAD_PROBE_INFO_BUFFER (info));
+  g_mutex_unlock (&last->lock);
+  return GST_PAD_PROBE_OK;
+}
+
+/* Sync mode on a live source with a model slower than the frame rate: the
+ * stream stays within about one analysis of the clock, the frames it cannot
+ * analyse in time go on unanalysed, counted in frames-skipped, in QoS
+ * messages and in the blip-caption messages. */
+GST_START_TEST (test_live_sync_keeps_up)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc is-live=true ! video/x-raw,width=160,height=120,"
+                                 "framerate=30/1 ! blipcaption name=c model=%s " SLOW " ! fakesink",
+                                 CAPTION_MODEL);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  g_free (desc);
+  GstElement *c = gst_bin_get_by_name (GST_BIN (p), "c");
+  GstPad *src = gst_element_get_static_pad (c, "src");
+  LastOut last = { .last_pts = GST_CLOCK_TIME_NONE };
+  g_mutex_init (&last.lock);
+  gst_pad_add_probe (src, GST_PAD_PROBE_TYPE_BUFFER, record_last_pts, &last, NULL);
+  gst_object_unref (src);
+  GstBus *bus = gst_element_get_bus (p);
+  fail_unless (gst_element_set_state (p, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+
+  guint captions = 0, qos = 0;
+  guint64 skipped_in_messages = 0, qos_dropped = 0;
+  gdouble slowest_ms = 0;
+  const gint64 end = g_get_monotonic_time () + 4 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < end) {
+    GstMessage *msg = gst_bus_timed_pop_filtered (bus, 100 * GST_MSECOND,
+        GST_MESSAGE_ELEMENT | GST_MESSAGE_QOS | GST_MESSAGE_ERROR);
+    if (!msg)
+      continue;
+    fail_unless (GST_MESSAGE_TYPE (msg) != GST_MESSAGE_ERROR, "pipeline error");
+    const GstStructure *s = gst_message_get_structure (msg);
+    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_QOS && GST_MESSAGE_SRC (msg) == GST_OBJECT (c)) {
+      GstFormat format;
+      guint64 processed, dropped;
+      gst_message_parse_qos_stats (msg, &format, &processed, &dropped);
+      fail_unless_equals_int (format, GST_FORMAT_BUFFERS);
+      qos_dropped = MAX (qos_dropped, dropped);
+      qos++;
+    } else if (gst_structure_has_name (s, "blip-caption")) {
+      gdouble ms;
+      fail_unless (gst_structure_get_double (s, "inference-ms", &ms));
+      slowest_ms = MAX (slowest_ms, ms);
+      gst_structure_get_uint64 (s, "frames-skipped", &skipped_in_messages);
+      captions++;
+    }
+    gst_message_unref (msg);
+  }
+  GstClock *clock = gst_element_get_clock (p);
+  const GstClockTime now = gst_clock_get_time (clock) - gst_element_get_base_time (p);
+  gst_object_unref (clock);
+  g_mutex_lock (&last.lock);
+  const GstClockTime last_pts = last.last_pts;
+  g_mutex_unlock (&last.lock);
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+
+  GST_INFO ("%u captions (slowest %.0f ms), %u QoS messages, clock %" GST_TIME_FORMAT
+            ", last frame out %" GST_TIME_FORMAT, captions, slowest_ms, qos, GST_TIME_ARGS (now),
+            GST_TIME_ARGS (last_pts));
+  fail_unless (captions >= 2, "%u captions", captions);
+  fail_unless (slowest_ms > 1000.0 / 30, "the model was not slower than a frame (%.1f ms)", slowest_ms);
+  fail_unless (GST_CLOCK_TIME_IS_VALID (last_pts));
+  /* behind by at most the analysis in progress, the lateness allowed and a frame */
+  const GstClockTime bound = (GstClockTime) (slowest_ms * GST_MSECOND) + 500 * GST_MSECOND;
+  fail_unless (last_pts + bound >= now, "the stream fell behind: frame %" GST_TIME_FORMAT
+               " went out at %" GST_TIME_FORMAT, GST_TIME_ARGS (last_pts), GST_TIME_ARGS (now));
+  guint64 skipped = 0;
+  g_object_get (c, "frames-skipped", &skipped, NULL);
+  fail_unless (skipped > 0, "no frame skipped");
+  fail_unless (qos > 0 && qos_dropped > 0 && qos_dropped <= skipped, "%u QoS messages", qos);
+  fail_unless (skipped_in_messages > 0 && skipped_in_messages <= skipped);
+  gst_object_unref (bus);
+  gst_object_unref (c);
+  gst_object_unref (p);
+  g_mutex_clear (&last.lock);
+
+  /* a source that is not live is analysed frame by frame however slowly */
+  desc = g_strdup_printf ("videotestsrc num-buffers=6 ! video/x-raw,width=160,height=120,"
+                          "framerate=30/1 ! blipcaption model=%s " SLOW " ! fakesink sync=true",
+                          CAPTION_MODEL);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_free (desc);
+  captions = 0;
+  for (GList *l = msgs; l; l = l->next)
+    captions += gst_structure_has_name (gst_message_get_structure (l->data), "blip-caption");
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+  fail_unless_equals_int (captions, 6);
+}
+GST_END_TEST;
+
+/* fakesink handoff: does the frame differ anywhere from its first pixel?
+ * (a solid frame with text burnt in does) */
+static void
+note_text (GstElement *sink, GstBuffer *buf, GstPad *pad, gpointer data)
+{
+  GArray *marks = data;
+  GstMapInfo map;
+  gboolean text = FALSE;
+  gst_buffer_map (buf, &map, GST_MAP_READ);
+  for (gsize i = 3; i + 3 <= map.size && !text; i += 3)
+    text = memcmp (map.data + i, map.data, 3) != 0;
+  gst_buffer_unmap (buf, &map);
+  g_array_append_val (marks, text);
+}
+
+/* Frames of a solid stream that carry text after textoverlay, from the
+ * first caption on (*from: the first frame with text). */
+static guint
+frames_with_text (const gchar *props, guint n, guint *from)
+{
+  gchar *desc = g_strdup_printf (
+      "videotestsrc is-live=true pattern=blue num-buffers=%u ! "
+      "video/x-raw,format=RGB,width=160,height=120,framerate=30/1 ! "
+      "blipcaption name=c model=%s %s ! queue ! t.video_sink "
+      "c.text_src ! queue ! t.text_sink textoverlay name=t ! "
+      "fakesink name=s signal-handoffs=true", n, CAPTION_MODEL, props);
+  GstElement *p = gst_parse_launch (desc, NULL);
+  fail_unless (p != NULL);
+  GArray *marks = g_array_new (FALSE, FALSE, sizeof (gboolean));
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "s");
+  g_signal_connect (sink, "handoff", G_CALLBACK (note_text), marks);
+  gst_object_unref (sink);
+  GstBus *bus = gst_element_get_bus (p);
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS, "%s", desc);
+  gst_message_unref (msg);
+  gst_object_unref (bus);
+  fail_unless_equals_int (gst_element_set_state (p, GST_STATE_NULL), GST_STATE_CHANGE_SUCCESS);
+  gst_object_unref (p);
+  g_free (desc);
+  fail_unless_equals_int (marks->len, n);
+  guint with = 0;
+  *from = n;
+  for (guint i = 0; i < n; i++) {
+    if (g_array_index (marks, gboolean, i))
+      *from = MIN (*from, i);
+    with += g_array_index (marks, gboolean, i) && *from <= i;
+  }
+  g_array_unref (marks);
+  return with;
+}
+
+/* A caption stays on screen until the next one replaces it, in both modes,
+ * with a model slower than the frame rate. */
+GST_START_TEST (test_textoverlay_captions_stay)
+{
+  const gchar *modes[] = { "mode=async " SLOW, "mode=sync " SLOW, "mode=sync interval=5 " FAST };
+  const guint n = 90;
+  for (guint i = 0; i < G_N_ELEMENTS (modes); i++) {
+    guint from;
+    const guint with = frames_with_text (modes[i], n, &from);
+    GST_INFO ("%s: text on %u of %u frames from frame %u", modes[i], with, n - from, from);
+    fail_unless (from < n / 2, "%s: the first caption came at frame %u", modes[i], from);
+    fail_unless (with + 1 >= n - from, "%s: text on %u of the %u frames from the first caption",
+                 modes[i], with, n - from);
+  }
 }
 GST_END_TEST;
 
@@ -629,8 +860,11 @@ blip_suite (void)
   tcase_add_test (tc, test_bus_messages);
   tcase_add_test (tc, test_broken_model);
   tcase_add_test (tc, test_shared_model);
+  tcase_add_test (tc, test_shared_model_paths);
   tcase_add_test (tc, test_async_never_waits);
   tcase_add_test (tc, test_textoverlay_and_srt);
+  tcase_add_test (tc, test_textoverlay_captions_stay);
+  tcase_add_test (tc, test_live_sync_keeps_up);
   tcase_add_test (tc, test_tags);
   tcase_add_test (tc, test_match_methods);
   tcase_add_test (tc, test_queries_stress);
