@@ -54,6 +54,17 @@ typedef struct {
   double image_mean[3], image_std[3];
 } BlipConfig;
 
+/* Reads dir/config.json (and dir/preprocessor_config.json when present)
+ * into config, transformers' defaults for what they leave out, then checks
+ * it with blip_config_validate().  FALSE with a BLIP_ERROR_IO (no
+ * config.json) or BLIP_ERROR_CONFIG error.  config is the caller's storage
+ * and owns nothing: there is nothing to free. */
+gboolean blip_config_load (const char *dir, BlipConfig *config, GError **error);
+/* Whether libblip runs this geometry: every size in its range, the heads
+ * dividing the widths, the patch dividing the image.  FALSE with a
+ * BLIP_ERROR_CONFIG error naming the first bad value. */
+gboolean blip_config_validate (const BlipConfig *config, GError **error);
+
 /* ---- tokenizer ---- */
 
 typedef struct _BlipTokenizer BlipTokenizer;

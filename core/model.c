@@ -1,6 +1,6 @@
 /* Loading a Hugging Face BLIP checkpoint folder: config, tokenizer, and every
  * tensor bound by its transformers name and checked against the config. */
-#include "blip-private.h"
+#include "model-private.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -295,7 +295,7 @@ blip_model_load (const char *dir, GError **error)
       goto fail;
     m->has_itc = m->has_itm = TRUE;
   }
-  m->packed = blip_weight_cache_new (m->st);
+  m->packed = blip_weight_cache_new (m->st, m->owned);
   return m;
 
 fail:

@@ -2,7 +2,7 @@
  * types of their inputs and weights and the test of whether this CPU runs
  * them.  The test asks oneDNN itself for a small matmul of those types, so
  * it follows ONEDNN_MAX_CPU_ISA and agrees with what a session will get. */
-#include "blip-private.h"
+#include "precision-private.h"
 
 #include <dnnl.h>
 
