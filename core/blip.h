@@ -1,10 +1,27 @@
 /* libblip: BLIP (ViT + BERT multimodal mixture of encoder-decoder) in C.
  *
- * Threading contract: a BlipModel is immutable once loaded and may be shared
- * by any number of threads (it is reference counted).  A BlipSession holds
- * the buffers, the primitive cache and the KV cache of one run; use one
- * session per thread.  Every function that can fail takes a GError ** in the
- * BLIP_ERROR domain and never aborts on bad input.
+ * Threading contract.
+ * Shared: a BlipModel is immutable once loaded and may be used by any number
+ *   of threads and sessions at once (it is reference counted).  The copies
+ *   of its weight matrices that sessions make (packed per precision, and a
+ *   plain float32 copy for OpenBLAS, the quantisers and the shapes oneDNN
+ *   runs unpacked) belong to the model and are shared by all its sessions.
+ *   Once its first session exists, the model never reads its files again,
+ *   whatever the precision and backend of later sessions: the files may be
+ *   replaced or truncated under it.  The price: the file's pages of a matrix
+ *   are given back only for a lossless copy, so a bf16 or int8 session keeps
+ *   a float32 copy besides its own (about 4 bytes a weight more).
+ * Per thread: a BlipSession holds the buffers, the primitive cache and the
+ *   KV cache of one run; use one session per thread (sessions of one model
+ *   may run on different threads at once).  Each session call runs with the
+ *   session's thread count and restores the caller's OpenMP count (a
+ *   per-thread setting) before it returns; so do blip_session_new() and
+ *   blip_session_generate() (whose progress callback runs inside it, with
+ *   the session's count).  OpenBLAS's count is process-wide: it is restored
+ *   too, but OpenBLAS sessions with different counts running at the same
+ *   time share one count.
+ * Every function that can fail takes a GError ** in the BLIP_ERROR domain
+ * and never aborts on bad input.
  *
  * Shapes in comments: N images, B texts, T tokens, P vision tokens
  * (patches + CLS), Dv vision width, D text width, V vocabulary, E the ITC
