@@ -166,8 +166,12 @@ typedef enum {
                         * (7-bit on CPUs without VNNI), uint8 inputs per call (oneDNN) */
 } BlipPrecision;
 
-/* "f32", "bf16", "int8" */
+/* The precisions are BLIP_PRECISION_F32 up to BLIP_PRECISION_LAST. */
+#define BLIP_PRECISION_LAST BLIP_PRECISION_INT8
+/* "f32", "bf16", "int8" (static string) */
 const char *blip_precision_name (BlipPrecision precision);
+/* What the precision computes in, in a phrase (static string). */
+const char *blip_precision_description (BlipPrecision precision);
 gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
 
 /* Whether this CPU runs the precision on the backend, as oneDNN sees it
