@@ -1,6 +1,8 @@
-/* Every private header of libblip, for the files that read several of its
- * parts (config, tokenizer, checkpoint); each concept's declarations live
- * in its own header.  Not installed. */
+/* The private headers the files that predate their split read (config,
+ * tokenizer, checkpoint, preprocess); each concept's declarations live in
+ * its own header, which newer files include directly.  The tokenizer's
+ * own (tokenizer-private.h) is left out: tokenizer.c includes this one.
+ * Not installed. */
 #ifndef BLIP_PRIVATE_H
 #define BLIP_PRIVATE_H
 
@@ -9,6 +11,5 @@
 #include "precision-private.h"
 #include "safetensors.h"
 #include "session-private.h"
-#include "tokenizer-private.h"
 
 #endif
