@@ -29,17 +29,10 @@ softmax_rows (BlipMath *m, float *x, int rows, int n, GError **error)
                                                               dnnl_softmax_accurate, &md, &md, 1),
                            "softmax desc", error)
         && blip_dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, NULL, m->engine, NULL), "softmax pd", error)
-        && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "softmax primitive", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[0], &md, m->engine, DNNL_MEMORY_NONE), "memory", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[3], &md, m->engine, DNNL_MEMORY_NONE), "memory", error);
-    if (pd)
-      dnnl_primitive_desc_destroy (pd);
-    if (!ok) {
-      blip_primitive_free (c);
-      g_bytes_unref (k);
+        && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "softmax primitive", error);
+    const dnnl_memory_desc_t *mds[4] = { &md, NULL, NULL, &md };
+    if (!(c = blip_primitive_keep (m, k, c, blip_primitive_finish (m, ok, pd, NULL, NULL, mds, 4, c, error))))
       return FALSE;
-    }
-    g_hash_table_insert (m->cache, k, c);
   }
   void *h[4] = { x, NULL, NULL, x };
   const int args[4] = { DNNL_ARG_SRC, 0, 0, DNNL_ARG_DST };
@@ -94,12 +87,8 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
     blip_md_strided (&src, 3, (dnnl_dim_t[]) { Hb, T, hd }, (dnnl_dim_t[]) { hd, ldq, 1 });
     blip_md_strided (&wei, 3, (dnnl_dim_t[]) { Hb, hd, S }, (dnnl_dim_t[]) { hd, 1, ldk });
     blip_md_strided (&dst, 3, (dnnl_dim_t[]) { Hb, T, S }, (dnnl_dim_t[]) { (dnnl_dim_t) T * S, S, 1 });
-    if (!blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f / sqrtf ((float) hd), c1, error)) {
-      blip_primitive_free (c1);
-      g_bytes_unref (kb);
+    if (!(c1 = blip_primitive_keep (m, kb, c1, blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f / sqrtf ((float) hd), c1, error))))
       return FALSE;
-    }
-    g_hash_table_insert (m->cache, kb, c1);
   }
 
   /* out[Hb,T,hd] = P[Hb,T,S] V[Hb,S,hd], written back into the [T, H*hd] rows */
@@ -111,12 +100,8 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
     blip_md_strided (&src, 3, (dnnl_dim_t[]) { Hb, T, S }, (dnnl_dim_t[]) { (dnnl_dim_t) T * S, S, 1 });
     blip_md_strided (&wei, 3, (dnnl_dim_t[]) { Hb, S, hd }, (dnnl_dim_t[]) { hd, ldv, 1 });
     blip_md_strided (&dst, 3, (dnnl_dim_t[]) { Hb, T, hd }, (dnnl_dim_t[]) { hd, ldo, 1 });
-    if (!blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f, c2, error)) {
-      blip_primitive_free (c2);
-      g_bytes_unref (kb);
+    if (!(c2 = blip_primitive_keep (m, kb, c2, blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f, c2, error))))
       return FALSE;
-    }
-    g_hash_table_insert (m->cache, kb, c2);
   }
 
   for (int h = 0; h < H; h += Hb) {

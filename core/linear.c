@@ -238,12 +238,8 @@ linear_onednn (BlipMath *m, float *y, const float *x, const BlipLinear *l, int M
   BlipPrimitive *c = blip_primitive_lookup (m, &key, sizeof key, &k);
   if (!c) {
     c = g_new0 (BlipPrimitive, 1);
-    if (!build_linear (m, l, M, gelu, sum, c, error)) {
-      blip_primitive_free (c);
-      g_bytes_unref (k);
+    if (!(c = blip_primitive_keep (m, k, c, build_linear (m, l, M, gelu, sum, c, error))))
       return FALSE;
-    }
-    g_hash_table_insert (m->cache, k, c);
   }
   const gsize n = (gsize) M * l->in;
   if (c->scales) {

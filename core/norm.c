@@ -24,19 +24,10 @@ blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n,
     gboolean ok = blip_dnnl_ok (dnnl_layer_normalization_forward_desc_init (&desc, dnnl_forward_inference,
                                &md, NULL, n->eps, dnnl_use_scale | dnnl_use_shift), "layernorm desc", error)
         && blip_dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, NULL, m->engine, NULL), "layernorm pd", error)
-        && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "layernorm primitive", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[0], &md, m->engine, DNNL_MEMORY_NONE), "memory", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[1], &vec, m->engine, DNNL_MEMORY_NONE), "memory", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[2], &vec, m->engine, DNNL_MEMORY_NONE), "memory", error)
-        && blip_dnnl_ok (dnnl_memory_create (&c->mem[3], &md, m->engine, DNNL_MEMORY_NONE), "memory", error);
-    if (pd)
-      dnnl_primitive_desc_destroy (pd);
-    if (!ok) {
-      blip_primitive_free (c);
-      g_bytes_unref (k);
+        && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "layernorm primitive", error);
+    const dnnl_memory_desc_t *mds[4] = { &md, &vec, &vec, &md };
+    if (!(c = blip_primitive_keep (m, k, c, blip_primitive_finish (m, ok, pd, NULL, NULL, mds, 4, c, error))))
       return FALSE;
-    }
-    g_hash_table_insert (m->cache, k, c);
   }
   void *h[4] = { (void *) x, (void *) n->w, (void *) n->b, out };
   const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_DST };

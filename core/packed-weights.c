@@ -5,8 +5,8 @@
  * lossless copy gives the file's pages back: a bf16 or int8 session alone
  * keeps a plain float32 copy, so that a later session of any precision
  * never needs the file. */
-#include "packed-weights.h"
 #include "precision-private.h"
+#include "primitive-cache.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -195,36 +195,25 @@ quantise_weight (const float *W, int N, int K, gint8 *q, float *scales, float *s
   }
 }
 
-static gboolean
-dnnl_ok (dnnl_status_t st, const char *what, GError **error)
-{
-  if (st == dnnl_success)
-    return TRUE;
-  g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "oneDNN: %s failed (status %d)",
-               what, (int) st);
-  return FALSE;
-}
-
 /* Reorders the plain [K,N] view of from (type) into wmd's layout at to. */
 static gboolean
 reorder (const void *from, dnnl_data_type_t type, const BlipLinear *l, const dnnl_memory_desc_t *wmd,
          void *to, dnnl_engine_t engine, dnnl_stream_t stream, GError **error)
 {
   dnnl_memory_desc_t plain;
-  dnnl_dims_t dims = { l->in, l->out }, strides = { 1, l->in };
-  dnnl_memory_desc_init_by_strides (&plain, 2, dims, type, strides);
+  blip_md_strided_typed (&plain, 2, (dnnl_dim_t[]) { l->in, l->out }, (dnnl_dim_t[]) { 1, l->in }, type);
   dnnl_primitive_desc_t rpd = NULL;
   dnnl_primitive_t r = NULL;
   dnnl_memory_t src = NULL, dst = NULL;
-  gboolean ok = dnnl_ok (dnnl_reorder_primitive_desc_create (&rpd, &plain, engine, wmd, engine, NULL),
+  gboolean ok = blip_dnnl_ok (dnnl_reorder_primitive_desc_create (&rpd, &plain, engine, wmd, engine, NULL),
                          "reorder primitive_desc", error)
-      && dnnl_ok (dnnl_primitive_create (&r, rpd), "reorder primitive", error)
-      && dnnl_ok (dnnl_memory_create (&src, &plain, engine, (void *) from), "memory_create", error)
-      && dnnl_ok (dnnl_memory_create (&dst, wmd, engine, to), "memory_create", error);
+      && blip_dnnl_ok (dnnl_primitive_create (&r, rpd), "reorder primitive", error)
+      && blip_dnnl_ok (dnnl_memory_create (&src, &plain, engine, (void *) from), "memory_create", error)
+      && blip_dnnl_ok (dnnl_memory_create (&dst, wmd, engine, to), "memory_create", error);
   if (ok) {
     dnnl_exec_arg_t args[2] = { { DNNL_ARG_FROM, src }, { DNNL_ARG_TO, dst } };
-    ok = dnnl_ok (dnnl_primitive_execute (r, stream, 2, args), "reorder", error)
-        && dnnl_ok (dnnl_stream_wait (stream), "stream wait", error);
+    ok = blip_dnnl_ok (dnnl_primitive_execute (r, stream, 2, args), "reorder", error)
+        && blip_dnnl_ok (dnnl_stream_wait (stream), "stream wait", error);
   }
   if (src)
     dnnl_memory_destroy (src);

@@ -200,6 +200,18 @@ blip_primitive_lookup (BlipMath *m, const void *key, gsize key_len, GBytes **out
   return NULL;
 }
 
+BlipPrimitive *
+blip_primitive_keep (BlipMath *m, GBytes *key, BlipPrimitive *c, gboolean ok)
+{
+  if (!ok) {
+    blip_primitive_free (c);
+    g_bytes_unref (key);
+    return NULL;
+  }
+  g_hash_table_insert (m->cache, key, c);
+  return c;
+}
+
 gboolean
 blip_primitive_execute (BlipMath *m, BlipPrimitive *c, void *const *handles, const int *args, int n_args,
            GError **error)

@@ -70,6 +70,10 @@ gboolean blip_primitive_build_matmul (BlipMath *m, const dnnl_memory_desc_t *src
 /* The cached primitive of key; NULL and *out_key (to insert with) if none. */
 BlipPrimitive *blip_primitive_lookup (BlipMath *m, const void *key, gsize key_len, GBytes **out_key);
 
+/* c, kept in the cache under key (from blip_primitive_lookup) when it was
+ * built (ok); else NULL, c and key freed. */
+BlipPrimitive *blip_primitive_keep (BlipMath *m, GBytes *key, BlipPrimitive *c, gboolean ok);
+
 /* Runs c with handles[i] bound to c->mem[i] as args[i] (memory objects c lacks are skipped). */
 gboolean blip_primitive_execute (BlipMath *m, BlipPrimitive *c, void *const *handles,
                                  const int *args, int n_args, GError **error);

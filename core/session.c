@@ -5,6 +5,16 @@
 
 #include <string.h>
 
+/* The body of a public session call: call runs with the session's thread
+ * count, the caller's restored before it returns (blip.h's contract). */
+#define SESSION_CALL(s, call)                                   \
+  do {                                                          \
+    const BlipThreadState saved_ = blip_math_enter ((s)->math); \
+    const gboolean ok_ = (call);                                \
+    blip_math_leave ((s)->math, saved_);                        \
+    return ok_;                                                 \
+  } while (0)
+
 BlipSessionParams
 blip_session_default_params (void)
 {
@@ -134,10 +144,7 @@ gboolean
 blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_images,
                             float *image_embeds, float *pooled, GError **error)
 {
-  const BlipThreadState saved = blip_math_enter (s->math);
-  const gboolean ok = encode_images_run (s, pixel_values, n_images, image_embeds, pooled, error);
-  blip_math_leave (s->math, saved);
-  return ok;
+  SESSION_CALL (s, encode_images_run (s, pixel_values, n_images, image_embeds, pooled, error));
 }
 
 /* Texts go through the text model this many at a time: one matmul for all
@@ -211,10 +218,7 @@ blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const in
                              const int32_t *mask, int n_texts, int n_tokens, float *logits,
                              GError **error)
 {
-  const BlipThreadState saved = blip_math_enter (s->math);
-  const gboolean ok = decoder_logits_run (s, image_embeds, ids, mask, n_texts, n_tokens, logits, error);
-  blip_math_leave (s->math, saved);
-  return ok;
+  SESSION_CALL (s, decoder_logits_run (s, image_embeds, ids, mask, n_texts, n_tokens, logits, error));
 }
 
 static gboolean
@@ -263,10 +267,7 @@ blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_ima
                   const int32_t *ids, const int32_t *mask, int n_texts, int n_tokens,
                   float *hidden, float *logits, GError **error)
 {
-  const BlipThreadState saved = blip_math_enter (s->math);
-  const gboolean ok = itm_run (s, image_embeds, shared_image, ids, mask, n_texts, n_tokens, hidden, logits, error);
-  blip_math_leave (s->math, saved);
-  return ok;
+  SESSION_CALL (s, itm_run (s, image_embeds, shared_image, ids, mask, n_texts, n_tokens, hidden, logits, error));
 }
 
 static gboolean
@@ -305,10 +306,7 @@ blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *m
                             int n_texts, int n_tokens, float *hidden, float *text_feat,
                             GError **error)
 {
-  const BlipThreadState saved = blip_math_enter (s->math);
-  const gboolean ok = text_features_run (s, ids, mask, n_texts, n_tokens, hidden, text_feat, error);
-  blip_math_leave (s->math, saved);
-  return ok;
+  SESSION_CALL (s, text_features_run (s, ids, mask, n_texts, n_tokens, hidden, text_feat, error));
 }
 
 static gboolean
@@ -332,8 +330,5 @@ gboolean
 blip_session_image_features (BlipSession *s, const float *image_embeds, int n_images,
                              float *image_feat, GError **error)
 {
-  const BlipThreadState saved = blip_math_enter (s->math);
-  const gboolean ok = image_features_run (s, image_embeds, n_images, image_feat, error);
-  blip_math_leave (s->math, saved);
-  return ok;
+  SESSION_CALL (s, image_features_run (s, image_embeds, n_images, image_feat, error));
 }
