@@ -42,11 +42,11 @@ build_matmul_int8 (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory
       && blip_dnnl_ok (dnnl_post_ops_append_binary (po, dnnl_binary_add, bias), "bias post-op", error);
   if (ok && gelu)
     ok = blip_dnnl_ok (dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_gelu_erf, 0.f, 0.f),
-                  "gelu post-op", error);
+                       "gelu post-op", error);
   if (ok)
     ok = blip_dnnl_ok (dnnl_primitive_attr_set_post_ops (attr, po), "set_post_ops", error)
         && blip_dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, attr, m->engine, NULL),
-                    "int8 matmul primitive_desc_create", error)
+                         "int8 matmul primitive_desc_create", error)
         && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "int8 matmul primitive_create", error);
   /* mem[]: src, weights, bias, dst, scales (the post-ops' operands) */
   const dnnl_memory_desc_t *mds[5] = {

@@ -206,7 +206,7 @@ reorder (const void *from, dnnl_data_type_t type, const BlipLinear *l, const dnn
   dnnl_primitive_t r = NULL;
   dnnl_memory_t src = NULL, dst = NULL;
   gboolean ok = blip_dnnl_ok (dnnl_reorder_primitive_desc_create (&rpd, &plain, engine, wmd, engine, NULL),
-                         "reorder primitive_desc", error)
+                              "reorder primitive_desc", error)
       && blip_dnnl_ok (dnnl_primitive_create (&r, rpd), "reorder primitive", error)
       && blip_dnnl_ok (dnnl_memory_create (&src, &plain, engine, (void *) from), "memory_create", error)
       && blip_dnnl_ok (dnnl_memory_create (&dst, wmd, engine, to), "memory_create", error);

@@ -153,9 +153,9 @@ blip_primitive_finish (BlipMath *m, gboolean ok, dnnl_primitive_desc_t pd, dnnl_
 
 gboolean
 blip_primitive_build_matmul (BlipMath *m, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *wei,
-              const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst,
-              gboolean gelu, gboolean sum, float scale, BlipPrimitive *c,
-              GError **error)
+                             const dnnl_memory_desc_t *bias, const dnnl_memory_desc_t *dst,
+                             gboolean gelu, gboolean sum, float scale, BlipPrimitive *c,
+                             GError **error)
 {
   dnnl_matmul_desc_t desc;
   dnnl_primitive_attr_t attr = NULL;
@@ -168,13 +168,13 @@ blip_primitive_build_matmul (BlipMath *m, const dnnl_memory_desc_t *src, const d
     ok = blip_dnnl_ok (dnnl_primitive_attr_set_output_scales (attr, 1, 0, &scale), "output scales", error);
   if (ok && gelu)
     ok = blip_dnnl_ok (dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_gelu_erf, 0.f, 0.f),
-                  "gelu post-op", error);
+                       "gelu post-op", error);
   if (ok && sum)
     ok = blip_dnnl_ok (dnnl_post_ops_append_sum (po, 1.0f), "sum post-op", error);
   if (ok)
     ok = blip_dnnl_ok (dnnl_primitive_attr_set_post_ops (attr, po), "set_post_ops", error)
         && blip_dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, attr, m->engine, NULL),
-                    "matmul primitive_desc_create", error)
+                         "matmul primitive_desc_create", error)
         && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "matmul primitive_create", error);
   /* memory objects from the primitive's own descriptors: the weights may
    * have been asked for in "any" layout */
@@ -214,7 +214,7 @@ blip_primitive_keep (BlipMath *m, GBytes *key, BlipPrimitive *c, gboolean ok)
 
 gboolean
 blip_primitive_execute (BlipMath *m, BlipPrimitive *c, void *const *handles, const int *args, int n_args,
-           GError **error)
+                        GError **error)
 {
   dnnl_exec_arg_t ea[BLIP_PRIMITIVE_N_MEM];
   int n = 0;
