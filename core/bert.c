@@ -4,19 +4,18 @@
  *   image-grounded decoder (captioning): causal, with cross-attention, KV cache.
  * Each layer: x = LN(x + O(selfattn(x))); x = LN(x + Oc(crossattn(x, image)));
  *             x = LN(x + W2 gelu(W1 x)). */
-#include "blip-private.h"
+#include "bert.h"
 
 #include <string.h>
 
 BlipKVCache *
-blip_kv_cache_new (const BlipModel *model, int max_len)
+blip_kv_cache_new (const BlipTextConfig *t, int n_image_tokens, int max_len)
 {
-  const BlipTextConfig *t = &model->config.text;
   BlipKVCache *c = g_new0 (BlipKVCache, 1);
   c->n_layers = t->num_layers;
   c->D = t->hidden_size;
   c->max_len = max_len;
-  c->n_image_tokens = blip_model_vision_tokens (model);
+  c->n_image_tokens = n_image_tokens;
   c->self_k = g_new0 (float *, c->n_layers);
   c->self_v = g_new0 (float *, c->n_layers);
   c->cross_k = g_new0 (float *, c->n_layers);
@@ -49,19 +48,20 @@ blip_kv_cache_free (BlipKVCache *c)
 }
 
 /* Row id of the word embeddings, in row (which it may return).  A tied LM
- * head's table is left in the file's mapping: an f32 session reads the
- * head's packed copy, other sessions their own copy (session.c). */
+ * head's table is left in the file's mapping until the session packs it:
+ * its rows are read from the model's own copy of the head, never from the
+ * file (packed-weights.h). */
 static const float *
-word_row (BlipSession *s, const BlipBert *bert, int32_t id, float *row)
+word_row (const BlipLayerEnv *env, const BlipTextConfig *c, const BlipBert *bert, int32_t id,
+          float *row, GError **error)
 {
-  const gsize D = s->model->config.text.hidden_size;
   if (!bert->word_emb_mapped)
-    return bert->word_emb + (gsize) id * D;
-  if (s->word_emb)
-    return s->word_emb + (gsize) id * D;
-  if (blip_math_packed_row (s->math, &bert->head_decoder, id, row))
-    return row;
-  return bert->word_emb + (gsize) id * D; /* unpacked: the head reads the mapping too */
+    return bert->word_emb + (gsize) id * c->hidden_size;
+  const float *r = blip_math_weight_row (env->math, &bert->head_decoder, id, row);
+  if (!r)
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND,
+                 "the word embeddings were not prepared for this session");
+  return r;
 }
 
 void
@@ -92,19 +92,20 @@ blip_kv_cache_share_cross (BlipKVCache *dst, const BlipKVCache *src)
 
 /* x = LN(x + l(in)) */
 static gboolean
-residual_norm (BlipSession *s, float *x, const float *in, const BlipLinear *l,
+residual_norm (BlipMath *m, float *x, const float *in, const BlipLinear *l,
                const BlipNorm *n, int T, GError **error)
 {
-  return blip_math_linear (s->math, x, in, l, T, FALSE, x, error)
-      && blip_math_layernorm (s->math, x, x, n, T, error);
+  return blip_math_linear (m, x, in, l, T, FALSE, x, error)
+      && blip_math_layernorm (m, x, x, n, T, error);
 }
 
 gboolean
-blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
-                   const int32_t *mask, int B, int T, const float *image, gsize image_stride,
-                   int P, gboolean causal, BlipKVCache **caches, float *hidden, GError **error)
+blip_bert_forward (const BlipLayerEnv *env, const BlipTextConfig *c, const BlipBert *bert,
+                   const int32_t *ids, const int32_t *mask, int B, int T, const float *image,
+                   gsize image_stride, int P, gboolean causal, BlipKVCache **caches,
+                   float *hidden, GError **error)
 {
-  const BlipTextConfig *c = &s->model->config.text;
+  BlipMath *m = env->math;
   const int D = c->hidden_size, H = c->num_heads, hd = D / H, Dv = c->encoder_hidden_size;
   const int past = caches ? caches[0]->len : 0;
   const gsize M = (gsize) B * T;
@@ -132,15 +133,15 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
   const gboolean cross_cached = caches && caches[0]->cross_ready;
   const int n_images = image_stride ? B : 1;
   float *x = hidden;
-  float *q = blip_session_scratch (s, SCRATCH_BERT_Q, M * D);
-  float *k = blip_session_scratch (s, SCRATCH_BERT_K, M * D);
-  float *v = blip_session_scratch (s, SCRATCH_BERT_V, M * D);
-  float *ctx = blip_session_scratch (s, SCRATCH_BERT_CTX, M * D);
-  float *mlp = blip_session_scratch (s, SCRATCH_BERT_MLP, M * c->intermediate_size);
+  float *q = blip_workspace_get (env->ws, BLIP_WS_BERT_Q, M * D);
+  float *k = blip_workspace_get (env->ws, BLIP_WS_BERT_K, M * D);
+  float *v = blip_workspace_get (env->ws, BLIP_WS_BERT_V, M * D);
+  float *ctx = blip_workspace_get (env->ws, BLIP_WS_BERT_CTX, M * D);
+  float *mlp = blip_workspace_get (env->ws, BLIP_WS_BERT_MLP, M * c->intermediate_size);
   float *ck = NULL, *cv = NULL;
   if (image && !cross_cached) {
-    ck = blip_session_scratch (s, SCRATCH_BERT_CK, (gsize) n_images * P * D);
-    cv = blip_session_scratch (s, SCRATCH_BERT_CV, (gsize) n_images * P * D);
+    ck = blip_workspace_get (env->ws, BLIP_WS_BERT_CK, (gsize) n_images * P * D);
+    cv = blip_workspace_get (env->ws, BLIP_WS_BERT_CV, (gsize) n_images * P * D);
   }
   if (!q || !k || !v || !ctx || !mlp || (image && !cross_cached && (!ck || !cv))) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the text model");
@@ -152,20 +153,22 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
   }
 
   for (gsize r = 0; r < M; r++) {
-    const float *we = word_row (s, bert, ids[r], x + r * D);
+    const float *we = word_row (env, c, bert, ids[r], x + r * D, error);
+    if (!we)
+      return FALSE;
     const float *pe = bert->pos_emb + (gsize) (past + r % T) * D;
     for (int d = 0; d < D; d++)
       x[r * D + d] = we[d] + pe[d];
   }
-  if (!blip_math_layernorm (s->math, x, x, &bert->emb_ln, (int) M, error))
+  if (!blip_math_layernorm (m, x, x, &bert->emb_ln, (int) M, error))
     return FALSE;
 
   for (int l = 0; l < c->num_layers; l++) {
     const BlipBertLayer *L = &bert->layers[l];
     /* one matmul per projection over every sequence's rows */
-    if (!blip_math_linear (s->math, q, x, &L->self.q, (int) M, FALSE, NULL, error)
-        || !blip_math_linear (s->math, k, x, &L->self.k, (int) M, FALSE, NULL, error)
-        || !blip_math_linear (s->math, v, x, &L->self.v, (int) M, FALSE, NULL, error))
+    if (!blip_math_linear (m, q, x, &L->self.q, (int) M, FALSE, NULL, error)
+        || !blip_math_linear (m, k, x, &L->self.k, (int) M, FALSE, NULL, error)
+        || !blip_math_linear (m, v, x, &L->self.v, (int) M, FALSE, NULL, error))
       return FALSE;
     for (int b = 0; b < B; b++) {
       const gsize row = (gsize) b * T * D;
@@ -181,11 +184,11 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
         S = past + T;
         key_mask = NULL; /* cached decoding runs on unpadded sequences */
       }
-      if (!blip_math_attention (s->math, ctx + row, D, q + row, D, keys, D, values, D, T, S, H,
+      if (!blip_math_attention (m, ctx + row, D, q + row, D, keys, D, values, D, T, S, H,
                                 hd, key_mask, causal ? past : -1, error))
         return FALSE;
     }
-    if (!residual_norm (s, x, ctx, &L->self.o, &L->self.ln, (int) M, error))
+    if (!residual_norm (m, x, ctx, &L->self.o, &L->self.ln, (int) M, error))
       return FALSE;
 
     if (image) {
@@ -203,27 +206,27 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
           ik = ck;
           iv = cv;
         }
-        if (!blip_math_linear (s->math, ck, image, &L->cross.k, n_images * P, FALSE, NULL, error)
-            || !blip_math_linear (s->math, cv, image, &L->cross.v, n_images * P, FALSE, NULL, error))
+        if (!blip_math_linear (m, ck, image, &L->cross.k, n_images * P, FALSE, NULL, error)
+            || !blip_math_linear (m, cv, image, &L->cross.v, n_images * P, FALSE, NULL, error))
           return FALSE;
       }
-      if (!blip_math_linear (s->math, q, x, &L->cross.q, (int) M, FALSE, NULL, error))
+      if (!blip_math_linear (m, q, x, &L->cross.q, (int) M, FALSE, NULL, error))
         return FALSE;
       /* one image for all sequences (beams, texts against one frame): their
        * queries attend to the same keys, in one call that reads them once */
       const int n_calls = image_stride ? B : 1, rows = image_stride ? T : (int) M;
       for (int b = 0; b < n_calls; b++) {
         const gsize row = (gsize) b * T * D, img = (gsize) b * P * D;
-        if (!blip_math_attention (s->math, ctx + row, D, q + row, D, ik + img, D, iv + img, D, rows,
+        if (!blip_math_attention (m, ctx + row, D, q + row, D, ik + img, D, iv + img, D, rows,
                                   P, H, hd, NULL, -1, error))
           return FALSE;
       }
-      if (!residual_norm (s, x, ctx, &L->cross.o, &L->cross.ln, (int) M, error))
+      if (!residual_norm (m, x, ctx, &L->cross.o, &L->cross.ln, (int) M, error))
         return FALSE;
     }
 
-    if (!blip_math_linear (s->math, mlp, x, &L->inter, (int) M, TRUE, NULL, error)
-        || !residual_norm (s, x, mlp, &L->out, &L->out_ln, (int) M, error))
+    if (!blip_math_linear (m, mlp, x, &L->inter, (int) M, TRUE, NULL, error)
+        || !residual_norm (m, x, mlp, &L->out, &L->out_ln, (int) M, error))
       return FALSE;
   }
   for (int b = 0; caches && b < B; b++) {
@@ -238,16 +241,17 @@ blip_bert_forward (BlipSession *s, const BlipBert *bert, const int32_t *ids,
 }
 
 gboolean
-blip_bert_lm_head (BlipSession *s, const BlipBert *bert, const float *hidden, int T,
-                   float *logits, GError **error)
+blip_bert_lm_head (const BlipLayerEnv *env, const BlipTextConfig *c, const BlipBert *bert,
+                   const float *hidden, int T, float *logits, GError **error)
 {
-  const int D = s->model->config.text.hidden_size;
-  float *h = blip_session_scratch (s, SCRATCH_HEAD, (gsize) T * D);
+  BlipMath *m = env->math;
+  const int D = c->hidden_size;
+  float *h = blip_workspace_get (env->ws, BLIP_WS_HEAD, (gsize) T * D);
   if (!h) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the LM head");
     return FALSE;
   }
-  return blip_math_linear (s->math, h, hidden, &bert->head_transform, T, TRUE, NULL, error)
-      && blip_math_layernorm (s->math, h, h, &bert->head_ln, T, error)
-      && blip_math_linear (s->math, logits, h, &bert->head_decoder, T, FALSE, NULL, error);
+  return blip_math_linear (m, h, hidden, &bert->head_transform, T, TRUE, NULL, error)
+      && blip_math_layernorm (m, h, h, &bert->head_ln, T, error)
+      && blip_math_linear (m, logits, h, &bert->head_decoder, T, FALSE, NULL, error);
 }

@@ -1,10 +1,27 @@
 /* libblip: BLIP (ViT + BERT multimodal mixture of encoder-decoder) in C.
  *
- * Threading contract: a BlipModel is immutable once loaded and may be shared
- * by any number of threads (it is reference counted).  A BlipSession holds
- * the buffers, the primitive cache and the KV cache of one run; use one
- * session per thread.  Every function that can fail takes a GError ** in the
- * BLIP_ERROR domain and never aborts on bad input.
+ * Threading contract.
+ * Shared: a BlipModel is immutable once loaded and may be used by any number
+ *   of threads and sessions at once (it is reference counted).  The copies
+ *   of its weight matrices that sessions make (packed per precision, and a
+ *   plain float32 copy for OpenBLAS, the quantisers and the shapes oneDNN
+ *   runs unpacked) belong to the model and are shared by all its sessions.
+ *   Once its first session exists, the model never reads its files again,
+ *   whatever the precision and backend of later sessions: the files may be
+ *   replaced or truncated under it.  The price: the file's pages of a matrix
+ *   are given back only for a lossless copy, so a bf16 or int8 session keeps
+ *   a float32 copy besides its own (about 4 bytes a weight more).
+ * Per thread: a BlipSession holds the buffers, the primitive cache and the
+ *   KV cache of one run; use one session per thread (sessions of one model
+ *   may run on different threads at once).  Each session call runs with the
+ *   session's thread count and restores the caller's OpenMP count (a
+ *   per-thread setting) before it returns; so do blip_session_new() and
+ *   blip_session_generate() (whose progress callback runs inside it, with
+ *   the session's count).  OpenBLAS's count is process-wide: it is restored
+ *   too, but OpenBLAS sessions with different counts running at the same
+ *   time share one count.
+ * Every function that can fail takes a GError ** in the BLIP_ERROR domain
+ * and never aborts on bad input.
  *
  * Shapes in comments: N images, B texts, T tokens, P vision tokens
  * (patches + CLS), Dv vision width, D text width, V vocabulary, E the ITC
@@ -18,8 +35,11 @@
 
 G_BEGIN_DECLS
 
+/* libblip exports the functions marked so and nothing else. */
+#define BLIP_API __attribute__ ((visibility ("default")))
+
 #define BLIP_ERROR (blip_error_quark ())
-GQuark blip_error_quark (void);
+BLIP_API GQuark blip_error_quark (void);
 
 typedef enum {
   BLIP_ERROR_IO,              /* a file cannot be read */
@@ -54,41 +74,52 @@ typedef struct {
   double image_mean[3], image_std[3];
 } BlipConfig;
 
+/* Reads dir/config.json (and dir/preprocessor_config.json when present)
+ * into config, transformers' defaults for what they leave out, then checks
+ * it with blip_config_validate().  FALSE with a BLIP_ERROR_IO (no
+ * config.json) or BLIP_ERROR_CONFIG error.  config is the caller's storage
+ * and owns nothing: there is nothing to free. */
+BLIP_API gboolean blip_config_load (const char *dir, BlipConfig *config, GError **error);
+/* Whether libblip runs this geometry: every size in its range, the heads
+ * dividing the widths, the patch dividing the image.  FALSE with a
+ * BLIP_ERROR_CONFIG error naming the first bad value. */
+BLIP_API gboolean blip_config_validate (const BlipConfig *config, GError **error);
+
 /* ---- tokenizer ---- */
 
 typedef struct _BlipTokenizer BlipTokenizer;
 
 /* Loads tokenizer.json, or vocab.txt + special_tokens_map.json/tokenizer_config.json,
  * from a checkpoint folder.  Free with blip_tokenizer_free(). */
-BlipTokenizer *blip_tokenizer_load (const char *dir, GError **error);
-void blip_tokenizer_free (BlipTokenizer *tok);
+BLIP_API BlipTokenizer *blip_tokenizer_load (const char *dir, GError **error);
+BLIP_API void blip_tokenizer_free (BlipTokenizer *tok);
 
 /* Token ids of `text` as BertTokenizer makes them, with [CLS] ... [SEP] when
  * add_special_tokens.  Returns (transfer full) a GArray of gint32; NULL and
  * an error on invalid UTF-8. */
-GArray *blip_tokenizer_encode (const BlipTokenizer *tok, const char *text,
+BLIP_API GArray *blip_tokenizer_encode (const BlipTokenizer *tok, const char *text,
                                gboolean add_special_tokens, GError **error);
 /* The same for `len` bytes of text, which may hold NUL characters. */
-GArray *blip_tokenizer_encode_len (const BlipTokenizer *tok, const char *text, gssize len,
+BLIP_API GArray *blip_tokenizer_encode_len (const BlipTokenizer *tok, const char *text, gssize len,
                                    gboolean add_special_tokens, GError **error);
 
 /* Encodes a batch: padded to the longest (or to max_length when pad_to_max),
  * truncated to max_length (0: no truncation, keeping [SEP] last).  ids and
  * mask are (transfer full) int32 arrays of n_texts x *out_len; free with g_free. */
-gboolean blip_tokenizer_encode_batch (const BlipTokenizer *tok,
+BLIP_API gboolean blip_tokenizer_encode_batch (const BlipTokenizer *tok,
                                       const char *const *texts, int n_texts,
                                       int max_length, gboolean pad_to_max,
                                       int32_t **ids, int32_t **mask,
                                       int *out_len, GError **error);
 
 /* Text of the ids, WordPiece "##" joined; (transfer full), free with g_free. */
-char *blip_tokenizer_decode (const BlipTokenizer *tok, const int32_t *ids,
+BLIP_API char *blip_tokenizer_decode (const BlipTokenizer *tok, const int32_t *ids,
                              int n, gboolean skip_special_tokens);
 
-int blip_tokenizer_token_id (const BlipTokenizer *tok, const char *token); /* -1 if absent */
+BLIP_API int blip_tokenizer_token_id (const BlipTokenizer *tok, const char *token); /* -1 if absent */
 /* The token of an id (owned by the tokenizer), NULL if out of range. */
-const char *blip_tokenizer_token (const BlipTokenizer *tok, int id);
-int blip_tokenizer_vocab_size (const BlipTokenizer *tok);
+BLIP_API const char *blip_tokenizer_token (const BlipTokenizer *tok, int id);
+BLIP_API int blip_tokenizer_vocab_size (const BlipTokenizer *tok);
 
 /* ---- the loaded model ---- */
 
@@ -97,16 +128,16 @@ typedef struct _BlipModel BlipModel;
 /* Loads a Hugging Face BLIP checkpoint folder (BlipForConditionalGeneration
  * or BlipForImageTextRetrieval).  Returns (transfer full); release with
  * blip_model_unref(). */
-BlipModel *blip_model_load (const char *dir, GError **error);
-BlipModel *blip_model_ref (BlipModel *model);
-void blip_model_unref (BlipModel *model);
+BLIP_API BlipModel *blip_model_load (const char *dir, GError **error);
+BLIP_API BlipModel *blip_model_ref (BlipModel *model);
+BLIP_API void blip_model_unref (BlipModel *model);
 
-const BlipConfig *blip_model_get_config (const BlipModel *model);
-const BlipTokenizer *blip_model_get_tokenizer (const BlipModel *model);
-gboolean blip_model_can_caption (const BlipModel *model); /* has text_decoder */
-gboolean blip_model_can_match (const BlipModel *model);   /* has text_encoder + heads */
+BLIP_API const BlipConfig *blip_model_get_config (const BlipModel *model);
+BLIP_API const BlipTokenizer *blip_model_get_tokenizer (const BlipModel *model);
+BLIP_API gboolean blip_model_can_caption (const BlipModel *model); /* has text_decoder */
+BLIP_API gboolean blip_model_can_match (const BlipModel *model);   /* has text_encoder + heads */
 /* Number of vision tokens P = (S/patch)^2 + 1. */
-int blip_model_vision_tokens (const BlipModel *model);
+BLIP_API int blip_model_vision_tokens (const BlipModel *model);
 
 /* ---- preprocessing ---- */
 
@@ -119,7 +150,7 @@ typedef enum {
 /* Packed 8-bit image (any size, `stride` bytes a row) to pixel_values
  * [3, size, size]: Pillow's antialiased bicubic resize (rounded to uint8),
  * rescale by 1/255, normalise with mean/std. */
-gboolean blip_preprocess (const guint8 *pixels, int width, int height,
+BLIP_API gboolean blip_preprocess (const guint8 *pixels, int width, int height,
                           int stride, BlipPixelFormat format, int size,
                           const double mean[3], const double std[3],
                           float *pixel_values, GError **error);
@@ -138,19 +169,23 @@ typedef enum {
                         * (7-bit on CPUs without VNNI), uint8 inputs per call (oneDNN) */
 } BlipPrecision;
 
-/* "f32", "bf16", "int8" */
-const char *blip_precision_name (BlipPrecision precision);
-gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
+/* The precisions are BLIP_PRECISION_F32 up to BLIP_PRECISION_LAST. */
+#define BLIP_PRECISION_LAST BLIP_PRECISION_INT8
+/* "f32", "bf16", "int8" (static string) */
+BLIP_API const char *blip_precision_name (BlipPrecision precision);
+/* What the precision computes in, in a phrase (static string). */
+BLIP_API const char *blip_precision_description (BlipPrecision precision);
+BLIP_API gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
 
 /* Whether this CPU runs the precision on the backend, as oneDNN sees it
  * (ONEDNN_MAX_CPU_ISA caps it): FALSE with a BLIP_ERROR_UNSUPPORTED error
  * naming what the CPU lacks (BLIP_ERROR_INVALID_ARGUMENT for a backend that
  * has no reduced precision).  A session of an unsupported precision is
  * refused with the same error, never run at another precision. */
-gboolean blip_precision_supported (BlipPrecision precision, BlipBackend backend, GError **error);
+BLIP_API gboolean blip_precision_supported (BlipPrecision precision, BlipBackend backend, GError **error);
 /* The instruction set oneDNN runs here, e.g. "AVX2" or "AVX-512 with VNNI"
  * (static string). */
-const char *blip_cpu_isa_name (void);
+BLIP_API const char *blip_cpu_isa_name (void);
 
 typedef struct {
   BlipBackend backend;
@@ -158,26 +193,26 @@ typedef struct {
   BlipPrecision precision; /* weights converted once, when the session is made */
 } BlipSessionParams;
 
-BlipSessionParams blip_session_default_params (void);
+BLIP_API BlipSessionParams blip_session_default_params (void);
 
 typedef struct _BlipSession BlipSession;
 
 /* (transfer full): free with blip_session_free().  Holds a reference on model. */
-BlipSession *blip_session_new (BlipModel *model, const BlipSessionParams *params,
+BLIP_API BlipSession *blip_session_new (BlipModel *model, const BlipSessionParams *params,
                                GError **error);
-void blip_session_free (BlipSession *session);
-BlipModel *blip_session_get_model (BlipSession *session);
+BLIP_API void blip_session_free (BlipSession *session);
+BLIP_API BlipModel *blip_session_get_model (BlipSession *session);
 
 /* Vision encoder: pixel_values [N,3,S,S] -> image_embeds [N,P,Dv] (after
  * post_layernorm); pooled [N,Dv] (post_layernorm applied again to the CLS
  * row, as transformers' pooler_output) may be NULL. */
-gboolean blip_session_encode_images (BlipSession *s, const float *pixel_values,
+BLIP_API gboolean blip_session_encode_images (BlipSession *s, const float *pixel_values,
                                      int n_images, float *image_embeds,
                                      float *pooled, GError **error);
 
 /* Causal decoder with cross-attention: ids/mask [B,T] and one image per text
  * image_embeds [B,P,Dv] -> logits [B,T,V]. */
-gboolean blip_session_decoder_logits (BlipSession *s, const float *image_embeds,
+BLIP_API gboolean blip_session_decoder_logits (BlipSession *s, const float *image_embeds,
                                       const int32_t *ids, const int32_t *mask,
                                       int n_texts, int n_tokens, float *logits,
                                       GError **error);
@@ -185,20 +220,20 @@ gboolean blip_session_decoder_logits (BlipSession *s, const float *image_embeds,
 /* Image-grounded text encoder (ITM): hidden [B,T,D] and/or logits [B,2] (either
  * may be NULL).  image_embeds holds one image per text, or one image for all
  * texts when shared_image is TRUE. */
-gboolean blip_session_itm (BlipSession *s, const float *image_embeds,
+BLIP_API gboolean blip_session_itm (BlipSession *s, const float *image_embeds,
                            gboolean shared_image, const int32_t *ids,
                            const int32_t *mask, int n_texts, int n_tokens,
                            float *hidden, float *logits, GError **error);
 
 /* Unimodal text encoder (ITC): hidden [B,T,D] may be NULL; text_feat [B,E]
  * L2-normalised text_proj of the first token. */
-gboolean blip_session_text_features (BlipSession *s, const int32_t *ids,
+BLIP_API gboolean blip_session_text_features (BlipSession *s, const int32_t *ids,
                                      const int32_t *mask, int n_texts,
                                      int n_tokens, float *hidden,
                                      float *text_feat, GError **error);
 
 /* image_feat [N,E]: L2-normalised vision_proj of the CLS row of image_embeds. */
-gboolean blip_session_image_features (BlipSession *s, const float *image_embeds,
+BLIP_API gboolean blip_session_image_features (BlipSession *s, const float *image_embeds,
                                       int n_images, float *image_feat,
                                       GError **error);
 
@@ -220,7 +255,7 @@ typedef struct {
   gpointer user_data;
 } BlipGenerateParams;
 
-BlipGenerateParams blip_generate_default_params (void);
+BLIP_API BlipGenerateParams blip_generate_default_params (void);
 
 typedef struct {
   int32_t *ids;          /* prompt ([DEC] ...) then new tokens, up to and including [SEP] if reached */
@@ -229,19 +264,19 @@ typedef struct {
   double mean_logprob;   /* mean log-probability of the new tokens */
 } BlipGeneration;
 
-void blip_generation_free (BlipGeneration *gen);
+BLIP_API void blip_generation_free (BlipGeneration *gen);
 
 /* Decodes one image: image_embeds [P,Dv], prompt text (NULL or "" for none:
  * start at [DEC]).  Returns (transfer full) a BlipGeneration, free with
  * blip_generation_free(). */
-BlipGeneration *blip_session_generate (BlipSession *s, const float *image_embeds,
+BLIP_API BlipGeneration *blip_session_generate (BlipSession *s, const float *image_embeds,
                                        const char *prompt,
                                        const BlipGenerateParams *params,
                                        GError **error);
 
 /* The caption people read: new tokens only (the prompt dropped, as BLIP's own
  * code does), specials skipped.  (transfer full), free with g_free. */
-char *blip_generation_caption (const BlipModel *model, const BlipGeneration *gen);
+BLIP_API char *blip_generation_caption (const BlipModel *model, const BlipGeneration *gen);
 
 G_END_DECLS
 

@@ -3,7 +3,8 @@
  * stop at sep_token_id), repetition penalty, an optional text prompt.
  * Every hypothesis decodes incrementally over a KV cache; the image's
  * cross-attention keys/values are computed once and shared by all beams. */
-#include "blip-private.h"
+#include "session-private.h"
+#include "tokenizer-private.h"
 
 #include <math.h>
 #include <string.h>
@@ -191,18 +192,18 @@ step (BlipSession *s, BlipKVCache **caches, int B, const int32_t *ids, int T, co
 {
   const BlipModel *m = s->model;
   const int D = m->config.text.hidden_size;
-  float *hidden = blip_session_scratch (s, SCRATCH_GEN_HIDDEN, (gsize) B * T * D);
-  float *last = blip_session_scratch (s, SCRATCH_GEN_LOGITS, (gsize) B * D);
+  float *hidden = blip_workspace_get (&s->ws, BLIP_WS_GEN_HIDDEN, (gsize) B * T * D);
+  float *last = blip_workspace_get (&s->ws, BLIP_WS_GEN_LOGITS, (gsize) B * D);
   if (!hidden || !last) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory");
     return FALSE;
   }
-  if (!blip_bert_forward (s, &m->decoder, ids, NULL, B, T, image, 0, blip_model_vision_tokens (m),
+  if (!blip_bert_forward (&s->env, &m->config.text, &m->decoder, ids, NULL, B, T, image, 0, blip_model_vision_tokens (m),
                           TRUE, caches, hidden, error))
     return FALSE;
   for (int b = 0; b < B; b++)
     memcpy (last + (gsize) b * D, hidden + ((gsize) b * T + T - 1) * D, sizeof (float) * D);
-  return blip_bert_lm_head (s, &m->decoder, last, B, logits, error);
+  return blip_bert_lm_head (&s->env, &m->config.text, &m->decoder, last, B, logits, error);
 }
 
 static gboolean
@@ -229,7 +230,7 @@ generate_single (BlipSession *s, const float *image, GArray *prompt,
   if (p->max_new_tokens == 0)
     return gen;
 
-  BlipKVCache *cache = blip_kv_cache_new (m, max_len);
+  BlipKVCache *cache = blip_kv_cache_new (&m->config.text, blip_model_vision_tokens (m), max_len);
   float *logits = g_new (float, V), *lp = g_new (float, V);
   Scored *tmp = p->sample ? g_new (Scored, V) : NULL;
   GRand *rng = NULL;
@@ -302,8 +303,8 @@ generate_beam (BlipSession *s, const float *image, GArray *prompt,
   double *fin_lp = g_new0 (double, nb), *fin_lp2 = g_new0 (double, nb);
   BlipKVCache **caches = g_new0 (BlipKVCache *, nb), **spare = g_new0 (BlipKVCache *, nb);
   for (int b = 0; b < nb; b++) {
-    caches[b] = blip_kv_cache_new (m, max_len);
-    spare[b] = blip_kv_cache_new (m, max_len);
+    caches[b] = blip_kv_cache_new (&m->config.text, blip_model_vision_tokens (m), max_len);
+    spare[b] = blip_kv_cache_new (&m->config.text, blip_model_vision_tokens (m), max_len);
     memcpy (run + (gsize) b * max_len, prompt->data, sizeof (int32_t) * L0);
     run_score[b] = b == 0 ? 0.0f : DEAD;
     fin_score[b] = DEAD;
@@ -488,9 +489,10 @@ blip_session_generate (BlipSession *s, const float *image_embeds, const char *pr
     return NULL;
   BlipGeneration *gen = NULL;
   if (check_params (m, &p, ids->len, error)) {
-    blip_math_bind_thread (s->math);
+    const BlipThreadState saved = blip_math_enter (s->math);
     gen = p.num_beams > 1 ? generate_beam (s, image_embeds, ids, &p, error)
                           : generate_single (s, image_embeds, ids, &p, error);
+    blip_math_leave (s->math, saved);
   }
   g_array_unref (ids);
   return gen;

@@ -1,6 +1,6 @@
 /* Loading a Hugging Face BLIP checkpoint folder: config, tokenizer, and every
  * tensor bound by its transformers name and checked against the config. */
-#include "blip-private.h"
+#include "model-private.h"
 
 #include <stdarg.h>
 #include <string.h>
@@ -10,9 +10,10 @@ G_DEFINE_QUARK (blip-error-quark, blip_error)
 /* Looks up `name`, checks its shape against the given dimensions (ndim of
  * them) and returns its float32 values.  A missing tensor is an error when
  * required, NULL without error otherwise.  Matrices stay in the mapping
- * (the oneDNN backend packs them once); everything else is copied, so that
- * after packing nothing reads the file again: a model file truncated under
- * a running pipeline cannot fault it. */
+ * until the first session copies or packs them (packed-weights.h);
+ * everything else is copied now, so that once a session exists nothing
+ * reads the file again: a model file truncated under a running pipeline
+ * cannot fault it. */
 static const float *get_tensor_impl (BlipModel *m, gboolean required, gboolean copy,
                                      GError **error, const char *name, int ndim, va_list ap);
 
@@ -295,7 +296,7 @@ blip_model_load (const char *dir, GError **error)
       goto fail;
     m->has_itc = m->has_itm = TRUE;
   }
-  m->packed = blip_weight_cache_new (m->st);
+  m->packed = blip_weight_cache_new (m->st, m->owned);
   return m;
 
 fail:

@@ -1,5 +1,5 @@
 /* Element-wise and row-wise kernels shared by both backends. */
-#include "blip-private.h"
+#include "ops.h"
 
 #include <math.h>
 #include <string.h>

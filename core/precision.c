@@ -2,26 +2,34 @@
  * types of their inputs and weights and the test of whether this CPU runs
  * them.  The test asks oneDNN itself for a small matmul of those types, so
  * it follows ONEDNN_MAX_CPU_ISA and agrees with what a session will get. */
-#include "blip-private.h"
+#include "precision-private.h"
 
 #include <dnnl.h>
 
 typedef struct {
-  const char *name;
+  const char *name, *description;
   dnnl_data_type_t src, wei;
   const char *needs; /* what a CPU that cannot run it lacks */
 } Precision;
 
 static const Precision precisions[] = {
-  [BLIP_PRECISION_F32] = { "f32", dnnl_f32, dnnl_f32, NULL },
-  [BLIP_PRECISION_BF16] = { "bf16", dnnl_bf16, dnnl_bf16, "AVX-512 (AVX512-BF16 to be fast)" },
-  [BLIP_PRECISION_INT8] = { "int8", dnnl_u8, dnnl_s8, "SSE4.1 (VNNI to be fast)" },
+  [BLIP_PRECISION_F32] = { "f32", "32-bit floating point", dnnl_f32, dnnl_f32, NULL },
+  [BLIP_PRECISION_BF16] = { "bf16", "bfloat16 weights and inputs, f32 accumulation",
+                            dnnl_bf16, dnnl_bf16, "AVX-512 (AVX512-BF16 to be fast)" },
+  [BLIP_PRECISION_INT8] = { "int8", "int8 weights per channel, uint8 inputs per frame (dynamic quantisation)",
+                            dnnl_u8, dnnl_s8, "SSE4.1 (VNNI to be fast)" },
 };
 
 const char *
 blip_precision_name (BlipPrecision precision)
 {
   return (guint) precision < G_N_ELEMENTS (precisions) ? precisions[precision].name : "unknown";
+}
+
+const char *
+blip_precision_description (BlipPrecision precision)
+{
+  return (guint) precision < G_N_ELEMENTS (precisions) ? precisions[precision].description : "unknown";
 }
 
 gboolean

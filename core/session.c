@@ -1,8 +1,19 @@
 /* A session: one thread's buffers and primitive cache over a shared model,
  * and the batched entry points (vision, decoder logits, ITM, ITC). */
-#include "blip-private.h"
+#include "ops.h"
+#include "session-private.h"
 
 #include <string.h>
+
+/* The body of a public session call: call runs with the session's thread
+ * count, the caller's restored before it returns (blip.h's contract). */
+#define SESSION_CALL(s, call)                                   \
+  do {                                                          \
+    const BlipThreadState saved_ = blip_math_enter ((s)->math); \
+    const gboolean ok_ = (call);                                \
+    blip_math_leave ((s)->math, saved_);                        \
+    return ok_;                                                 \
+  } while (0)
 
 BlipSessionParams
 blip_session_default_params (void)
@@ -26,8 +37,9 @@ prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
                              && blip_math_prepack (math, &b->head_decoder, error));
 }
 
-/* Every weight matrix packed for the backend when the session is made:
- * inference never waits for it, and the model file is not read again. */
+/* Every weight matrix made ready for the backend when the session is made
+ * (packed, or copied for OpenBLAS): inference never waits for it, and no
+ * session reads the model file again (packed-weights.h). */
 static gboolean
 prepack (BlipMath *math, const BlipModel *m, GError **error)
 {
@@ -39,7 +51,7 @@ prepack (BlipMath *math, const BlipModel *m, GError **error)
       if (!blip_math_prepack (math, all[i], error))
         return FALSE;
   }
-  const BlipLinear patch = blip_vit_patch_linear (m);
+  const BlipLinear patch = blip_vit_patch_linear (&m->config.vision, &m->vit);
   if (!blip_math_prepack (math, &patch, error))
     return FALSE;
   if (m->has_decoder && !prepack_bert (math, &m->decoder, m->config.text.num_layers, error))
@@ -66,25 +78,10 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
   BlipMath *math = blip_math_new (p.backend, p.precision, p.n_threads, model->packed, error);
   if (!math)
     return NULL;
-  blip_math_bind_thread (math);
-  /* The decoder's word embeddings are the tied LM head's weights, left in
-   * the mapping: bf16 and int8 sessions pack a rounded head, so they keep
-   * an exact copy of the table (read before packing releases its pages). */
-  float *word_emb = NULL;
-  const BlipBert *dec = &model->decoder;
-  if (model->has_decoder && dec->word_emb_mapped && p.backend == BLIP_BACKEND_ONEDNN
-      && p.precision != BLIP_PRECISION_F32) {
-    const gsize n = (gsize) model->config.text.vocab_size * model->config.text.hidden_size;
-    word_emb = g_try_new (float, n);
-    if (!word_emb) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory copying the word embeddings");
-      blip_math_free (math);
-      return NULL;
-    }
-    memcpy (word_emb, dec->word_emb, sizeof (float) * n);
-  }
-  if (!prepack (math, model, error)) {
-    g_free (word_emb);
+  const BlipThreadState saved = blip_math_enter (math);
+  const gboolean packed = prepack (math, model, error);
+  blip_math_leave (math, saved);
+  if (!packed) {
     blip_math_free (math);
     return NULL;
   }
@@ -92,7 +89,7 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
   s->model = blip_model_ref (model);
   s->params = p;
   s->math = math;
-  s->word_emb = word_emb;
+  s->env = (BlipLayerEnv) { math, &s->ws };
   return s;
 }
 
@@ -102,9 +99,7 @@ blip_session_free (BlipSession *s)
   if (!s)
     return;
   blip_math_free (s->math);
-  g_free (s->word_emb);
-  for (int i = 0; i < SCRATCH_N_SLOTS; i++)
-    g_free (s->scratch[i]);
+  blip_workspace_clear (&s->ws);
   blip_model_unref (s->model);
   g_free (s);
 }
@@ -113,18 +108,6 @@ BlipModel *
 blip_session_get_model (BlipSession *s)
 {
   return s->model;
-}
-
-float *
-blip_session_scratch (BlipSession *s, guint slot, gsize n)
-{
-  g_return_val_if_fail (slot < SCRATCH_N_SLOTS, NULL);
-  if (n > s->scratch_len[slot]) {
-    g_free (s->scratch[slot]);
-    s->scratch[slot] = g_try_new (float, n);
-    s->scratch_len[slot] = s->scratch[slot] ? n : 0;
-  }
-  return s->scratch[slot];
 }
 
 static gboolean
@@ -138,24 +121,30 @@ check_batch (int n, const char *what, GError **error)
   return TRUE;
 }
 
-gboolean
-blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_images,
-                            float *image_embeds, float *pooled, GError **error)
+static gboolean
+encode_images_run (BlipSession *s, const float *pixel_values, int n_images,
+                   float *image_embeds, float *pooled, GError **error)
 {
   if (!check_batch (n_images, "image", error))
     return FALSE;
   const BlipVisionConfig *c = &s->model->config.vision;
   const int P = blip_model_vision_tokens (s->model), D = c->hidden_size;
   const gsize img = (gsize) 3 * c->image_size * c->image_size;
-  blip_math_bind_thread (s->math);
   for (int i = 0; i < n_images; i++) {
     float *out = image_embeds + (gsize) i * P * D;
-    if (!blip_vit_forward (s, pixel_values + i * img, out, error))
+    if (!blip_vit_forward (&s->env, c, &s->model->vit, pixel_values + i * img, out, error))
       return FALSE;
     if (pooled)
       blip_layernorm (pooled + (gsize) i * D, out, &s->model->vit.post_ln, 1);
   }
   return TRUE;
+}
+
+gboolean
+blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_images,
+                            float *image_embeds, float *pooled, GError **error)
+{
+  SESSION_CALL (s, encode_images_run (s, pixel_values, n_images, image_embeds, pooled, error));
 }
 
 /* Texts go through the text model this many at a time: one matmul for all
@@ -166,7 +155,7 @@ blip_session_encode_images (BlipSession *s, const float *pixel_values, int n_ima
 static float *
 text_scratch (BlipSession *s, int rows, GError **error)
 {
-  float *h = blip_session_scratch (s, SCRATCH_API, (gsize) rows * s->model->config.text.hidden_size);
+  float *h = blip_workspace_get (&s->ws, BLIP_WS_API, (gsize) rows * s->model->config.text.hidden_size);
   if (!h)
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory for %d tokens", rows);
   return h;
@@ -194,10 +183,10 @@ check_tokens (BlipSession *s, int n_texts, int n_tokens, GError **error)
   return TRUE;
 }
 
-gboolean
-blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const int32_t *ids,
-                             const int32_t *mask, int n_texts, int n_tokens, float *logits,
-                             GError **error)
+static gboolean
+decoder_logits_run (BlipSession *s, const float *image_embeds, const int32_t *ids,
+                    const int32_t *mask, int n_texts, int n_tokens, float *logits,
+                    GError **error)
 {
   if (!s->model->has_decoder) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
@@ -209,20 +198,27 @@ blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const in
   const int T = n_tokens;
   const int V = s->model->config.text.vocab_size, P = blip_model_vision_tokens (s->model);
   const int Dv = s->model->config.vision.hidden_size;
-  blip_math_bind_thread (s->math);
   for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
     const int B = MIN (TEXT_CHUNK, n_texts - b0);
     float *hidden = text_scratch (s, B * T, error);
     if (!hidden
-        || !blip_bert_forward (s, &s->model->decoder, ids + (gsize) b0 * T,
+        || !blip_bert_forward (&s->env, &s->model->config.text, &s->model->decoder, ids + (gsize) b0 * T,
                                mask ? mask + (gsize) b0 * T : NULL, B, T,
                                image_embeds + (gsize) b0 * P * Dv, (gsize) P * Dv, P, TRUE, NULL,
                                hidden, error)
-        || !blip_bert_lm_head (s, &s->model->decoder, hidden, B * T,
+        || !blip_bert_lm_head (&s->env, &s->model->config.text, &s->model->decoder, hidden, B * T,
                                logits + (gsize) b0 * T * V, error))
       return FALSE;
   }
   return TRUE;
+}
+
+gboolean
+blip_session_decoder_logits (BlipSession *s, const float *image_embeds, const int32_t *ids,
+                             const int32_t *mask, int n_texts, int n_tokens, float *logits,
+                             GError **error)
+{
+  SESSION_CALL (s, decoder_logits_run (s, image_embeds, ids, mask, n_texts, n_tokens, logits, error));
 }
 
 static gboolean
@@ -236,22 +232,21 @@ need_encoder (BlipSession *s, GError **error)
   return FALSE;
 }
 
-gboolean
-blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_image,
-                  const int32_t *ids, const int32_t *mask, int n_texts, int n_tokens,
-                  float *hidden, float *logits, GError **error)
+static gboolean
+itm_run (BlipSession *s, const float *image_embeds, gboolean shared_image,
+         const int32_t *ids, const int32_t *mask, int n_texts, int n_tokens,
+         float *hidden, float *logits, GError **error)
 {
   if (!need_encoder (s, error) || !check_tokens (s, n_texts, n_tokens, error))
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
-  blip_math_bind_thread (s->math);
   for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
     const int B = MIN (TEXT_CHUNK, n_texts - b0);
     float *h = text_scratch (s, B * T, error);
-    float *first = blip_session_scratch (s, SCRATCH_FIRST, (gsize) B * D);
+    float *first = blip_workspace_get (&s->ws, BLIP_WS_FIRST, (gsize) B * D);
     if (!h || !first
-        || !blip_bert_forward (s, &s->model->encoder, ids + (gsize) b0 * T,
+        || !blip_bert_forward (&s->env, &s->model->config.text, &s->model->encoder, ids + (gsize) b0 * T,
                                mask ? mask + (gsize) b0 * T : NULL, B, T,
                                image_embeds + (shared_image ? 0 : (gsize) b0 * P * Dv),
                                shared_image ? 0 : (gsize) P * Dv, P, FALSE, NULL, h, error))
@@ -268,21 +263,28 @@ blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_ima
 }
 
 gboolean
-blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *mask,
-                            int n_texts, int n_tokens, float *hidden, float *text_feat,
-                            GError **error)
+blip_session_itm (BlipSession *s, const float *image_embeds, gboolean shared_image,
+                  const int32_t *ids, const int32_t *mask, int n_texts, int n_tokens,
+                  float *hidden, float *logits, GError **error)
+{
+  SESSION_CALL (s, itm_run (s, image_embeds, shared_image, ids, mask, n_texts, n_tokens, hidden, logits, error));
+}
+
+static gboolean
+text_features_run (BlipSession *s, const int32_t *ids, const int32_t *mask,
+                   int n_texts, int n_tokens, float *hidden, float *text_feat,
+                   GError **error)
 {
   if (!need_encoder (s, error) || !check_tokens (s, n_texts, n_tokens, error))
     return FALSE;
   const int T = n_tokens, D = s->model->config.text.hidden_size;
   const int E = s->model->config.image_text_hidden_size;
-  blip_math_bind_thread (s->math);
   for (int b0 = 0; b0 < n_texts; b0 += TEXT_CHUNK) {
     const int B = MIN (TEXT_CHUNK, n_texts - b0);
     float *h = text_scratch (s, B * T, error);
-    float *first = blip_session_scratch (s, SCRATCH_FIRST, (gsize) B * D);
+    float *first = blip_workspace_get (&s->ws, BLIP_WS_FIRST, (gsize) B * D);
     if (!h || !first
-        || !blip_bert_forward (s, &s->model->encoder, ids + (gsize) b0 * T,
+        || !blip_bert_forward (&s->env, &s->model->config.text, &s->model->encoder, ids + (gsize) b0 * T,
                                mask ? mask + (gsize) b0 * T : NULL, B, T, NULL, 0, 0, FALSE, NULL,
                                h, error))
       return FALSE;
@@ -300,14 +302,21 @@ blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *m
 }
 
 gboolean
-blip_session_image_features (BlipSession *s, const float *image_embeds, int n_images,
-                             float *image_feat, GError **error)
+blip_session_text_features (BlipSession *s, const int32_t *ids, const int32_t *mask,
+                            int n_texts, int n_tokens, float *hidden, float *text_feat,
+                            GError **error)
+{
+  SESSION_CALL (s, text_features_run (s, ids, mask, n_texts, n_tokens, hidden, text_feat, error));
+}
+
+static gboolean
+image_features_run (BlipSession *s, const float *image_embeds, int n_images,
+                    float *image_feat, GError **error)
 {
   if (!need_encoder (s, error) || !check_batch (n_images, "image", error))
     return FALSE;
   const int P = blip_model_vision_tokens (s->model), Dv = s->model->config.vision.hidden_size;
   const int E = s->model->config.image_text_hidden_size;
-  blip_math_bind_thread (s->math);
   for (int i = 0; i < n_images; i++) {
     if (!blip_math_linear (s->math, image_feat + (gsize) i * E, image_embeds + (gsize) i * P * Dv,
                            &s->model->vision_proj, 1, FALSE, NULL, error))
@@ -315,4 +324,11 @@ blip_session_image_features (BlipSession *s, const float *image_embeds, int n_im
   }
   blip_l2_normalize (image_feat, n_images, E);
   return TRUE;
+}
+
+gboolean
+blip_session_image_features (BlipSession *s, const float *image_embeds, int n_images,
+                             float *image_feat, GError **error)
+{
+  SESSION_CALL (s, image_features_run (s, image_embeds, n_images, image_feat, error));
 }

@@ -76,17 +76,17 @@ typedef struct {
   GstVideoInfo info;
 } Job;
 
+/* The values come from libblip's table of precisions: a precision added
+ * there is a value of the property without a change here. */
 GType
 gst_blip_precision_get_type (void)
 {
   static GType type = 0;
-  static const GEnumValue values[] = {
-    { BLIP_PRECISION_F32, "32-bit floating point", "f32" },
-    { BLIP_PRECISION_BF16, "bfloat16 weights and inputs, f32 accumulation", "bf16" },
-    { BLIP_PRECISION_INT8, "int8 weights per channel, uint8 inputs per frame (dynamic quantisation)", "int8" },
-    { 0, NULL, NULL },
-  };
   if (g_once_init_enter (&type)) {
+    /* registered once and never freed, as g_enum_register_static needs */
+    GEnumValue *values = g_new0 (GEnumValue, BLIP_PRECISION_LAST + 2);
+    for (int p = BLIP_PRECISION_F32; p <= BLIP_PRECISION_LAST; p++)
+      values[p] = (GEnumValue) { p, blip_precision_description (p), blip_precision_name (p) };
     GType t = g_enum_register_static ("GstBlipPrecision", values);
     g_once_init_leave (&type, t);
   }

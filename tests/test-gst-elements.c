@@ -234,6 +234,18 @@ GST_START_TEST (test_precision)
     fail_unless_equals_int (value, (gint) i);
     gst_object_unref (match);
   }
+  /* the enum is libblip's table of precisions, row for row */
+  GstElement *cap = gst_element_factory_make ("blipcaption", NULL);
+  GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (cap), "precision");
+  GEnumClass *enums = G_PARAM_SPEC_ENUM (spec)->enum_class;
+  fail_unless_equals_int (enums->n_values, BLIP_PRECISION_LAST + 1);
+  for (int p = BLIP_PRECISION_F32; p <= BLIP_PRECISION_LAST; p++) {
+    GEnumValue *v = g_enum_get_value (enums, p);
+    fail_unless (v != NULL);
+    fail_unless_equals_string (v->value_nick, blip_precision_name (p));
+    fail_unless_equals_string (v->value_name, blip_precision_description (p));
+  }
+  gst_object_unref (cap);
   GError *error = NULL;
   GstElement *bad = gst_parse_launch ("blipcaption precision=fp64", &error);
   fail_unless (error != NULL);

@@ -13,7 +13,6 @@
 #include "distributed.h"
 #include "plot.h"
 #include "train-state.h"
-#include "../core/blip-private.h"
 #include "../core/checkpoint.h"
 #include "../core/safetensors.h"
 

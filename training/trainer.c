@@ -8,7 +8,6 @@
 #include "dataset.h"
 #include "distributed.h"
 #include "train-state.h"
-#include "../core/blip-private.h"
 #include "../core/checkpoint.h"
 
 #include <math.h>
