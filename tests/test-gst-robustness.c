@@ -45,6 +45,29 @@ push_pull_has_meta (GstHarness *h, GstBuffer *in)
   return has;
 }
 
+/* The frame came out as it went in: the same caps, size and bytes (frame()
+ * fills each frame with one value). */
+static void
+assert_passed_through (GstHarness *h, GstBuffer *out, const gchar *caps, gsize size, GstClockTime pts)
+{
+  GstCaps *want = gst_caps_from_string (caps), *got = gst_pad_get_current_caps (h->sinkpad);
+  fail_unless (got != NULL && gst_caps_is_equal (got, want), "output caps %" GST_PTR_FORMAT ", not %s", got, caps);
+  gst_caps_unref (want);
+  gst_caps_unref (got);
+  fail_unless_equals_uint64 (GST_BUFFER_PTS (out), pts);
+  GstMapInfo map;
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  fail_unless_equals_uint64 (map.size, size);
+  gsize changed = 0;
+  while (changed < map.size && map.data[changed] == (guint8) (pts / GST_MSECOND))
+    changed++;
+  fail_unless (changed == map.size, "%s: byte %" G_GSIZE_FORMAT " changed", caps, changed);
+  gst_buffer_unmap (out, &map);
+}
+
+/* After each renegotiation, a caption of a frame of the new caps: in sync
+ * mode on that very frame, in async mode on a later frame (within 30 s of
+ * frames); the video passes through unchanged either way. */
 GST_START_TEST (test_renegotiation)
 {
   const gchar *modes[2] = { "mode=sync", "mode=async" };
@@ -58,13 +81,34 @@ GST_START_TEST (test_renegotiation)
       gchar *caps = g_strdup_printf ("video/x-raw,format=%s,width=%d,height=%d,framerate=30/1",
                                      steps[i].fmt, steps[i].w, steps[i].h);
       gst_harness_set_src_caps_str (h, caps);
-      g_free (caps);
-      for (int k = 0; k < 3; k++) {
-        gboolean has = push_pull_has_meta (h, frame (steps[i].fmt, steps[i].w, steps[i].h, pts));
+      GstVideoInfo info;
+      gst_video_info_set_format (&info, gst_video_format_from_string (steps[i].fmt), steps[i].w, steps[i].h);
+      const GstClockTime first_pts = pts;
+      const gint64 deadline = g_get_monotonic_time () + 30 * G_USEC_PER_SEC;
+      guint frames = 0;
+      gboolean captioned = FALSE;
+      /* sync: three frames, each captioned; async: until a caption of this step's frames */
+      while (m == 0 ? frames < 3 : !captioned) {
+        fail_unless (g_get_monotonic_time () < deadline, "%s: no caption of a %s frame after %u frames",
+                     modes[m], steps[i].fmt, frames);
+        fail_unless_equals_int (gst_harness_push (h, frame (steps[i].fmt, steps[i].w, steps[i].h, pts)), GST_FLOW_OK);
+        GstBuffer *out = gst_harness_pull (h);
+        assert_passed_through (h, out, caps, GST_VIDEO_INFO_SIZE (&info), pts);
+        const GstBlipCaptionMeta *meta = gst_buffer_get_blip_caption_meta (out);
         if (m == 0)
-          fail_unless (has, "sync: no caption after renegotiating to %s", steps[i].fmt);
+          fail_unless (meta != NULL && meta->source_pts == pts, "sync: frame %u of %s has no caption of its own",
+                       frames, steps[i].fmt);
+        else if (meta)
+          fail_unless (meta->source_pts < pts, "async: a caption of a frame not yet seen");
+        captioned = meta != NULL && meta->source_pts >= first_pts;
+        gst_buffer_unref (out);
         pts += GST_SECOND / 30;
+        frames++;
+        if (m == 1 && !captioned)
+          g_usleep (10000); /* the worker's time to finish */
       }
+      GST_INFO ("%s: a caption of a %s frame after %u frames", modes[m], steps[i].fmt, frames);
+      g_free (caps);
     }
     gst_harness_teardown (h);
   }
@@ -87,22 +131,123 @@ GST_START_TEST (test_no_timestamps)
 }
 GST_END_TEST;
 
+/* What reaches the bus, src and text_src, in order. */
+typedef struct {
+  GMutex lock;
+  GPtrArray *seen;
+} Record;
+
+static void
+record (Record *r, gchar *what)
+{
+  g_mutex_lock (&r->lock);
+  g_ptr_array_add (r->seen, what);
+  g_mutex_unlock (&r->lock);
+}
+
+static GstBusSyncReply
+record_caption_message (GstBus *bus, GstMessage *msg, gpointer data)
+{
+  const GstStructure *s = gst_message_get_structure (msg);
+  guint64 pts;
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ELEMENT && gst_structure_has_name (s, "blip-caption")
+      && gst_structure_get_uint64 (s, "pts", &pts))
+    record (data, g_strdup_printf ("message %" G_GUINT64_FORMAT, pts));
+  return GST_BUS_DROP; /* the bus unrefs it */
+}
+
+static GstPadProbeReturn
+record_pad_data (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  const gchar *name = GST_PAD_NAME (pad);
+  if (GST_PAD_PROBE_INFO_TYPE (info) & GST_PAD_PROBE_TYPE_BUFFER) {
+    GstBuffer *b = GST_PAD_PROBE_INFO_BUFFER (info);
+    const GstBlipCaptionMeta *m = gst_buffer_get_blip_caption_meta (b);
+    if (g_str_equal (name, "text_src") && gst_buffer_get_size (b) > 0)
+      record (data, g_strdup ("text_src buffer"));
+    else if (m)
+      record (data, g_strdup_printf ("src caption %" G_GUINT64_FORMAT, m->source_pts));
+  } else if (GST_EVENT_TYPE (GST_PAD_PROBE_INFO_EVENT (info)) == GST_EVENT_EOS) {
+    record (data, g_strdup_printf ("%s EOS", name));
+  }
+  return GST_PAD_PROBE_OK;
+}
+
+static gint
+index_of (Record *r, const gchar *what)
+{
+  g_mutex_lock (&r->lock);
+  gint at = -1;
+  for (guint i = 0; i < r->seen->len && at < 0; i++)
+    if (g_str_equal (r->seen->pdata[i], what))
+      at = (gint) i;
+  g_mutex_unlock (&r->lock);
+  return at;
+}
+
+static gchar *
+record_summary (Record *r)
+{
+  GString *s = g_string_new (NULL);
+  g_mutex_lock (&r->lock);
+  for (guint i = 0; i < r->seen->len; i++)
+    g_string_append_printf (s, "%s%s", i ? ", " : "", (const gchar *) r->seen->pdata[i]);
+  g_mutex_unlock (&r->lock);
+  return g_string_free (s, FALSE);
+}
+
+/* EOS while the frame's caption is being computed (async: a slow caption,
+ * EOS right after the frame): that caption still goes out, on the bus and
+ * on text_src, before EOS leaves on either pad.  In sync mode it went out
+ * with the frame. */
 GST_START_TEST (test_eos_during_inference)
 {
-  /* long captions: EOS comes while the worker is busy */
-  GstHarness *h = harness ("mode=async beams=3 max-new-tokens=30 min-new-tokens=30");
-  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=64,height=48,framerate=30/1");
-  gst_harness_push (h, frame ("RGB", 64, 48, 0));
-  gst_buffer_unref (gst_harness_pull (h));
-  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
-  gboolean eos = FALSE;
-  GstEvent *ev;
-  while ((ev = gst_harness_try_pull_event (h))) {
-    eos |= GST_EVENT_TYPE (ev) == GST_EVENT_EOS;
-    gst_event_unref (ev);
+  const gchar *modes[2] = { "mode=sync", "mode=async" };
+  for (int m = 0; m < 2; m++) {
+    gchar *props = g_strdup_printf ("%s beams=16 max-new-tokens=35 min-new-tokens=35", modes[m]);
+    GstHarness *h = harness (props);
+    g_free (props);
+    GstElement *caption = gst_harness_find_element (h, "blipcaption");
+    GstHarness *text = gst_harness_new_with_element (caption, NULL, "text_src");
+    Record r = { .seen = g_ptr_array_new_with_free_func (g_free) };
+    g_mutex_init (&r.lock);
+    GstBus *bus = gst_bus_new ();
+    gst_bus_set_sync_handler (bus, record_caption_message, &r, NULL);
+    gst_element_set_bus (h->element, bus);
+    const gchar *pads[2] = { "src", "text_src" };
+    for (int k = 0; k < 2; k++) {
+      GstPad *pad = gst_element_get_static_pad (caption, pads[k]);
+      fail_unless (pad != NULL);
+      gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER | GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, record_pad_data, &r,
+                         NULL);
+      gst_object_unref (pad);
+    }
+    gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=64,height=48,framerate=30/1");
+    fail_unless_equals_int (gst_harness_push (h, frame ("RGB", 64, 48, 0)), GST_FLOW_OK);
+    gst_buffer_unref (gst_harness_pull (h));
+    fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+
+    gchar *seen = record_summary (&r);
+    GST_INFO ("%s: %s", modes[m], seen);
+    const gint message = index_of (&r, "message 0"), text_buffer = index_of (&r, "text_src buffer");
+    const gint src_eos = index_of (&r, "src EOS"), text_eos = index_of (&r, "text_src EOS");
+    fail_unless (message >= 0, "%s: no caption of the frame on the bus (%s)", modes[m], seen);
+    fail_unless (text_buffer >= 0, "%s: no caption of the frame on text_src (%s)", modes[m], seen);
+    fail_unless (src_eos >= 0 && text_eos >= 0, "%s: EOS did not pass on both pads (%s)", modes[m], seen);
+    fail_unless (message < src_eos && message < text_eos && text_buffer < text_eos,
+                 "%s: the caption went out after EOS (%s)", modes[m], seen);
+    /* sync: on the frame itself; async: the frame left before its caption was ready */
+    fail_unless ((index_of (&r, "src caption 0") >= 0) == (m == 0), "%s: %s", modes[m], seen);
+    g_free (seen);
+
+    gst_element_set_bus (h->element, NULL);
+    gst_object_unref (bus);
+    gst_harness_teardown (text);
+    gst_harness_teardown (h);
+    gst_object_unref (caption);
+    g_ptr_array_unref (r.seen);
+    g_mutex_clear (&r.lock);
   }
-  fail_unless (eos, "EOS did not pass");
-  gst_harness_teardown (h);
 }
 GST_END_TEST;
 
