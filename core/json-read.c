@@ -104,10 +104,12 @@ check_depth (const char *data, gsize length, GError **error)
 gboolean
 blip_json_load_data (JsonParser *parser, const char *data, gsize length, GError **error)
 {
+  if (!length)
+    data = ""; /* an empty mapping has no address */
   if (!check_depth (data, length, error))
     return FALSE;
   GError *err = NULL;
-  if (!json_parser_load_from_data (parser, length ? data : "", (gssize) length, &err)) {
+  if (!json_parser_load_from_data (parser, data, (gssize) length, &err)) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s", err->message);
     g_error_free (err);
     return FALSE;
