@@ -23,8 +23,18 @@ blip_regular_file_open (const char *path, GError **error)
     return -1;
   }
   struct stat st;
-  if (fstat (fd, &st) != 0 || !S_ISREG (st.st_mode)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: is not a regular file", path);
+  if (fstat (fd, &st) != 0) {
+    int e = errno;
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, g_strerror (e));
+    close (fd);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    const char *kind = S_ISFIFO (st.st_mode) ? "a FIFO"
+        : S_ISDIR (st.st_mode) ? "a folder"
+        : S_ISCHR (st.st_mode) || S_ISBLK (st.st_mode) ? "a device"
+        : S_ISSOCK (st.st_mode) ? "a socket" : "not a file";
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s is not a regular file (%s)", path, kind);
     close (fd);
     return -1;
   }
