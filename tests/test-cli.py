@@ -109,18 +109,18 @@ with tempfile.TemporaryDirectory() as d:
     check("a FIFO in the model folder is refused at once",
           r.returncode == 1 and "model.safetensors" in r.stderr and "not a regular file" in r.stderr, r.stderr)
 
-    models = os.path.join(d, "run")
-    os.mkdir(models)
-    os.symlink(cap, os.path.join(models, "caption"))
-    os.symlink(os.path.join(fixtures, "itm_model"), os.path.join(models, "retrieval"))
-    deep = os.path.join(d, "deep.json")
-    with open(deep, "w") as f:
+    data = os.path.join(d, "data")
+    os.mkdir(data)
+    write_png(os.path.join(data, "img.png"))
+    annotations = os.path.join(data, "train.json")
+    with open(annotations, "w") as f:
         f.write('[{"image": "img.png", "caption": ' + "[" * 200000)
-    r = run("eval", "--model", models, "--data", deep, exe=train, timeout=120)
+    r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=120)
     check("blip-train: a deeply nested annotation file is an error",
           r.returncode == 1 and "too deep" in r.stderr, r.stderr or "exit %d" % r.returncode)
-    os.mkfifo(os.path.join(d, "fifo.json"))
-    r = run("eval", "--model", models, "--data", os.path.join(d, "fifo.json"), exe=train, timeout=60)
+    os.unlink(annotations)
+    os.mkfifo(annotations)
+    r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=60)
     check("blip-train: a FIFO annotation file is refused at once",
           r.returncode == 1 and "not a regular file" in r.stderr, r.stderr or "exit %d" % r.returncode)
 
