@@ -7,6 +7,7 @@
 #define BLIP_PRIVATE_H
 
 #include "blip.h"
+#include "file-read.h"
 #include "ops.h"
 #include "precision-private.h"
 #include "safetensors.h"

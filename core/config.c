@@ -224,8 +224,10 @@ parse_preprocessor (const char *dir, BlipConfig *c, GError **error)
   if (g_file_test (path, G_FILE_TEST_EXISTS)) {
     JsonParser *p = json_parser_new_immutable ();
     GError *err = NULL;
-    if (!json_parser_load_from_mapped_file (p, path, &err)) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_CONFIG, "%s: %s", path, err->message);
+    if (!blip_json_load_file (p, path, &err)) {
+      g_set_error_literal (error, BLIP_ERROR,
+                           err->code == BLIP_ERROR_IO ? BLIP_ERROR_IO : BLIP_ERROR_CONFIG,
+                           err->message);
       g_error_free (err);
       ok = FALSE;
     } else if (JSON_NODE_HOLDS_OBJECT (json_parser_get_root (p))) {
@@ -271,11 +273,10 @@ blip_config_load (const char *dir, BlipConfig *c, GError **error)
   JsonParser *parser = json_parser_new_immutable ();
   GError *err = NULL;
   gboolean ok = FALSE;
-  if (!json_parser_load_from_mapped_file (parser, path, &err)) {
-    g_set_error (error, BLIP_ERROR,
-                 g_error_matches (err, G_FILE_ERROR, G_FILE_ERROR_NOENT)
-                     ? BLIP_ERROR_IO : BLIP_ERROR_CONFIG,
-                 "%s: %s", path, err->message);
+  if (!blip_json_load_file (parser, path, &err)) {
+    g_set_error_literal (error, BLIP_ERROR,
+                         err->code == BLIP_ERROR_IO ? BLIP_ERROR_IO : BLIP_ERROR_CONFIG,
+                         err->message);
     g_error_free (err);
     goto out;
   }

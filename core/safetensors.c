@@ -2,8 +2,7 @@
  * names to {dtype, shape, data_offsets}, then the raw bytes.  Everything in
  * the header is checked before a tensor is handed out, because model folders
  * come from anywhere. */
-#include "safetensors.h"
-#include "blip.h"
+#include "blip-private.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
@@ -210,12 +209,9 @@ static gboolean
 load_file (BlipSafetensors *st, const char *path, GError **error)
 {
   GError *err = NULL;
-  GMappedFile *map = g_mapped_file_new (path, FALSE, &err);
-  if (!map) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s", err->message);
-    g_error_free (err);
+  GMappedFile *map = blip_regular_file_map (path, error);
+  if (!map)
     return FALSE;
-  }
   MappedFile *mf = g_new0 (MappedFile, 1);
   mf->map = map;
   mf->path = g_strdup (path);
@@ -253,7 +249,7 @@ load_file (BlipSafetensors *st, const char *path, GError **error)
   JsonParser *parser = json_parser_new_immutable ();
   GHashTable *seen = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   g_signal_connect (parser, "object-member", G_CALLBACK (on_object_member), seen);
-  gboolean ok = json_parser_load_from_data (parser, header, (gssize) hlen, &err);
+  gboolean ok = blip_json_load_data (parser, header, hlen, &err);
   g_hash_table_destroy (seen);
   if (!ok) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT,
@@ -338,12 +334,8 @@ blip_safetensors_open (const char *path, GError **error)
 static BlipSafetensors *
 open_sharded (const char *dir, const char *index_path, GError **error)
 {
-  GError *err = NULL;
   JsonParser *parser = json_parser_new_immutable ();
-  if (!json_parser_load_from_mapped_file (parser, index_path, &err)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s", index_path,
-                 err->message);
-    g_error_free (err);
+  if (!blip_json_load_file (parser, index_path, error)) {
     g_object_unref (parser);
     return NULL;
   }

@@ -134,13 +134,9 @@ static BlipTokenizer *
 load_tokenizer_json (const char *path, GError **error)
 {
   JsonParser *p = json_parser_new_immutable ();
-  GError *err = NULL;
   BlipTokenizer *t = NULL;
-  if (!json_parser_load_from_mapped_file (p, path, &err)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s", path, err->message);
-    g_error_free (err);
+  if (!blip_json_load_file (p, path, error))
     goto out;
-  }
   JsonNode *root = json_parser_get_root (p);
   JsonObject *o = root && JSON_NODE_HOLDS_OBJECT (root) ? json_node_get_object (root) : NULL;
   JsonObject *model = json_obj (o, "model");
@@ -225,12 +221,8 @@ optional_json (const char *dir, const char *name, GError **error)
   JsonParser *p = NULL;
   if (g_file_test (path, G_FILE_TEST_EXISTS)) {
     p = json_parser_new_immutable ();
-    GError *err = NULL;
-    if (!json_parser_load_from_mapped_file (p, path, &err)) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s", path, err->message);
-      g_error_free (err);
+    if (!blip_json_load_file (p, path, error))
       g_clear_object (&p);
-    }
   }
   g_free (path);
   return p;
@@ -259,7 +251,7 @@ load_vocab_txt (const char *dir, GError **error)
   GError *err = NULL;
   BlipTokenizer *t = NULL;
   JsonParser *stm = NULL, *cfg = NULL;
-  if (!g_file_get_contents (path, &text, &len, &err)) {
+  if (!blip_regular_file_read (path, &text, &len, &err)) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO,
                  "%s: no tokenizer.json, and vocab.txt: %s", dir, err->message);
     g_error_free (err);

@@ -1,16 +1,28 @@
 #!/usr/bin/env python3
 """The blip command's forms the later issues rely on: generate, dump,
 tokenize, errors on stderr with a non-zero exit, --help."""
-import json, os, subprocess, sys, tempfile
+import json, os, shutil, struct, subprocess, sys, tempfile, zlib
 
-blip, fixtures = sys.argv[1], sys.argv[2]
-failures = 0
+blip, fixtures = sys.argv[1], os.path.abspath(sys.argv[2])
+failures = checks = 0
 
-def run(*args):
-    return subprocess.run([blip, *args], capture_output=True, text=True)
+def run(*args, exe=None, timeout=None):
+    try:
+        return subprocess.run([exe or blip, *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(args, -9, "", "timed out after %d s" % timeout)
+
+def write_png(path, w=8, h=8):
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + bytes([200, 40, 40]) * w for _ in range(h))
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 def check(name, cond, detail=""):
-    global failures
+    global failures, checks
+    checks += 1
     print(("ok" if cond else "not ok") + " - " + name + (" # " + detail if detail and not cond else ""))
     failures += 0 if cond else 1
 
@@ -96,5 +108,39 @@ with tempfile.TemporaryDirectory() as d:
         ok = sum(k.startswith("grad.") for k in names) == 91 and "lm_loss" in names
     check("blip-train grad", ok, r.stderr)
 
-print("1..%d" % 15)
+
+# Files that are not regular files (a FIFO waits for a writer forever when
+# opened for reading) are refused at once; deep JSON is an error, not a
+# stack overflow.
+with tempfile.TemporaryDirectory() as d:
+    img = os.path.join(d, "img.png")
+    write_png(img)
+    fifo = os.path.join(d, "fifo.png")
+    os.mkfifo(fifo)
+    r = run("caption", "--model", cap, fifo, timeout=60)
+    check("a FIFO image is refused at once", r.returncode == 1 and "not a regular file" in r.stderr, r.stderr)
+    model = os.path.join(d, "model")
+    shutil.copytree(cap, model)
+    os.unlink(os.path.join(model, "model.safetensors"))
+    os.mkfifo(os.path.join(model, "model.safetensors"))
+    r = run("caption", "--model", model, img, timeout=60)
+    check("a FIFO in the model folder is refused at once",
+          r.returncode == 1 and "model.safetensors" in r.stderr and "not a regular file" in r.stderr, r.stderr)
+
+    data = os.path.join(d, "data")
+    os.mkdir(data)
+    write_png(os.path.join(data, "img.png"))
+    annotations = os.path.join(data, "train.json")
+    with open(annotations, "w") as f:
+        f.write('[{"image": "img.png", "caption": ' + "[" * 200000)
+    r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=120)
+    check("blip-train: a deeply nested annotation file is an error",
+          r.returncode == 1 and "too deep" in r.stderr, r.stderr or "exit %d" % r.returncode)
+    os.unlink(annotations)
+    os.mkfifo(annotations)
+    r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=60)
+    check("blip-train: a FIFO annotation file is refused at once",
+          r.returncode == 1 and "not a regular file" in r.stderr, r.stderr or "exit %d" % r.returncode)
+
+print("1..%d" % checks)
 sys.exit(1 if failures else 0)

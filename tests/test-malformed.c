@@ -4,6 +4,8 @@
 
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char *tmpdir;
 
@@ -312,6 +314,140 @@ test_tokenizer_files (void)
   remove_model (dir);
 }
 
+/* n copies of unit between prefix and suffix (transfer full) */
+static char *
+repeat (const char *prefix, const char *unit, int n, const char *suffix)
+{
+  GString *s = g_string_new (prefix);
+  for (int i = 0; i < n; i++)
+    g_string_append (s, unit);
+  g_string_append (s, suffix);
+  return g_string_free (s, FALSE);
+}
+
+static void
+remove_file (const char *dir, const char *file)
+{
+  char *p = g_build_filename (dir, file, NULL);
+  g_unlink (p);
+  g_free (p);
+}
+
+/* A model file nested far deeper than any parser's stack allows, for each
+ * JSON file a model folder holds: a GError, never a stack overflow. */
+#define DEEP 200000
+
+static void
+expect_deep_file_error (const char *file, const char *prefix, const char *unit, int code,
+                        const char *drop)
+{
+  char *dir = copy_model ("caption_model");
+  if (drop)
+    remove_file (dir, drop);
+  char *text = repeat (prefix, unit, DEEP, "");
+  put (dir, file, text, -1);
+  expect_model_error (file, dir, code, "too deep");
+  g_free (text);
+  remove_model (dir);
+}
+
+static void
+test_json_depth (void)
+{
+  expect_deep_file_error ("config.json", "", "[", BLIP_ERROR_CONFIG, NULL);
+  expect_deep_file_error ("config.json", "{\"vision_config\":", "{\"a\":", BLIP_ERROR_CONFIG, NULL);
+  expect_deep_file_error ("preprocessor_config.json", "{\"image_mean\":", "[", BLIP_ERROR_CONFIG, NULL);
+  expect_deep_file_error ("tokenizer.json", "{\"model\":{\"type\":\"WordPiece\",\"vocab\":", "{\"a\":",
+                          BLIP_ERROR_FORMAT, NULL);
+  expect_deep_file_error ("special_tokens_map.json", "", "[", BLIP_ERROR_FORMAT, "tokenizer.json");
+  expect_deep_file_error ("tokenizer_config.json", "", "{\"a\":", BLIP_ERROR_FORMAT, "tokenizer.json");
+  expect_deep_file_error ("model.safetensors.index.json", "{\"weight_map\":", "[",
+                          BLIP_ERROR_FORMAT, "model.safetensors");
+  char *header = repeat ("{\"t\":", "{\"a\":", DEEP, "");
+  expect_st_error ("safetensors header nested 200 000 deep", header, -1, 0);
+  g_free (header);
+
+  /* Depth is counted outside strings; what json-glib would read as a
+   * string or comment where plain JSON has none is refused, so nothing
+   * deep can hide behind it. */
+  static const char *const hiding[] = { "['\"', ", "[/\"/ ", "[\"\\ud800\", ", "[\"\\u12\" ", "[\"\\udc00\\ud800\"," };
+  for (guint i = 0; i < G_N_ELEMENTS (hiding); i++) {
+    char *dir = copy_model ("caption_model");
+    char *text = repeat (hiding[i], "[", DEEP, "");
+    put (dir, "config.json", text, -1);
+    expect_model_error (hiding[i], dir, BLIP_ERROR_CONFIG, "not JSON");
+    g_free (text);
+    remove_model (dir);
+  }
+
+  /* brackets in strings, escaped quotes, surrogate pairs and real nesting
+   * up to the documented bound still load */
+  char *dir = copy_model ("caption_model");
+  char *path = g_build_filename (dir, "config.json", NULL), *orig;
+  g_assert_true (g_file_get_contents (path, &orig, NULL, NULL));
+  char *strs = repeat ("{\"note\":\"", "[{\\\"\\\\\\u005b\\ud83d\\ude00", 5000, "\",");
+  char *nest = repeat ("\"nested\":", "[", 999, "");
+  char *close = repeat ("", "]", 999, ",");
+  char *text = g_strconcat (strs, nest, close, strchr (orig, '{') + 1, NULL);
+  put (dir, "config.json", text, -1);
+  GError *error = NULL;
+  BlipModel *m = blip_model_load (dir, &error);
+  g_assert_no_error (error);
+  blip_model_unref (m);
+  g_free (text);
+  g_free (close);
+  g_free (nest);
+  g_free (strs);
+  g_free (orig);
+  g_free (path);
+  remove_model (dir);
+}
+
+/* A FIFO (or a folder) where a model file should be: an error at once.
+ * Opening a FIFO for reading waits for a writer; alarm() turns a hang into
+ * a failure. */
+static void
+expect_not_regular (const char *what, const char *file, gboolean folder, const char *drop, int code)
+{
+  char *dir = copy_model ("caption_model");
+  if (drop)
+    remove_file (dir, drop);
+  remove_file (dir, file);
+  char *p = g_build_filename (dir, file, NULL);
+  g_assert_cmpint (folder ? g_mkdir (p, 0755) : mkfifo (p, 0644), ==, 0);
+  expect_model_error (what, dir, code, "not a regular file");
+  if (folder)
+    g_rmdir (p);
+  g_free (p);
+  remove_model (dir);
+}
+
+static void
+test_not_regular (void)
+{
+  alarm (60);
+  expect_not_regular ("FIFO config.json", "config.json", FALSE, NULL, BLIP_ERROR_IO);
+  expect_not_regular ("FIFO preprocessor_config.json", "preprocessor_config.json", FALSE, NULL, BLIP_ERROR_IO);
+  expect_not_regular ("FIFO model.safetensors", "model.safetensors", FALSE, NULL, BLIP_ERROR_IO);
+  expect_not_regular ("FIFO tokenizer.json", "tokenizer.json", FALSE, NULL, BLIP_ERROR_IO);
+  expect_not_regular ("FIFO vocab.txt", "vocab.txt", FALSE, "tokenizer.json", BLIP_ERROR_IO);
+  expect_not_regular ("FIFO special_tokens_map.json", "special_tokens_map.json", FALSE, "tokenizer.json", BLIP_ERROR_IO);
+  expect_not_regular ("folder as config.json", "config.json", TRUE, NULL, BLIP_ERROR_IO);
+  expect_not_regular ("folder as model.safetensors", "model.safetensors", TRUE, NULL, BLIP_ERROR_IO);
+
+  /* a checkpoint or an input file opened directly */
+  char *fifo = tmp_file ("fifo.safetensors");
+  g_assert_cmpint (mkfifo (fifo, 0644), ==, 0);
+  GError *error = NULL;
+  g_assert_null (blip_safetensors_open (fifo, &error));
+  g_assert_error (error, BLIP_ERROR, BLIP_ERROR_IO);
+  g_assert_nonnull (strstr (error->message, "not a regular file"));
+  g_clear_error (&error);
+  g_unlink (fifo);
+  g_free (fifo);
+  alarm (0);
+}
+
 static void
 test_bad_calls (void)
 {
@@ -361,6 +497,8 @@ main (int argc, char **argv)
   g_test_add_func ("/malformed/config", test_config);
   g_test_add_func ("/malformed/tokenizer", test_tokenizer_files);
   g_test_add_func ("/malformed/bad-calls", test_bad_calls);
+  g_test_add_func ("/malformed/json-depth", test_json_depth);
+  g_test_add_func ("/malformed/not-regular-files", test_not_regular);
   int rc = g_test_run ();
   char *raw = tmp_file ("raw.safetensors"), *sh = tmp_file ("short.safetensors");
   g_unlink (raw);

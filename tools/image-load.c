@@ -2,7 +2,7 @@
 #include "image-load.h"
 
 #include <blip.h>
-#include <errno.h>
+#include "../core/file-read.h"
 #include <setjmp.h>
 #include <stdio.h>
 #include <jpeglib.h>
@@ -93,11 +93,9 @@ load_jpeg (FILE *f, const char *path, int *w, int *h, GError **error)
 guint8 *
 blip_image_load_rgb (const char *path, int *width, int *height, GError **error)
 {
-  FILE *f = fopen (path, "rb");
-  if (!f) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, g_strerror (errno));
+  FILE *f = blip_regular_file_fopen (path, error);
+  if (!f)
     return NULL;
-  }
   guint8 magic[8] = { 0 };
   size_t n = fread (magic, 1, sizeof magic, f);
   rewind (f);

@@ -13,6 +13,7 @@
 #include "dataset.h"
 #include "distributed.h"
 #include "trainer.h"
+#include "../core/file-read.h"
 
 #include <blip.h>
 #include <cairo.h>
@@ -450,11 +451,11 @@ cmd_capfilt (void)
       res[i].web_score = -1;
     for (int r = 0; r < W; r++) {
       char *p = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, r, W), *text = NULL;
-      if (g_file_get_contents (p, &text, NULL, NULL)) {
+      if (blip_regular_file_read (p, &text, NULL, NULL)) {
         char **lines = g_strsplit (text, "\n", -1);
         JsonParser *parser = json_parser_new ();
         for (char **l = lines; *l; l++) {
-          if (!**l || !json_parser_load_from_data (parser, *l, -1, NULL))
+          if (!**l || !blip_json_load_data (parser, *l, strlen (*l), NULL))
             continue;
           JsonObject *o = json_node_get_object (json_parser_get_root (parser));
           const int i = (int) json_object_get_int_member (o, "index");

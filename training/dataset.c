@@ -6,6 +6,7 @@
  * training captions is corrupted (swapped for another image's caption), each
  * entry recording whether it was, so a filter can be scored on the truth. */
 #include "dataset.h"
+#include "../core/file-read.h"
 #include "testsrc-frames.h"
 
 #include <cairo.h>
@@ -341,10 +342,7 @@ Dataset *
 dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames, GError **error)
 {
   JsonParser *p = json_parser_new ();
-  GError *err = NULL;
-  if (!json_parser_load_from_file (p, annotations, &err)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s", annotations, err->message);
-    g_error_free (err);
+  if (!blip_json_load_file (p, annotations, error)) {
     g_object_unref (p);
     return NULL;
   }

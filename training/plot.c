@@ -1,6 +1,7 @@
 /* blip-train plot: the loss curves of metrics.jsonl (and the learning rate)
  * drawn to a PNG with cairo. */
 #include "plot.h"
+#include "../core/file-read.h"
 
 #include <cairo.h>
 #include <json-glib/json-glib.h>
@@ -21,7 +22,7 @@ gboolean
 plot_metrics (const char *metrics, const char *png, int smooth, GError **error)
 {
   char *text = NULL;
-  if (!g_file_get_contents (metrics, &text, NULL, error))
+  if (!blip_regular_file_read (metrics, &text, NULL, error))
     return FALSE;
   GArray *cols[G_N_ELEMENTS (series) + 1];
   for (guint k = 0; k <= G_N_ELEMENTS (series); k++)
@@ -30,7 +31,7 @@ plot_metrics (const char *metrics, const char *png, int smooth, GError **error)
   g_free (text);
   JsonParser *parser = json_parser_new ();
   for (char **l = lines; *l; l++) {
-    if (!**l || !json_parser_load_from_data (parser, *l, -1, NULL)
+    if (!**l || !blip_json_load_data (parser, *l, strlen (*l), NULL)
         || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
       continue;
     JsonObject *o = json_node_get_object (json_parser_get_root (parser));

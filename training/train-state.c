@@ -2,7 +2,7 @@
  * safetensors file: param.*, adam_m.*, adam_v.*, momentum.*, the queues,
  * and the integers as a JSON document in the U8 tensor "training_state". */
 #include "train-state.h"
-#include "../core/safetensors.h"
+#include "../core/file-read.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -174,7 +174,7 @@ train_state_load (TrainState *s, const char *path, GError **error)
   JsonParser *parser = json_parser_new ();
   JsonObject *o = NULL;
   if (js && js->dtype == BLIP_DTYPE_U8
-      && json_parser_load_from_data (parser, (const char *) js->data, (gssize) js->nbytes, NULL)
+      && blip_json_load_data (parser, (const char *) js->data, js->nbytes, NULL)
       && JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
     o = json_node_get_object (json_parser_get_root (parser));
   gboolean ok = o != NULL;

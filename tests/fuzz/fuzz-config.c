@@ -1,11 +1,12 @@
-/* libFuzzer: config.json (and the model loader behind it) on arbitrary bytes. */
+/* libFuzzer: config.json (and the model loader behind it) on arbitrary bytes,
+ * with fuzz-util.h's runs expanded. */
 #include "fuzz-util.h"
 #include "../../core/blip-private.h"
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
-  char *path = fuzz_write_file ("config.json", data, size);
+  char *path = fuzz_write_expanded ("config.json", data, size);
   BlipConfig c;
   GError *error = NULL;
   if (blip_config_load (fuzz_dir (), &c, &error)) {

@@ -26,6 +26,43 @@ fuzz_write_file (const char *name, const uint8_t *data, size_t size)
   return path;
 }
 
+/* Runs let a few bytes stand for what mutation alone never reaches: 200 000
+ * levels of nesting, megabyte strings.  The byte 0x01, a count (3 bytes,
+ * little-endian), a length L (1 byte) and L bytes stand for those L bytes
+ * repeated count times (up to FUZZ_MAX_EXPANDED in all).  JSON text never
+ * holds a raw 0x01, so plain inputs are unchanged; json.dict holds runs. */
+#define FUZZ_RUN 0x01
+#define FUZZ_MAX_EXPANDED (8u << 20)
+
+static inline GByteArray *
+fuzz_expand (const uint8_t *data, size_t size)
+{
+  GByteArray *out = g_byte_array_sized_new ((guint) size + 1); /* data never NULL */
+  size_t i = 0;
+  while (i < size) {
+    if (data[i] == FUZZ_RUN && i + 5 <= size && i + 5 + data[i + 4] <= size) {
+      const guint count = data[i + 1] | (guint) data[i + 2] << 8 | (guint) data[i + 3] << 16;
+      const guint len = data[i + 4];
+      for (guint k = 0; len && k < count && out->len + len <= FUZZ_MAX_EXPANDED; k++)
+        g_byte_array_append (out, data + i + 5, len);
+      i += 5 + len;
+    } else {
+      g_byte_array_append (out, data + i++, 1);
+    }
+  }
+  return out;
+}
+
+/* fuzz_write_file of the input with its runs expanded. */
+static inline char *
+fuzz_write_expanded (const char *name, const uint8_t *data, size_t size)
+{
+  GByteArray *text = fuzz_expand (data, size);
+  char *path = fuzz_write_file (name, text->data, text->len);
+  g_byte_array_unref (text);
+  return path;
+}
+
 static inline void
 fuzz_exercise_tokenizer (BlipTokenizer *tok)
 {

@@ -12,7 +12,9 @@ for f in safetensors config tokenizer-json vocab tokenize preprocess annotations
   n=$((n+1))
   mkdir -p "$out/corpus-$f"
   cp -r "$here/corpus/$f/." "$out/corpus-$f/"
-  if "$build/tests/fuzz/fuzz-$f" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 \
+  dict=()
+  case $f in safetensors|config|tokenizer-json|annotations) dict=(-dict="$here/json.dict");; esac
+  if "$build/tests/fuzz/fuzz-$f" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 "${dict[@]}" \
        -artifact_prefix="$out/$f-" "$out/corpus-$f" > "$out/$f.log" 2>&1; then
     echo "ok $n - fuzz-$f: $(grep -o 'Done [0-9]* runs' "$out/$f.log" | tail -1)"
   else
