@@ -3,6 +3,7 @@
  * and the integers as a JSON document in the U8 tensor "training_state". */
 #include "train-state.h"
 #include "../core/file-read.h"
+#include "../core/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
