@@ -20,6 +20,29 @@ rgb_jpeg (const char *path)
   return write_jpeg (path, SIDE, SIDE, JCS_RGB, JCS_YCbCr, FALSE, 90, px);
 }
 
+/* the same gradient as WebP, and as a 4-bit palette PNG with tRNS */
+static gboolean
+rgb_webp (const char *path)
+{
+  guint8 px[SIDE * SIDE * 3];
+  for (int i = 0; i < SIDE * SIDE; i++) {
+    px[3 * i] = (guint8) (i % SIDE * 8);
+    px[3 * i + 1] = (guint8) (i / SIDE * 8);
+    px[3 * i + 2] = 96;
+  }
+  return write_webp (path, SIDE, SIDE, FALSE, px);
+}
+
+static gboolean
+palette_png (const char *path)
+{
+  const guint8 palette[9] = { 255, 0, 0, 0, 255, 0, 0, 0, 255 }, trns[1] = { 0 };
+  guint8 px[SIDE * SIDE / 2];
+  for (int i = 0; i < SIDE * SIDE / 2; i++)
+    px[i] = (guint8) (((i % 3) << 4) | ((i + 1) % 3));
+  return write_png (path, SIDE, SIDE, 4, PNG_COLOR_TYPE_PALETTE, TRUE, px, palette, 3, trns, 1);
+}
+
 static gboolean
 uniform (const char *path, gboolean cmyk)
 {
@@ -36,7 +59,7 @@ int
 main (int argc, char **argv)
 {
   if (argc != 3) {
-    g_printerr ("usage: write-test-image rgb-jpeg|cmyk-jpeg|cmyk-expected-png|jpeg-bomb|png-bomb"
+    g_printerr ("usage: write-test-image rgb-jpeg|rgb-webp|palette-png|cmyk-jpeg|cmyk-expected-png|jpeg-bomb|png-bomb"
                 "|webp-bomb|truncated-jpeg PATH\n");
     return 2;
   }
@@ -44,6 +67,10 @@ main (int argc, char **argv)
   gboolean ok;
   if (g_str_equal (kind, "rgb-jpeg"))
     ok = rgb_jpeg (path);
+  else if (g_str_equal (kind, "rgb-webp"))
+    ok = rgb_webp (path);
+  else if (g_str_equal (kind, "palette-png"))
+    ok = palette_png (path);
   else if (g_str_equal (kind, "cmyk-jpeg"))
     ok = uniform (path, TRUE);
   else if (g_str_equal (kind, "cmyk-expected-png"))
