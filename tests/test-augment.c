@@ -12,12 +12,12 @@
 static DatasetFrame
 make_frame (void)
 {
-  DatasetFrame f = { g_new0 (guint8, W0 * H0 * 4), W0, H0, W0 * 4 };
+  DatasetFrame f = { g_new0 (guint8, W0 * H0 * 3), W0, H0, W0 * 3 };
   for (int y = 0; y < H0; y++)
     for (int x = 0; x < W0; x++) {
-      guint8 *p = f.data + y * f.stride + x * 4; /* B, G, R, x */
-      p[2] = x < W0 / 2 ? 255 : 0;
-      p[0] = x < W0 / 2 ? 0 : 255;
+      guint8 *p = f.data + y * f.stride + x * 3; /* R, G, B */
+      p[0] = x < W0 / 2 ? 255 : 0;
+      p[2] = x < W0 / 2 ? 0 : 255;
       p[1] = y == 0 ? 255 : 0;
     }
   return f;
@@ -50,7 +50,7 @@ test_whole_and_flip (void)
   float *ref = g_new (float, L), *out = g_new (float, L), *mirror = g_new (float, L);
   /* a square crop of the 48x32 frame: the fallback when no 3/4-4/3 box of
    * the whole area fits, the centre 43x32 */
-  g_assert_true (blip_preprocess (f.data + 2 * 4, 43, 32, f.stride, BLIP_PIXEL_BGRA, S, c.image_mean, c.image_std, ref, NULL));
+  g_assert_true (blip_preprocess (f.data + 2 * 3, 43, 32, f.stride, BLIP_PIXEL_RGB, S, c.image_mean, c.image_std, ref, NULL));
   for (int r = 0; r < 3 * S; r++)
     for (int x = 0; x < S; x++)
       mirror[r * S + x] = ref[r * S + S - 1 - x];

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The blip command's forms the later issues rely on: generate, dump,
 tokenize, errors on stderr with a non-zero exit, --help."""
-import json, os, shutil, struct, subprocess, sys, tempfile, zlib
+import json, os, shutil, struct, subprocess, sys, tempfile, time, zlib
 
 blip, fixtures = sys.argv[1], os.path.abspath(sys.argv[2])
 failures = checks = 0
@@ -50,6 +50,8 @@ with tempfile.TemporaryDirectory() as d:
         check("dump writes the fixture names", names == want, str(names))
 
 def skip(name, why):
+    global checks
+    checks += 1
     print("ok - " + name + " # SKIP " + why)
 
 # what this machine runs, as blip reports it
@@ -141,6 +143,54 @@ with tempfile.TemporaryDirectory() as d:
     r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=60)
     check("blip-train: a FIFO annotation file is refused at once",
           r.returncode == 1 and "not a regular file" in r.stderr, r.stderr or "exit %d" % r.returncode)
+
+# images: decompression bombs are refused from their header, fast, under an
+# address-space bound that any attempt to allocate their pixels would break
+# (not under ASan, which reserves terabytes of shadow memory); a CMYK JPEG
+# decodes as Pillow does (the same caption as its RGB equivalent)
+writer = sys.argv[3]
+asan = b"__asan_init" in open(blip, "rb").read()
+
+def bounded():
+    if not asan:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+def run_bounded(*args):
+    return subprocess.run([blip, *args], capture_output=True, text=True, preexec_fn=bounded, timeout=60)
+
+with tempfile.TemporaryDirectory() as d:
+    img = {k: os.path.join(d, k) for k in ("bomb.jpg", "bomb.png", "cmyk.jpg", "rgb.png")}
+    for name, kind in (("bomb.jpg", "jpeg-bomb"), ("bomb.png", "png-bomb"), ("cmyk.jpg", "cmyk-jpeg"),
+                       ("rgb.png", "cmyk-expected-png")):
+        subprocess.run([writer, kind, img[name]], check=True)
+    for name in ("bomb.jpg", "bomb.png"):
+        t0 = time.monotonic()
+        r = run_bounded("caption", "--model", cap, img[name])
+        seconds = time.monotonic() - t0
+        check("%s refused from its header in %.2f s" % (name, seconds),
+              r.returncode == 1 and "more than the limit of 89478485" in r.stderr
+              and "--max-pixels" in r.stderr and seconds < 10, r.stderr)
+    r = run_bounded("match", "--model", os.path.join(fixtures, "itm_model"), img["bomb.jpg"], "a ball")
+    check("match refuses a bomb", r.returncode == 1 and "more than the limit" in r.stderr, r.stderr)
+    if asan:
+        skip("a bomb past a raised --max-pixels is an allocation error", "ASan cannot run under RLIMIT_AS")
+    else:
+        r = run_bounded("caption", "--model", cap, "--max-pixels", "4000000000", img["bomb.png"])
+        check("a bomb past a raised --max-pixels is an allocation error, not an abort",
+              r.returncode == 1 and "out of memory" in r.stderr, r.stderr)
+    r = run("caption", "--model", cap, "--max-pixels", "0", img["rgb.png"])
+    check("--max-pixels 0 is a usage error", r.returncode == 2 and "--max-pixels" in r.stderr, r.stderr)
+    r = run("caption", "--model", cap, "--max-pixels", "1023", img["rgb.png"])
+    check("--max-pixels below the image's 32x32 refuses it", r.returncode == 1 and "1024 pixels" in r.stderr, r.stderr)
+    r = run("caption", "--model", cap, "--json", img["cmyk.jpg"], img["rgb.png"])
+    ok = r.returncode == 0
+    if ok:
+        got = json.loads(r.stdout)
+        ok = [(g["caption"], g["mean_logprob"]) for g in got[:1]] == [(g["caption"], g["mean_logprob"]) for g in got[1:]]
+    check("a CMYK JPEG captions as its RGB equivalent", ok, r.stderr + r.stdout)
+r = run("caption", "--help")
+check("caption --help documents --max-pixels", "--max-pixels" in r.stdout, r.stdout)
 
 print("1..%d" % checks)
 sys.exit(1 if failures else 0)

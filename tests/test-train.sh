@@ -100,6 +100,29 @@ PY
 rc=$?
 check "broken entries are skipped with a warning and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/bad.log"'
 
+# real-format images: a JPEG trains; a JPEG and a PNG claiming absurd sizes
+# (decompression bombs) and a truncated JPEG are skipped, each with a
+# warning naming it, and counted; --max-pixels reaches the loader
+mkdir -p "$tmp/formats"; cp -r "$tmp/data/images" "$tmp/formats/"
+for k in photo.jpg:rgb-jpeg bomb.jpg:jpeg-bomb bomb.png:png-bomb cut.jpg:truncated-jpeg; do
+  "$build/tests/write-test-image" "${k#*:}" "$tmp/formats/images/${k%%:*}"
+done
+$py - "$tmp/data/train.json" "$tmp/formats/train.json" <<PY
+import json, sys
+rows = json.load(open(sys.argv[1]))[:40]
+rows += [{"image": "images/" + f, "caption": "a picture"} for f in ("photo.jpg", "bomb.jpg", "bomb.png", "cut.jpg")]
+json.dump(rows, open(sys.argv[2], "w"))
+PY
+"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/formatsrun" --steps 2 > "$tmp/formats.log" 2>&1
+rc=$?
+check "a JPEG trains; bombs and a truncated file are skipped, named and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/formats.log" \
+  && grep -q "bomb.jpg: 65500x65500 is .* more than the limit" "$tmp/formats.log" \
+  && grep -q "bomb.png: 30000x30000 is .* more than the limit" "$tmp/formats.log" \
+  && grep -q "cut.jpg: not a valid JPEG" "$tmp/formats.log" && ! grep -q "photo.jpg" "$tmp/formats.log"'
+"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/maxpx" --steps 1 --max-pixels 1000 > "$tmp/maxpx.log" 2>&1
+rc=$?
+check "--max-pixels below every image skips them all" '[ $rc != 0 ] && grep -q "1024 pixels, more than the limit of 1000" "$tmp/maxpx.log"'
+
 # finetuning from the pretraining run
 "$train" finetune-caption "${common[@]}" --init "$tmp/run" --out "$tmp/cap" --steps 10 --prompt "a picture of " > "$tmp/cap.log" 2>&1
 check "finetune-caption ran (LM only) and exported" '[ -f "$tmp/cap/caption/model.safetensors" ] && $py -c "

@@ -62,6 +62,14 @@ static GOptionEntry init_entries[] = {
   { NULL }
 };
 
+static gint64 opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
+
+static GOptionEntry image_entries[] = {
+  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels,
+    N_("Refuse images with more pixels than this (default 89478485, as Pillow)"), "N" },
+  { NULL }
+};
+
 static char *opt_case = NULL;
 static int opt_reps = 10;
 
@@ -157,7 +165,7 @@ static float *
 load_pixels (BlipModel *model, const char *path, GError **error)
 {
   int w, h;
-  guint8 *rgb = blip_image_load_rgb (path, &w, &h, error);
+  guint8 *rgb = blip_image_load_rgb (path, (guint64) opt_max_pixels, &w, &h, error);
   if (!rgb)
     return NULL;
   const BlipConfig *c = blip_model_get_config (model);
@@ -179,6 +187,10 @@ cmd_caption (int argc, char **argv)
   GError *error = NULL;
   if (argc < 2) {
     g_printerr (_("blip caption: no image given (see --help)\n"));
+    return 2;
+  }
+  if (opt_max_pixels < 1) {
+    g_printerr (_("blip: --max-pixels must be at least 1\n"));
     return 2;
   }
   BlipModel *model;
@@ -236,6 +248,10 @@ cmd_match (int argc, char **argv)
   GError *error = NULL;
   if (argc < 3) {
     g_printerr (_("blip match: need an image and at least one text (see --help)\n"));
+    return 2;
+  }
+  if (opt_max_pixels < 1) {
+    g_printerr (_("blip: --max-pixels must be at least 1\n"));
     return 2;
   }
   for (int i = 2; i < argc; i++) {
@@ -655,8 +671,8 @@ static const struct {
   gboolean gen, io;
   GOptionEntry *extra;
 } commands[] = {
-  { "caption", "IMAGE...", N_("Caption PNG or JPEG images"), cmd_caption, TRUE, FALSE },
-  { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE },
+  { "caption", "IMAGE...", N_("Caption PNG, JPEG or WebP images"), cmd_caption, TRUE, FALSE, image_entries },
+  { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE, image_entries },
   { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },

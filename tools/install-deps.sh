@@ -6,7 +6,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential meson ninja-build pkg-config cmake \
   libglib2.0-dev libjson-glib-dev libdnnl-dev libopenblas-dev \
-  libpng-dev libjpeg-dev libcairo2-dev \
+  libpng-dev libjpeg-dev libwebp-dev libcairo2-dev \
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-x gettext valgrind clang libclang-rt-14-dev \

@@ -51,7 +51,7 @@ augment_image (const DatasetFrame *f, const AugmentOptions *o, const BlipConfig 
   int x, y, w, h;
   crop_box (f->width, f->height, o->scale_min, o->scale_max, rng, &x, &y, &w, &h);
   const int S = c->vision.image_size;
-  if (!blip_preprocess (f->data + (gsize) y * f->stride + (gsize) x * 4, w, h, f->stride, BLIP_PIXEL_BGRA, S,
+  if (!blip_preprocess (f->data + (gsize) y * f->stride + (gsize) x * 3, w, h, f->stride, BLIP_PIXEL_RGB, S,
                         c->image_mean, c->image_std, out, error))
     return FALSE;
   if (o->flip && g_rand_boolean (rng))

@@ -210,6 +210,7 @@ static gboolean opt_resume, opt_no_momentum;
   { "threads", 't', 0, G_OPTION_ARG_INT, &topt.threads, "Math threads (default 2)", "N" }, \
   { "log-every", 0, 0, G_OPTION_ARG_INT, &topt.log_every, "Steps between progress lines (default 20)", "N" }, \
   { "checkpoint-every", 0, 0, G_OPTION_ARG_INT, &topt.checkpoint_every, "Steps between checkpoints (default 200; 0: at the end only)", "N" }, \
+  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &topt.max_pixels, "Skip images with more pixels than this (default 89478485, as Pillow)", "N" }, \
   __VA_ARGS__ \
   { NULL } }
 
@@ -240,6 +241,10 @@ run_task (TrainTask task)
     topt.schedule = g_str_equal (opt_schedule, "step") ? SCHEDULE_STEP : SCHEDULE_COSINE;
   if (opt_augment && !augment_parse (opt_augment, &topt.augment, &topt.flip)) {
     g_printerr ("blip-train: --augment is crop+flip, crop or none\n");
+    return 2;
+  }
+  if (topt.max_pixels < 1) {
+    g_printerr ("blip-train: --max-pixels must be at least 1\n");
     return 2;
   }
   if (!(topt.crop_scale_min > 0 && topt.crop_scale_min <= 1)) {

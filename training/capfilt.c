@@ -17,6 +17,7 @@
 
 #include <blip.h>
 #include <cairo.h>
+#include <image-load.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,7 +27,7 @@
 static gchar *opt_data, *opt_init, *opt_out, *opt_augment;
 static int opt_k = 1, opt_caption_steps = 300, opt_filter_steps = 300, opt_batch = 32, opt_threads = 2;
 static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4, opt_calibrate = 0;
-static gint64 opt_seed = 0;
+static gint64 opt_seed = 0, opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
 
 GOptionEntry capfilt_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Data folder: train.json with \"source\": \"human\" or \"web\" entries", "DIR" },
@@ -44,6 +45,7 @@ GOptionEntry capfilt_entries[] = {
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, "Math threads (default 2)", "N" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
   { "augment", 0, 0, G_OPTION_ARG_STRING, &opt_augment, "Finetuning transforms: crop+flip (BLIP's, default), crop, or none", "NAME" },
+  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels, "Skip images with more pixels than this (default 89478485, as Pillow)", "N" },
   { NULL }
 };
 
@@ -128,6 +130,7 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   o.threads = opt_threads;
   o.lr = opt_lr;
   o.seed = opt_seed;
+  o.max_pixels = opt_max_pixels;
   o.queue_size = 1024;
   o.log_every = 50;
   if (opt_augment)
@@ -176,7 +179,7 @@ static double
 calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, int *n_used)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
-  Dataset *v = dataset_load (path, c, 30, FALSE, NULL);
+  Dataset *v = dataset_load (path, c, 30, FALSE, (guint64) opt_max_pixels, NULL);
   g_free (path);
   *n_used = 0;
   if (!v)
@@ -263,6 +266,10 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: -k is 1-16, --threshold 0-1, --calibrate 0-1\n");
     return 2;
   }
+  if (opt_max_pixels < 1) {
+    g_printerr ("blip-train capfilt: --max-pixels must be at least 1\n");
+    return 2;
+  }
   gboolean augment, flip;
   if (opt_augment && !augment_parse (opt_augment, &augment, &flip)) {
     g_printerr ("blip-train capfilt: --augment is crop+flip, crop or none\n");
@@ -286,7 +293,7 @@ cmd_capfilt (void)
     c = *blip_model_get_config (probe);
     blip_model_unref (probe);
   }
-  Dataset *d = dataset_load (train_path, &c, 30, FALSE, &error);
+  Dataset *d = dataset_load (train_path, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
   g_free (train_path);
   g_free (init_model);
   if (!d) {
@@ -544,7 +551,7 @@ cmd_capfilt (void)
     for (int k = 0; k < 2; k++) {
       char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
       GError *e = NULL;
-      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, FALSE, &e) : NULL;
+      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, FALSE, (guint64) opt_max_pixels, &e) : NULL;
       if (sd) {
         JsonBuilder *sb = json_builder_new ();
         json_builder_begin_array (sb);

@@ -10,6 +10,7 @@
 #include "testsrc-frames.h"
 
 #include <cairo.h>
+#include <image-load.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <string.h>
@@ -313,33 +314,26 @@ dataset_pre_caption (const char *caption, int max_words)
 }
 
 static gboolean
-load_png_pixels (const char *path, const BlipConfig *c, float *out, DatasetFrame *frame, GError **error)
+load_image_pixels (const char *path, const BlipConfig *c, guint64 max_pixels, float *out,
+                   DatasetFrame *frame, GError **error)
 {
-  cairo_surface_t *s = cairo_image_surface_create_from_png (path);
-  if (cairo_surface_status (s) != CAIRO_STATUS_SUCCESS) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path,
-                 cairo_status_to_string (cairo_surface_status (s)));
-    cairo_surface_destroy (s);
+  int w, h;
+  guint8 *rgb = blip_image_load_rgb (path, max_pixels, &w, &h, error);
+  if (!rgb)
     return FALSE;
-  }
-  cairo_surface_flush (s);
-  /* cairo's RGB24/ARGB32 are native-endian 32-bit words: B, G, R, x in memory */
-  gboolean ok = blip_preprocess (cairo_image_surface_get_data (s), cairo_image_surface_get_width (s),
-                                 cairo_image_surface_get_height (s), cairo_image_surface_get_stride (s),
-                                 BLIP_PIXEL_BGRA, c->vision.image_size, c->image_mean, c->image_std,
-                                 out, error);
+  gboolean ok = blip_preprocess (rgb, w, h, w * 3, BLIP_PIXEL_RGB, c->vision.image_size,
+                                 c->image_mean, c->image_std, out, error);
   if (ok && frame) {
-    frame->width = cairo_image_surface_get_width (s);
-    frame->height = cairo_image_surface_get_height (s);
-    frame->stride = cairo_image_surface_get_stride (s);
-    frame->data = g_memdup2 (cairo_image_surface_get_data (s), (gsize) frame->stride * frame->height);
+    *frame = (DatasetFrame) { rgb, w, h, w * 3 };
+    return TRUE;
   }
-  cairo_surface_destroy (s);
+  g_free (rgb);
   return ok;
 }
 
 Dataset *
-dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames, GError **error)
+dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames,
+              guint64 max_pixels, GError **error)
 {
   JsonParser *p = json_parser_new ();
   if (!blip_json_load_file (p, annotations, error)) {
@@ -374,8 +368,8 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, gbool
     char *path = img ? (g_path_is_absolute (img) ? g_strdup (img) : g_build_filename (base, img, NULL)) : NULL;
     GError *e = NULL;
     /* a broken entry or image is skipped with a warning and counted */
-    if (!path || !text || !load_png_pixels (path, c, d->pixels + (gsize) d->n * d->image_len,
-                                           d->frames ? &d->frames[d->n] : NULL, &e)) {
+    if (!path || !text || !load_image_pixels (path, c, max_pixels, d->pixels + (gsize) d->n * d->image_len,
+                                             d->frames ? &d->frames[d->n] : NULL, &e)) {
       g_warning ("%s: entry %u skipped: %s", annotations, i, e ? e->message : "no image or caption");
       g_clear_error (&e);
       d->skipped++;

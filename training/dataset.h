@@ -15,7 +15,7 @@ typedef struct {
 } DatasetItem;
 
 typedef struct {
-  guint8 *data;          /* BGRA, as cairo decodes PNG */
+  guint8 *data;          /* packed RGB, as blip_image_load_rgb decodes */
   int width, height, stride;
 } DatasetFrame;
 
@@ -36,9 +36,11 @@ typedef enum {
  * rest "web" (corrupted with probability corrupt). */
 gboolean dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, int size,
                        double corrupt, DatasetHoldout holdout, guint64 seed, GError **error);
-/* keep_frames: also keep every decoded image (Dataset.frames). */
+/* keep_frames: also keep every decoded image (Dataset.frames).  An entry
+ * whose image does not decode or has more than max_pixels pixels is skipped
+ * with a warning naming it, and counted (Dataset.skipped). */
 Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
-                       gboolean keep_frames, GError **error);
+                       gboolean keep_frames, guint64 max_pixels, GError **error);
 void dataset_free (Dataset *d);
 char *dataset_pre_caption (const char *caption, int max_words);
 

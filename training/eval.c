@@ -8,6 +8,7 @@
 
 #include <blip.h>
 #include <errno.h>
+#include <image-load.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 static gchar *opt_split, *opt_models, *opt_predictions;
 static int opt_k = 8, opt_beams = 3;
+static gint64 opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
 
 GOptionEntry eval_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_split, "Annotation file of the split (e.g. DATA/test.json)", "FILE" },
@@ -23,6 +25,7 @@ GOptionEntry eval_entries[] = {
   { "beams", 0, 0, G_OPTION_ARG_INT, &opt_beams, "Captions by beam search with this many beams (default 3, as BLIP's caption evaluation; 1: greedy)", "N" },
   { "predictions", 0, 0, G_OPTION_ARG_FILENAME, &opt_predictions,
     "Write every image's caption and its reference to FILE (JSON lines)", "FILE" },
+  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels, "Skip images with more pixels than this (default 89478485, as Pillow)", "N" },
   { NULL }
 };
 
@@ -59,6 +62,10 @@ cmd_eval (void)
     g_printerr ("blip-train eval: --data and --model are required\n");
     return 2;
   }
+  if (opt_max_pixels < 1) {
+    g_printerr ("blip-train eval: --max-pixels must be at least 1\n");
+    return 2;
+  }
   if (opt_beams < 1 || opt_beams > 16) {
     g_printerr ("blip-train eval: --beams is 1-16\n");
     return 2;
@@ -71,7 +78,7 @@ cmd_eval (void)
     return 1;
   }
   const BlipConfig *c = blip_model_get_config (cap);
-  Dataset *d = dataset_load (opt_split, c, 30, FALSE, &error);
+  Dataset *d = dataset_load (opt_split, c, 30, FALSE, (guint64) opt_max_pixels, &error);
   if (!d) {
     g_printerr ("blip-train eval: %s\n", error->message);
     return 1;

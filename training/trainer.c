@@ -8,6 +8,7 @@
 #include "dataset.h"
 #include "distributed.h"
 #include "train-state.h"
+#include <image-load.h>
 #include "../core/checkpoint.h"
 
 #include <math.h>
@@ -29,6 +30,7 @@ train_options_default (TrainTask task)
   TrainOptions o = {
     .task = task, .batch = 32, .accum = 1, .epochs = 100, .steps = 0, .threads = 2, .log_every = 20,
     .checkpoint_every = 200, .queue_size = 57600, .max_words = 30, .minutes = 0,
+    .max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT,
     .lr = task == TRAIN_PRETRAIN ? 3e-4 : 1e-5, .min_lr = task == TRAIN_PRETRAIN ? 1e-6 : 0,
     .warmup_lr = 1e-6, .lr_decay = 0.9, .weight_decay = 0.05, .clip_norm = 0, .alpha = 0.4,
     .momentum = 0.995, .warmup_steps = 3000,
@@ -352,7 +354,7 @@ train_run (const TrainOptions *o)
       goto out;
     }
   }
-  train = dataset_load (train_path, &c, o->max_words, o->augment, &error);
+  train = dataset_load (train_path, &c, o->max_words, o->augment, (guint64) o->max_pixels, &error);
   if (!train) {
     rc = fail (error);
     goto out;
@@ -371,7 +373,7 @@ train_run (const TrainOptions *o)
     const char *other[2] = { "val.json", "test.json" };
     for (int k = 0; k < 2; k++) {
       char *p = g_build_filename (o->data, other[k], NULL);
-      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, NULL)))
+      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, (guint64) o->max_pixels, NULL)))
         n_sets++;
       g_free (p);
     }

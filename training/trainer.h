@@ -26,6 +26,7 @@ typedef struct {
   double crop_scale_min;     /* the crop's smallest area fraction (BLIP: 0.2 pretraining, 0.5 finetuning) */
   const char *prompt;        /* finetune-caption: prepended, its tokens not scored */
   gint64 seed;
+  gint64 max_pixels;         /* images with more pixels are skipped (BLIP_IMAGE_MAX_PIXELS_DEFAULT) */
 } TrainOptions;
 
 TrainOptions train_options_default (TrainTask task);

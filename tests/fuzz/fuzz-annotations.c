@@ -3,6 +3,7 @@
 #include "fuzz-util.h"
 #include "dataset.h"
 #include "../../core/checkpoint.h"
+#include <image-load.h>
 
 #include <cairo.h>
 
@@ -26,7 +27,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   GByteArray *text = fuzz_expand (data, size);
   char *path = fuzz_write_file ("train.json", text->data, text->len);
   GError *error = NULL;
-  Dataset *d = dataset_load (path, &c, 30, TRUE, &error);
+  Dataset *d = dataset_load (path, &c, 30, TRUE, BLIP_IMAGE_MAX_PIXELS_DEFAULT, &error);
   if (d) {
     /* whatever was kept is whole: an image, a caption, references */
     for (int i = 0; i < d->n; i++)

@@ -8,7 +8,7 @@ set -uo pipefail
 seconds=${1:?seconds}; build=${2:?build dir}; out=${3:-$(mktemp -d)}
 here=$(cd "$(dirname "$0")" && pwd)
 failed=0; n=0
-for f in safetensors config tokenizer-json vocab tokenize preprocess annotations; do
+for f in safetensors config tokenizer-json vocab tokenize preprocess annotations image-load; do
   n=$((n+1))
   mkdir -p "$out/corpus-$f"
   cp -r "$here/corpus/$f/." "$out/corpus-$f/"
