@@ -100,7 +100,8 @@ check_uint_option (GstElement *e, const gchar *prop, const gchar *option, gint v
   GParamSpecUInt *u = G_PARAM_SPEC_UINT (g_object_class_find_property (G_OBJECT_GET_CLASS (e), prop));
   if (value >= 0 && (guint) value >= u->minimum && (guint) value <= u->maximum)
     return TRUE;
-  return usage_error (error, _("%s: %d is out of range (%u to %u)"), option, value, u->minimum, u->maximum);
+  return usage_error (error, _("%s: %d is out of range (%d to %d)"), option, value, (gint) MIN (u->minimum, G_MAXINT),
+                      (gint) MIN (u->maximum, G_MAXINT));
 }
 
 static gboolean
@@ -244,10 +245,12 @@ write_line (Annotate *a, const GstStructure *s, GstClockTime pts)
   json_node_unref (root);
   g_object_unref (g);
   g_object_unref (c.b);
-  if (c.non_finite && a->non_finite++ == 0)
-    g_printerr (_("blip-annotate: %s: the model's output for the frame at %" GST_TIME_FORMAT
-                  " is not finite (NaN or infinity; written as null): are its weights broken?\n"),
-                a->input, GST_TIME_ARGS (pts));
+  if (c.non_finite && a->non_finite++ == 0) {
+    gchar *at = g_strdup_printf ("%" GST_TIME_FORMAT, GST_TIME_ARGS (pts));
+    g_printerr (_("blip-annotate: %s: the model's output for the frame at %s is not finite "
+                  "(NaN or infinity; written as null): are its weights broken?\n"), a->input, at);
+    g_free (at);
+  }
 }
 
 static void
