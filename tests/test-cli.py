@@ -84,13 +84,16 @@ with tempfile.TemporaryDirectory() as d:
 
 
 # ---- issue 19: option values, broken models, unwritable outputs ----
-tools = os.path.dirname(blip)
-annotate = os.path.join(tools, "blip-annotate")
-# blip-annotate checks its options against the plugin's elements
-gst_env = dict(os.environ, GST_PLUGIN_PATH=os.path.join(tools, "..", "gst"), LC_ALL="C")
+tools = os.path.dirname(os.path.abspath(blip))
+# blip-annotate checks its options against the plugin's elements: it runs
+# with this build's plugin as the GStreamer tests do (in-process registry
+# scan, which a sanitized plugin needs)
+annotate = ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "gst-test-env.sh"),
+            os.path.dirname(tools), os.path.join(tools, "blip-annotate")]
+gst_env = dict(os.environ, LC_ALL="C")
 
 def run_annotate(*args):
-    return subprocess.run([annotate, *args], capture_output=True, text=True, env=gst_env)
+    return subprocess.run([*annotate, *args], capture_output=True, text=True, env=gst_env)
 
 def usage_error(r, *words):
     """exit 2, one message naming the option and what it allows, nothing else"""
@@ -191,7 +194,7 @@ with tempfile.TemporaryDirectory() as d:
         ("blip init", [blip, "init", "--preset", "small", "--out", os.path.join(ro, "m")]),
         ("blip dump", [blip, "dump", "--model", os.path.join(fixtures, "itm_model"), "--inputs",
                        os.path.join(fixtures, "itm_reference.safetensors"), "--out", os.path.join(ro, "x.safetensors")]),
-        ("blip-annotate", [annotate, "--out", os.path.join(ro, "x.jsonl"), "x.webm"]),
+        ("blip-annotate", [*annotate, "--out", os.path.join(ro, "x.jsonl"), "x.webm"]),
     ]
     for name, argv in writers:
         if probe.returncode != 0:
@@ -205,7 +208,7 @@ with tempfile.TemporaryDirectory() as d:
     afile = os.path.join(d, "afile")
     open(afile, "w").close()
     for name, argv in [("blip init", [blip, "init", "--preset", "small", "--out", os.path.join(afile, "m")]),
-                       ("blip-annotate", [annotate, "--out", os.path.join(afile, "x.jsonl"), "x.webm"])]:
+                       ("blip-annotate", [*annotate, "--out", os.path.join(afile, "x.jsonl"), "x.webm"])]:
         r = subprocess.run(argv, capture_output=True, text=True, env=gst_env)
         check("%s: a file where the output folder should be is reported as such" % name,
               r.returncode == 1 and ("Not a directory" in r.stderr or "File exists" in r.stderr), r.stderr)
