@@ -205,6 +205,12 @@ with tempfile.TemporaryDirectory() as d:
         r = subprocess.run(inside + argv, capture_output=True, text=True, env=gst_env)
         check("%s: a read-only output folder is reported as such" % name,
               r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr)
+    # a full disk: what could not be written is an error, not a silent loss
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([blip, "tokenize", "--json", "a dog"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, env=gst_env)
+    check("blip: standard output on a full disk is an error",
+          r.returncode == 1 and "No space left on device" in r.stderr, r.stderr)
     afile = os.path.join(d, "afile")
     open(afile, "w").close()
     for name, argv in [("blip init", [blip, "init", "--preset", "small", "--out", os.path.join(afile, "m")]),

@@ -78,6 +78,11 @@ export GST_PLUGIN_PATH="$build/gst${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 "$annotate" "$tmp/folder/tone.mkv" > /dev/null 2> "$tmp/tone.err"; rc=$?
 check "blip-annotate: no video stream is an error saying so" '[ "$rc" = 1 ] && grep -q "has no video stream" "$tmp/tone.err" && ! grep -q "Internal data stream error" "$tmp/tone.err"'
 
+"$annotate" --interval 25 --out /dev/full "$tmp/clip.webm" 2> "$tmp/full.err"; rc=$?
+check "blip-annotate: an output on a full disk is an error" '[ "$rc" = 1 ] && grep -q "/dev/full: No space left on device" "$tmp/full.err"'
+"$annotate" --interval 25 "$tmp/clip.webm" > /dev/full 2> "$tmp/full.err"; rc=$?
+check "blip-annotate: standard output on a full disk is an error" '[ "$rc" = 1 ] && grep -q "standard output: No space left on device" "$tmp/full.err"'
+
 # a captioning model whose weights are NaN: JSON lines with null, a warning, a failure
 python3 - "$src/tests/fixtures/blip_tiny_a/caption_model" "$tmp/nan_model" <<'PY'
 import array, json, shutil, sys

@@ -11,6 +11,7 @@
 #include "json-number.h"
 
 #include <glib/gi18n.h>
+#include <errno.h>
 #include <locale.h>
 
 #include <blip.h>
@@ -745,7 +746,13 @@ main (int argc, char **argv)
       g_error_free (error);
       return 2;
     }
-    return commands[i].run (sub_argc, sub_argv);
+    int rc = commands[i].run (sub_argc, sub_argv);
+    /* what was printed is not lost silently (a full disk, a closed pipe) */
+    if (fflush (stdout) != 0 || ferror (stdout)) {
+      g_printerr ("blip: %s: %s\n", _("standard output"), g_strerror (errno));
+      rc = 1;
+    }
+    return rc;
   }
   g_printerr (_("blip: unknown command '%s'\n"), argv[1]);
   usage ();
