@@ -59,6 +59,7 @@ typedef struct {
 
   GMainLoop *loop;
   GstElement *pipeline;
+  GstElement *convert; /* the pipeline's: the source's video pad links to it */
   guint bus_watch;
   gint no_video; /* atomic: the source exposed all its streams, none of them video */
   gboolean live;     /* the source was live once: failures are reconnected */
@@ -378,14 +379,14 @@ bus_cb (GstBus *bus, GstMessage *msg, gpointer data)
 static void
 pad_added_cb (GstElement *src, GstPad *pad, gpointer data)
 {
-  GstElement *convert = data;
+  Annotate *a = data;
   GstCaps *caps = gst_pad_get_current_caps (pad);
   if (!caps)
     caps = gst_pad_query_caps (pad, NULL);
   const gboolean video = !gst_caps_is_empty (caps) && !gst_caps_is_any (caps)
       && g_str_has_prefix (gst_structure_get_name (gst_caps_get_structure (caps, 0)), "video/");
   gst_caps_unref (caps);
-  GstPad *sink = gst_element_get_static_pad (convert, "sink");
+  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
   if (video && !gst_pad_is_linked (sink))
     gst_pad_link (pad, sink);
   gst_object_unref (sink);
@@ -395,8 +396,7 @@ static void
 no_more_pads_cb (GstElement *src, gpointer data)
 {
   Annotate *a = data;
-  GstElement *convert = g_object_get_data (G_OBJECT (src), "convert");
-  GstPad *sink = gst_element_get_static_pad (convert, "sink");
+  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
   if (!gst_pad_is_linked (sink)) {
     g_atomic_int_set (&a->no_video, TRUE);
     GError *e = g_error_new (GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, _("%s has no video stream"), a->input);
@@ -407,9 +407,9 @@ no_more_pads_cb (GstElement *src, gpointer data)
 }
 
 static GstElement *
-make (GstElement *bin, const gchar *factory, const gchar *name)
+make (GstElement *bin, const gchar *factory)
 {
-  GstElement *e = gst_element_factory_make (factory, name);
+  GstElement *e = gst_element_factory_make (factory, NULL);
   if (e)
     gst_bin_add (GST_BIN (bin), e);
   return e;
@@ -420,10 +420,10 @@ static GstElement *
 build_pipeline (Annotate *a, GError **error)
 {
   GstElement *p = gst_pipeline_new ("annotate");
-  GstElement *src = make (p, "uridecodebin", NULL), *convert = make (p, "videoconvert", NULL);
-  GstElement *cap = a->caption ? make (p, "blipcaption", NULL) : NULL;
-  GstElement *match = a->queries ? make (p, "blipmatch", NULL) : NULL;
-  GstElement *sink = make (p, "fakesink", NULL);
+  GstElement *src = make (p, "uridecodebin"), *convert = make (p, "videoconvert");
+  GstElement *cap = a->caption ? make (p, "blipcaption") : NULL;
+  GstElement *match = a->queries ? make (p, "blipmatch") : NULL;
+  GstElement *sink = make (p, "fakesink");
   if (!src || !convert || !sink || (a->caption && !cap) || (a->queries && !match)) {
     g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_MISSING_PLUGIN,
                  _("a GStreamer element is missing (uridecodebin, videoconvert, fakesink or the blip plugin)"));
@@ -431,8 +431,8 @@ build_pipeline (Annotate *a, GError **error)
     return NULL;
   }
   g_object_set (src, "uri", a->uri, NULL);
-  g_object_set_data (G_OBJECT (src), "convert", convert);
-  g_signal_connect (src, "pad-added", G_CALLBACK (pad_added_cb), convert);
+  a->convert = convert;
+  g_signal_connect (src, "pad-added", G_CALLBACK (pad_added_cb), a);
   g_signal_connect (src, "no-more-pads", G_CALLBACK (no_more_pads_cb), a);
   g_object_set (sink, "sync", FALSE, NULL);
   GstElement *last = convert;
