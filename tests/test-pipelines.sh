@@ -162,7 +162,7 @@ else
   check "${live_checks[3]}" '[ "$rc1" = 0 ] && grep -q "reconnecting in 1 s" "$tmp/re.err" && [ "$(lines "$tmp/re.jsonl")" -ge $((before + 3)) ] && [ "$before" -ge 2 ]'
 
   # (a background job ignores SIGINT: the script stops after its SECONDS)
-  bash "$src/pipelines/live-annotate.sh" "$cam" 20 > "$tmp/la.txt" 2>&1 & p1=$!
+  bash "$src/pipelines/live-annotate.sh" "$cam" 25 > "$tmp/la.txt" 2>&1 & p1=$!
   wait_for '[ "$(grep -c blip-caption "$tmp/la.txt")" -ge 2 ]' 20
   stop_server
   wait_for 'grep -q reconnecting "$tmp/la.txt"' 10
