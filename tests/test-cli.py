@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""The blip command's forms the later issues rely on: generate, dump,
-tokenize, errors on stderr with a non-zero exit, --help."""
-import json, os, shutil, struct, subprocess, sys, tempfile, time, zlib
+"""The blip and blip-annotate commands' forms the later issues rely on:
+generate, dump, tokenize, errors on stderr with a non-zero exit, --help,
+option values refused as usage errors, valid JSON from broken models, the
+real reason a file cannot be written, files that are not regular files,
+decompression bombs, the precisions this CPU runs."""
+import array, json, os, shutil, struct, subprocess, sys, tempfile, time, zlib
 
 blip, fixtures = sys.argv[1], os.path.abspath(sys.argv[2])
 failures = checks = 0
@@ -12,10 +15,10 @@ def run(*args, exe=None, timeout=None):
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(args, -9, "", "timed out after %d s" % timeout)
 
-def write_png(path, w=8, h=8):
+def write_png(path, w=32, h=32):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\0" + bytes([200, 40, 40]) * w for _ in range(h))
+    rows = b"".join(b"\0" + b"".join(bytes([x * 8, y * 8, 128]) for x in range(w)) for y in range(h))
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                 + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
@@ -191,6 +194,135 @@ with tempfile.TemporaryDirectory() as d:
     check("a CMYK JPEG captions as its RGB equivalent", ok, r.stderr + r.stdout)
 r = run("caption", "--help")
 check("caption --help documents --max-pixels", "--max-pixels" in r.stdout, r.stdout)
+
+# ---- issue 19: option values, broken models, unwritable outputs ----
+tools = os.path.dirname(os.path.abspath(blip))
+# blip-annotate checks its options against the plugin's elements: it runs
+# with this build's plugin as the GStreamer tests do (in-process registry
+# scan, which a sanitized plugin needs)
+annotate = ["bash", os.path.join(os.path.dirname(os.path.abspath(__file__)), "gst-test-env.sh"),
+            os.path.dirname(tools), os.path.join(tools, "blip-annotate")]
+gst_env = dict(os.environ, LC_ALL="C")
+
+def run_annotate(*args):
+    return subprocess.run([*annotate, *args], capture_output=True, text=True, env=gst_env)
+
+def usage_error(r, *words):
+    """exit 2, one message naming the option and what it allows, nothing else"""
+    return (r.returncode == 2 and all(w in r.stderr for w in words)
+            and "CRITICAL" not in r.stderr and "Internal data stream error" not in r.stderr)
+
+def nan_model(src, dst):
+    """a copy of checkpoint folder src whose float weights are all NaN"""
+    shutil.copytree(src, dst)
+    path = os.path.join(dst, "model.safetensors")
+    raw = bytearray(open(path, "rb").read())
+    n = int.from_bytes(raw[:8], "little")
+    for name, t in json.loads(raw[8:8 + n]).items():
+        if name != "__metadata__" and t["dtype"] == "F32":
+            a, b = t["data_offsets"]
+            raw[8 + n + a:8 + n + b] = array.array("f", [float("nan")]).tobytes() * ((b - a) // 4)
+    open(path, "wb").write(raw)
+
+def strict_json(text):
+    """json.loads refusing NaN and Infinity, which JSON does not have"""
+    def refuse(c):
+        raise ValueError("not JSON: " + c)
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError:
+        return None
+
+# one case per class of bad option value, in both commands
+r = run("caption", "--backend", "foo", "x.png")
+check("blip: an unknown enum value is a usage error", usage_error(r, "--backend", "openblas"), r.stderr)
+r = run_annotate("--queries", "a dog", "--method", "foo", "x.webm")
+check("blip-annotate: an unknown --method is a usage error", usage_error(r, "--method", "itc+itm"), r.stderr)
+r = run("caption", "--beams", "0", "x.png")
+check("blip: a zero count is a usage error", usage_error(r, "--beams", "64"), r.stderr)
+r = run("match", "--threads", "-1", "x.png", "a dog")
+check("blip: a negative count is a usage error", usage_error(r, "--threads"), r.stderr)
+r = run_annotate("--interval", "-5", "x.webm")
+check("blip-annotate: a negative --interval is a usage error", usage_error(r, "--interval", "-5"), r.stderr)
+r = run("caption", "--top-p", "1.5", "x.png")
+check("blip: an out-of-range number is a usage error", usage_error(r, "--top-p", "1.5"), r.stderr)
+r = run("caption", "--temperature", "nan", "x.png")
+check("blip: a NaN number is a usage error", usage_error(r, "--temperature"), r.stderr)
+r = run_annotate("--queries", "a dog", "--threshold", "2", "x.webm")
+check("blip-annotate: an out-of-range --threshold is a usage error", usage_error(r, "--threshold", "-1 to 1"), r.stderr)
+r = run_annotate("--max-rate", "-1", "x.webm")
+check("blip-annotate: a negative --max-rate is a usage error", usage_error(r, "--max-rate"), r.stderr)
+r = run_annotate("--queries", "a dog;;snow", "x.webm")
+check("blip-annotate: an empty query is a usage error", usage_error(r, "--queries", "2"), r.stderr)
+r = run("bench", "--case", "caption-foo")
+check("blip: an unknown bench case is a usage error", usage_error(r, "--case", "caption-greedy20"), r.stderr)
+r = run("caption", "--frobnicate", "x.png")
+check("blip: an unknown option is a usage error", usage_error(r, "frobnicate"), r.stderr)
+r = run_annotate("--frobnicate", "x.webm")
+check("blip-annotate: an unknown option is a usage error", usage_error(r, "frobnicate"), r.stderr)
+
+with tempfile.TemporaryDirectory() as d:
+    img = os.path.join(d, "img.png")
+    write_png(img)
+    # the embedded default models: match takes the retrieval one
+    r = run("match", "--json", img, "a white ball bouncing on a black background", "a red square")
+    got = strict_json(r.stdout) if r.returncode == 0 else None
+    check("blip match without --model uses the embedded retrieval model",
+          got is not None and len(got) == 2 and all(0 <= m["itm"] <= 1 for m in got), r.stderr)
+    r = run("caption", img)
+    check("blip caption without --model uses the embedded caption model",
+          r.returncode == 0 and r.stdout.startswith(img + "\t"), r.stderr)
+
+    # NaN weights: valid JSON (null), a warning naming the image, a failure
+    nan_model(cap, os.path.join(d, "nan_caption"))
+    r = run("caption", "--model", os.path.join(d, "nan_caption"), "--json", img)
+    got = strict_json(r.stdout)
+    check("blip caption --json with NaN weights writes valid JSON with null",
+          got is not None and got[0]["mean_logprob"] is None, r.stdout)
+    check("blip caption with NaN weights warns naming the image and fails",
+          r.returncode == 1 and img in r.stderr and "not finite" in r.stderr, r.stderr)
+    nan_model(os.path.join(fixtures, "itm_model"), os.path.join(d, "nan_itm"))
+    r = run("match", "--model", os.path.join(d, "nan_itm"), "--json", img, "a dog")
+    got = strict_json(r.stdout)
+    check("blip match --json with NaN weights writes valid JSON with null, warns and fails",
+          got is not None and got[0]["itm"] is None and got[0]["itc"] is None
+          and r.returncode == 1 and img in r.stderr, r.stdout + r.stderr)
+
+    # an unwritable output names the real reason: a folder mounted read-only
+    # (root ignores file modes) in a private mount namespace, and a file
+    # where a folder is expected
+    ro = os.path.join(d, "ro")
+    os.mkdir(ro)
+    inside = ["unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', ro]
+    probe = subprocess.run(inside + ["true"], capture_output=True, text=True)
+    writers = [
+        ("blip init", [blip, "init", "--preset", "small", "--out", os.path.join(ro, "m")]),
+        ("blip dump", [blip, "dump", "--model", os.path.join(fixtures, "itm_model"), "--inputs",
+                       os.path.join(fixtures, "itm_reference.safetensors"), "--out", os.path.join(ro, "x.safetensors")]),
+        ("blip-annotate", [*annotate, "--out", os.path.join(ro, "x.jsonl"), "x.webm"]),
+    ]
+    for name, argv in writers:
+        if probe.returncode != 0:
+            checks += 1
+            print("ok %d - %s: read-only output folder # SKIP no private mount namespace: %s"
+                  % (checks, name, probe.stderr.strip()))
+            continue
+        r = subprocess.run(inside + argv, capture_output=True, text=True, env=gst_env)
+        check("%s: a read-only output folder is reported as such" % name,
+              r.returncode == 1 and "Read-only file system" in r.stderr, r.stderr)
+    # a full disk: what could not be written is an error, not a silent loss
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([blip, "tokenize", "--json", "a dog"], stdout=full, stderr=subprocess.PIPE,
+                           text=True, env=gst_env)
+    check("blip: standard output on a full disk is an error",
+          r.returncode == 1 and "No space left on device" in r.stderr, r.stderr)
+    afile = os.path.join(d, "afile")
+    open(afile, "w").close()
+    for name, argv in [("blip init", [blip, "init", "--preset", "small", "--out", os.path.join(afile, "m")]),
+                       ("blip-annotate", [*annotate, "--out", os.path.join(afile, "x.jsonl"), "x.webm"])]:
+        r = subprocess.run(argv, capture_output=True, text=True, env=gst_env)
+        check("%s: a file where the output folder should be is reported as such" % name,
+              r.returncode == 1 and ("Not a directory" in r.stderr or "File exists" in r.stderr), r.stderr)
 
 print("1..%d" % checks)
 sys.exit(1 if failures else 0)

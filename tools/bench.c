@@ -2,6 +2,8 @@
  * JSON line (median, min, max milliseconds, achieved GFLOP/s, peak RSS). */
 #include "bench.h"
 
+#include "json-number.h"
+
 #include <dnnl.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -47,6 +49,10 @@ text_gflop (const BlipConfig *c, double T, gboolean cross, gboolean lm_head)
   return (L * layer + head) / 1e9;
 }
 
+const char *const blip_bench_cases[] = {
+  "sgemm", "vision", "decoder20", "caption-greedy20", "caption-beam3x20", "itm1", "itm8", "textfeat8", NULL
+};
+
 /* The machine's matmul ceiling: a large oneDNN sgemm. */
 #define SGEMM_N 2048
 
@@ -82,9 +88,9 @@ run_case (Bench *b, const char *name, GError **error)
                              b->out, error);
   if (g_str_equal (name, "textfeat8"))
     return blip_session_text_features (s, b->ids, NULL, 8, T, NULL, b->out, error);
-  g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-               "unknown case '%s' (sgemm, vision, decoder20, caption-greedy20, caption-beam3x20, itm1, "
-               "itm8, textfeat8)", name);
+  char *known = g_strjoinv (", ", (char **) blip_bench_cases);
+  g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "unknown case '%s' (%s)", name, known);
+  g_free (known);
   return FALSE;
 }
 
@@ -184,17 +190,17 @@ blip_bench_run (BlipModel *model, BlipSession *session, const char *name, int re
     json_builder_set_member_name (jb, "case");
     json_builder_add_string_value (jb, name);
     json_builder_set_member_name (jb, "median_ms");
-    json_builder_add_double_value (jb, median);
+    blip_json_add_number (jb, median);
     json_builder_set_member_name (jb, "min_ms");
-    json_builder_add_double_value (jb, ms[0]);
+    blip_json_add_number (jb, ms[0]);
     json_builder_set_member_name (jb, "max_ms");
-    json_builder_add_double_value (jb, ms[reps - 1]);
+    blip_json_add_number (jb, ms[reps - 1]);
     json_builder_set_member_name (jb, "reps");
     json_builder_add_int_value (jb, reps);
     json_builder_set_member_name (jb, "gflop");
-    json_builder_add_double_value (jb, gflop);
+    blip_json_add_number (jb, gflop);
     json_builder_set_member_name (jb, "gflops");
-    json_builder_add_double_value (jb, gflop / (median / 1000.0));
+    blip_json_add_number (jb, gflop / (median / 1000.0));
     json_builder_set_member_name (jb, "peak_rss_kb");
     json_builder_add_int_value (jb, ru.ru_maxrss);
     json_builder_end_object (jb);

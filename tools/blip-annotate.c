@@ -4,20 +4,35 @@
  * query matched.
  *
  *   blip-annotate [--caption] [--queries "a dog;snow"] [--out FILE.jsonl] URI-OR-FILE
+ *
+ * Lines are written as they are produced.  SIGINT and SIGTERM end the stream
+ * with EOS, so what was analysed so far is written and open ranges closed.
+ * A live source that fails or ends (a camera reboots) is reconnected with
+ * backoff, appending to the same output.
  */
 #include "config.h"
+#include "json-number.h"
 
 #include <glib/gi18n.h>
+#include <glib-unix.h>
 #include <gst/gst.h>
 #include <json-glib/json-glib.h>
 #include <errno.h>
 #include <locale.h>
+#include <math.h>
+#include <signal.h>
 #include <stdio.h>
+
+/* how long the stream may take to drain after an interruption */
+#define EOS_TIMEOUT_S 10
+/* reconnection delays double from the first to the last */
+#define RETRY_FIRST_DELAY_S 1
+#define RETRY_MAX_DELAY_S 30
 
 static gchar *opt_caption_model = NULL, *opt_match_model = NULL, *opt_queries = NULL;
 static gchar *opt_out = NULL, *opt_method = NULL;
 static gboolean opt_caption = FALSE, opt_ranges = FALSE;
-static gint opt_interval = 15, opt_threads = 0;
+static gint opt_interval = 15, opt_threads = 0, opt_retries = -1;
 static gdouble opt_max_rate = 0, opt_threshold = 0.5;
 
 static GOptionEntry entries[] = {
@@ -32,22 +47,154 @@ static GOptionEntry entries[] = {
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, N_("Threads (0: all cores)"), "N" },
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, N_("JSON lines output (default: standard output)"), "FILE" },
   { "ranges", 'r', 0, G_OPTION_ARG_NONE, &opt_ranges, N_("Print the time ranges each query matched"), NULL },
+  { "retries", 0, 0, G_OPTION_ARG_INT, &opt_retries,
+    N_("Reconnections to a live source that failed or ended in a row (-1: no limit, the default; 0: none)"), "N" },
   { NULL }
 };
 
 typedef struct {
-  gchar *query;
-  GstClockTime start; /* valid while inside a range */
-} Range;
+  const gchar *uri, *input;
+  gboolean caption;
+  gchar **queries;
+
+  GMainLoop *loop;
+  GstElement *pipeline;
+  GstElement *convert; /* the pipeline's: the source's video pad links to it */
+  guint bus_watch;
+  gint no_video; /* atomic: the source exposed all its streams, none of them video */
+  gboolean live;     /* the source was live once: failures are reconnected */
+  gboolean stopping; /* interrupted: waiting for the EOS */
+  guint retry_timer, eos_timer;
+  gint failures;     /* consecutive failed or ended runs of a live source */
+
+  FILE *out;
+  GHashTable *ranges; /* query -> GstClockTime start of the range it is inside */
+  GstClockTime last_pts;
+  guint non_finite;   /* results with a NaN or infinite number */
+  gint rc;
+} Annotate;
+
+static gboolean start_pipeline (Annotate *a);
+
+/* ---- options ---- */
+
+static gboolean
+usage_error (GError **error, const gchar *format, ...) G_GNUC_PRINTF (2, 3);
+
+static gboolean
+usage_error (GError **error, const gchar *format, ...)
+{
+  va_list args;
+  va_start (args, format);
+  gchar *msg = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_set_error_literal (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, msg);
+  g_free (msg);
+  return FALSE;
+}
+
+/* The elements' own property ranges and enum values decide what an option
+ * accepts, so the command can never hand the pipeline a value it refuses. */
+static gboolean
+check_uint_option (GstElement *e, const gchar *prop, const gchar *option, gint value, GError **error)
+{
+  GParamSpecUInt *u = G_PARAM_SPEC_UINT (g_object_class_find_property (G_OBJECT_GET_CLASS (e), prop));
+  if (value >= 0 && (guint) value >= u->minimum && (guint) value <= u->maximum)
+    return TRUE;
+  return usage_error (error, _("%s: %d is out of range (%d to %d)"), option, value, (gint) MIN (u->minimum, G_MAXINT),
+                      (gint) MIN (u->maximum, G_MAXINT));
+}
+
+static gboolean
+check_double_option (GstElement *e, const gchar *prop, const gchar *option, gdouble value, GError **error)
+{
+  GParamSpecDouble *d = G_PARAM_SPEC_DOUBLE (g_object_class_find_property (G_OBJECT_GET_CLASS (e), prop));
+  if (isfinite (value) && value >= d->minimum && value <= d->maximum)
+    return TRUE;
+  return usage_error (error, _("%s: %g is out of range (%g to %g)"), option, value, d->minimum, d->maximum);
+}
+
+static gboolean
+check_enum_option (GstElement *e, const gchar *prop, const gchar *option, const gchar *value, GError **error)
+{
+  GParamSpec *p = g_object_class_find_property (G_OBJECT_GET_CLASS (e), prop);
+  GEnumClass *ec = G_PARAM_SPEC_ENUM (p)->enum_class;
+  if (g_enum_get_value_by_nick (ec, value))
+    return TRUE;
+  GString *allowed = g_string_new (NULL);
+  for (guint i = 0; i < ec->n_values; i++)
+    g_string_append_printf (allowed, "%s%s", i ? ", " : "", ec->values[i].value_nick);
+  usage_error (error, _("%s: '%s' is not one of %s"), option, value, allowed->str);
+  g_string_free (allowed, TRUE);
+  return FALSE;
+}
+
+/* A throwaway element of `factory`, to check options against; NULL with an
+ * error when the plugin is missing. */
+static GstElement *
+probe_element (const gchar *factory, GError **error)
+{
+  GstElement *e = gst_element_factory_make (factory, NULL);
+  if (!e)
+    g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_MISSING_PLUGIN,
+                 _("the %s element is missing (is the blip plugin installed or on GST_PLUGIN_PATH?)"), factory);
+  else
+    gst_object_ref_sink (e);
+  return e;
+}
+
+/* FALSE: a usage error (*usage set) or a missing plugin. */
+static gboolean
+check_options (Annotate *a, gboolean *usage, GError **error)
+{
+  *usage = TRUE;
+  if (opt_retries < -1)
+    return usage_error (error, _("%s: %d is out of range (%d or more)"), "--retries", opt_retries, -1);
+  if (opt_queries) {
+    a->queries = g_strsplit (opt_queries, ";", -1);
+    for (gchar **q = a->queries; *q; q++)
+      if (!*g_strstrip (*q))
+        return usage_error (error, _("%s: query %d is empty"), "--queries", (int) (q - a->queries) + 1);
+  }
+  if (opt_method && !opt_queries)
+    return usage_error (error, _("%s needs --queries"), "--method");
+  GstElement *e = probe_element (a->queries ? "blipmatch" : "blipcaption", error);
+  if (!e) {
+    *usage = FALSE;
+    return FALSE;
+  }
+  gboolean ok = check_uint_option (e, "interval", "--interval", opt_interval, error)
+      && check_double_option (e, "max-rate", "--max-rate", opt_max_rate, error)
+      && check_uint_option (e, "threads", "--threads", opt_threads, error);
+  if (ok && a->queries)
+    ok = check_double_option (e, "threshold", "--threshold", opt_threshold, error)
+        && check_enum_option (e, "method", "--method", opt_method ? opt_method : "itc+itm", error);
+  gst_object_unref (e);
+  return ok;
+}
+
+/* ---- output ---- */
+
+/* Stops the run when the output cannot be written (a full disk, a closed pipe). */
+static void
+check_written (Annotate *a, FILE *f, const gchar *name)
+{
+  if (fflush (f) == 0)
+    return;
+  g_printerr ("blip-annotate: %s: %s\n", name, g_strerror (errno));
+  a->rc = 1;
+  g_main_loop_quit (a->loop);
+}
 
 static void
-add_value (JsonBuilder *b, const GValue *v)
+add_value (JsonBuilder *b, const GValue *v, gboolean *non_finite)
 {
   if (G_VALUE_HOLDS_STRING (v))
     json_builder_add_string_value (b, g_value_get_string (v));
-  else if (G_VALUE_HOLDS_DOUBLE (v))
-    json_builder_add_double_value (b, g_value_get_double (v));
-  else if (G_VALUE_HOLDS_UINT64 (v))
+  else if (G_VALUE_HOLDS_DOUBLE (v)) {
+    if (!blip_json_add_number (b, g_value_get_double (v)))
+      *non_finite = TRUE;
+  } else if (G_VALUE_HOLDS_UINT64 (v))
     json_builder_add_int_value (b, (gint64) g_value_get_uint64 (v));
   else if (G_VALUE_HOLDS_UINT (v))
     json_builder_add_int_value (b, g_value_get_uint (v));
@@ -56,7 +203,7 @@ add_value (JsonBuilder *b, const GValue *v)
   else if (GST_VALUE_HOLDS_ARRAY (v)) {
     json_builder_begin_array (b);
     for (guint i = 0; i < gst_value_array_get_size (v); i++)
-      add_value (b, gst_value_array_get_value (v, i));
+      add_value (b, gst_value_array_get_value (v, i), non_finite);
     json_builder_end_array (b);
   } else {
     gchar *s = gst_value_serialize (v);
@@ -65,40 +212,328 @@ add_value (JsonBuilder *b, const GValue *v)
   }
 }
 
+typedef struct {
+  JsonBuilder *b;
+  gboolean non_finite;
+} FieldsCtx;
+
 static gboolean
 add_field (GQuark field, const GValue *v, gpointer data)
 {
-  JsonBuilder *b = data;
-  json_builder_set_member_name (b, g_quark_to_string (field));
-  add_value (b, v);
+  FieldsCtx *c = data;
+  json_builder_set_member_name (c->b, g_quark_to_string (field));
+  add_value (c->b, v, &c->non_finite);
   return TRUE;
 }
 
 /* One message as a JSON line: {"type": name, field: value...}. */
 static void
-write_line (FILE *out, const GstStructure *s)
+write_line (Annotate *a, const GstStructure *s, GstClockTime pts)
 {
-  JsonBuilder *b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "type");
-  json_builder_add_string_value (b, gst_structure_get_name (s));
-  gst_structure_foreach (s, add_field, b);
-  json_builder_end_object (b);
+  FieldsCtx c = { json_builder_new (), FALSE };
+  json_builder_begin_object (c.b);
+  json_builder_set_member_name (c.b, "type");
+  json_builder_add_string_value (c.b, gst_structure_get_name (s));
+  gst_structure_foreach (s, add_field, &c);
+  json_builder_end_object (c.b);
   JsonGenerator *g = json_generator_new ();
-  JsonNode *root = json_builder_get_root (b);
+  JsonNode *root = json_builder_get_root (c.b);
   json_generator_set_root (g, root);
   gchar *text = json_generator_to_data (g, NULL);
-  fprintf (out, "%s\n", text);
+  fprintf (a->out, "%s\n", text);
+  check_written (a, a->out, opt_out ? opt_out : _("standard output"));
   g_free (text);
   json_node_unref (root);
   g_object_unref (g);
-  g_object_unref (b);
+  g_object_unref (c.b);
+  if (c.non_finite && a->non_finite++ == 0) {
+    gchar *at = g_strdup_printf ("%" GST_TIME_FORMAT, GST_TIME_ARGS (pts));
+    g_printerr (_("blip-annotate: %s: the model's output for the frame at %s is not finite "
+                  "(NaN or infinity; written as null): are its weights broken?\n"), a->input, at);
+    g_free (at);
+  }
 }
 
 static void
-print_range (const gchar *query, GstClockTime a, GstClockTime b)
+print_range (Annotate *a, const gchar *query, GstClockTime from, GstClockTime to)
 {
-  printf ("%s\t%" GST_TIME_FORMAT "\t%" GST_TIME_FORMAT "\n", query, GST_TIME_ARGS (a), GST_TIME_ARGS (b));
+  printf ("%s\t%" GST_TIME_FORMAT "\t%" GST_TIME_FORMAT "\n", query, GST_TIME_ARGS (from), GST_TIME_ARGS (to));
+  check_written (a, stdout, _("standard output"));
+}
+
+/* Ranges still open run to the last analysed frame. */
+static void
+close_ranges (Annotate *a)
+{
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, a->ranges);
+  while (g_hash_table_iter_next (&it, &k, &v))
+    print_range (a, k, *(GstClockTime *) v, a->last_pts);
+  g_hash_table_remove_all (a->ranges);
+}
+
+static void
+handle_element_message (Annotate *a, const GstStructure *s)
+{
+  guint64 pts = GST_CLOCK_TIME_NONE;
+  if (!gst_structure_get_uint64 (s, "pts", &pts))
+    return;
+  a->last_pts = pts;
+  if (gst_structure_has_name (s, "blip-caption") || gst_structure_has_name (s, "blip-match")) {
+    a->failures = 0; /* the source works again */
+    write_line (a, s, pts);
+  }
+  if (opt_ranges && gst_structure_has_name (s, "blip-match-threshold")) {
+    const gchar *q = gst_structure_get_string (s, "query");
+    gboolean above = FALSE;
+    gst_structure_get_boolean (s, "above", &above);
+    if (above) {
+      GstClockTime *start = g_new (GstClockTime, 1);
+      *start = pts;
+      g_hash_table_replace (a->ranges, g_strdup (q), start);
+    } else {
+      GstClockTime *start = g_hash_table_lookup (a->ranges, q);
+      if (start)
+        print_range (a, q, *start, pts);
+      g_hash_table_remove (a->ranges, q);
+    }
+  }
+}
+
+/* ---- the pipeline and its lifetime ---- */
+
+static void
+stop_pipeline (Annotate *a)
+{
+  if (!a->pipeline)
+    return;
+  close_ranges (a);
+  g_source_remove (a->bus_watch);
+  gst_element_set_state (a->pipeline, GST_STATE_NULL);
+  gst_clear_object (&a->pipeline);
+  if (a->eos_timer)
+    g_source_remove (a->eos_timer);
+  a->eos_timer = 0;
+}
+
+static gboolean
+retry_cb (gpointer data)
+{
+  Annotate *a = data;
+  a->retry_timer = 0;
+  start_pipeline (a);
+  return G_SOURCE_REMOVE;
+}
+
+/* The run ended with `error` (NULL: the stream ended): reconnect a live
+ * source while retries remain, else finish. */
+static void
+run_ended (Annotate *a, const GError *error)
+{
+  stop_pipeline (a);
+  if (!a->stopping && a->live && (opt_retries < 0 || a->failures < opt_retries)) {
+    const guint delay = MIN (RETRY_FIRST_DELAY_S << MIN (a->failures, 5), RETRY_MAX_DELAY_S);
+    a->failures++;
+    g_printerr (_("blip-annotate: %s: %s (reconnecting in %u s)\n"), a->input,
+                error ? error->message : _("the stream ended"), delay);
+    a->retry_timer = g_timeout_add_seconds (delay, retry_cb, a);
+    return;
+  }
+  if (error) {
+    g_printerr ("blip-annotate: %s\n", error->message);
+    a->rc = 1;
+  }
+  g_main_loop_quit (a->loop);
+}
+
+static gboolean
+bus_cb (GstBus *bus, GstMessage *msg, gpointer data)
+{
+  Annotate *a = data;
+  switch (GST_MESSAGE_TYPE (msg)) {
+    case GST_MESSAGE_ELEMENT:
+      handle_element_message (a, gst_message_get_structure (msg));
+      break;
+    case GST_MESSAGE_EOS:
+      run_ended (a, NULL);
+      return G_SOURCE_REMOVE;
+    case GST_MESSAGE_ERROR: {
+      GError *error = NULL;
+      gst_message_parse_error (msg, &error, NULL);
+      if (g_atomic_int_get (&a->no_video)) {
+        g_clear_error (&error);
+        g_set_error (&error, GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, _("%s has no video stream"), a->input);
+        a->live = FALSE; /* reconnecting would not give it one */
+      }
+      run_ended (a, error);
+      g_error_free (error);
+      return G_SOURCE_REMOVE;
+    }
+    default:
+      break;
+  }
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+pad_added_cb (GstElement *src, GstPad *pad, gpointer data)
+{
+  Annotate *a = data;
+  GstCaps *caps = gst_pad_get_current_caps (pad);
+  if (!caps)
+    caps = gst_pad_query_caps (pad, NULL);
+  const gboolean video = !gst_caps_is_empty (caps) && !gst_caps_is_any (caps)
+      && g_str_has_prefix (gst_structure_get_name (gst_caps_get_structure (caps, 0)), "video/");
+  gst_caps_unref (caps);
+  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
+  if (video && !gst_pad_is_linked (sink))
+    gst_pad_link (pad, sink);
+  gst_object_unref (sink);
+}
+
+static void
+no_more_pads_cb (GstElement *src, gpointer data)
+{
+  Annotate *a = data;
+  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
+  if (!gst_pad_is_linked (sink)) {
+    g_atomic_int_set (&a->no_video, TRUE);
+    GError *e = g_error_new (GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, _("%s has no video stream"), a->input);
+    gst_element_post_message (src, gst_message_new_error (GST_OBJECT (src), e, NULL));
+    g_error_free (e);
+  }
+  gst_object_unref (sink);
+}
+
+static GstElement *
+make (GstElement *bin, const gchar *factory)
+{
+  GstElement *e = gst_element_factory_make (factory, NULL);
+  if (e)
+    gst_bin_add (GST_BIN (bin), e);
+  return e;
+}
+
+/* uridecodebin -> videoconvert [-> blipcaption] [-> blipmatch] -> fakesink */
+static GstElement *
+build_pipeline (Annotate *a, GError **error)
+{
+  GstElement *p = gst_pipeline_new ("annotate");
+  GstElement *src = make (p, "uridecodebin"), *convert = make (p, "videoconvert");
+  GstElement *cap = a->caption ? make (p, "blipcaption") : NULL;
+  GstElement *match = a->queries ? make (p, "blipmatch") : NULL;
+  GstElement *sink = make (p, "fakesink");
+  if (!src || !convert || !sink || (a->caption && !cap) || (a->queries && !match)) {
+    g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_MISSING_PLUGIN,
+                 _("a GStreamer element is missing (uridecodebin, videoconvert, fakesink or the blip plugin)"));
+    gst_object_unref (p);
+    return NULL;
+  }
+  g_object_set (src, "uri", a->uri, NULL);
+  a->convert = convert;
+  g_signal_connect (src, "pad-added", G_CALLBACK (pad_added_cb), a);
+  g_signal_connect (src, "no-more-pads", G_CALLBACK (no_more_pads_cb), a);
+  g_object_set (sink, "sync", FALSE, NULL);
+  GstElement *last = convert;
+  if (cap) {
+    g_object_set (cap, "interval", (guint) opt_interval, "max-rate", opt_max_rate, "threads", (guint) opt_threads, NULL);
+    if (opt_caption_model)
+      g_object_set (cap, "model", opt_caption_model, NULL);
+    gst_element_link (last, cap);
+    last = cap;
+  }
+  if (match) {
+    g_object_set (match, "interval", (guint) opt_interval, "max-rate", opt_max_rate, "threads", (guint) opt_threads,
+                  "threshold", opt_threshold, NULL);
+    gst_util_set_object_arg (G_OBJECT (match), "method", opt_method ? opt_method : "itc+itm");
+    if (opt_match_model)
+      g_object_set (match, "model", opt_match_model, NULL);
+    GValue arr = G_VALUE_INIT;
+    g_value_init (&arr, GST_TYPE_ARRAY);
+    for (gchar **q = a->queries; *q; q++) {
+      GValue v = G_VALUE_INIT;
+      g_value_init (&v, G_TYPE_STRING);
+      g_value_set_string (&v, *q);
+      gst_value_array_append_and_take_value (&arr, &v);
+    }
+    g_object_set_property (G_OBJECT (match), "queries", &arr);
+    g_value_unset (&arr);
+    gst_element_link (last, match);
+    last = match;
+  }
+  gst_element_link (last, sink);
+  return p;
+}
+
+static gboolean
+start_pipeline (Annotate *a)
+{
+  GError *error = NULL;
+  g_atomic_int_set (&a->no_video, FALSE);
+  a->pipeline = build_pipeline (a, &error);
+  if (!a->pipeline) {
+    a->live = FALSE;
+    run_ended (a, error);
+    g_error_free (error);
+    return FALSE;
+  }
+  GstBus *bus = gst_element_get_bus (a->pipeline);
+  a->bus_watch = gst_bus_add_watch (bus, bus_cb, a);
+  gst_object_unref (bus);
+  /* PAUSED first: a live source says so by not prerolling */
+  GstStateChangeReturn ret = gst_element_set_state (a->pipeline, GST_STATE_PAUSED);
+  if (ret == GST_STATE_CHANGE_NO_PREROLL)
+    a->live = TRUE;
+  if (ret != GST_STATE_CHANGE_FAILURE)
+    ret = gst_element_set_state (a->pipeline, GST_STATE_PLAYING);
+  if (ret == GST_STATE_CHANGE_FAILURE) {
+    /* the element that failed posted why; the bus watch reports it */
+    bus = gst_element_get_bus (a->pipeline);
+    GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+    gst_object_unref (bus);
+    if (msg) {
+      bus_cb (NULL, msg, a);
+      gst_message_unref (msg);
+    } else {
+      g_set_error (&error, GST_CORE_ERROR, GST_CORE_ERROR_STATE_CHANGE, _("%s: the pipeline could not start"), a->input);
+      run_ended (a, error);
+      g_error_free (error);
+    }
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+eos_timeout_cb (gpointer data)
+{
+  Annotate *a = data;
+  a->eos_timer = 0;
+  g_printerr (_("blip-annotate: no end of stream %d s after the interruption; stopping\n"), EOS_TIMEOUT_S);
+  run_ended (a, NULL);
+  return G_SOURCE_REMOVE;
+}
+
+/* The first SIGINT/SIGTERM drains the stream with EOS; a second one, or one
+ * while waiting to reconnect, stops at once. */
+static gboolean
+signal_cb (gpointer data)
+{
+  Annotate *a = data;
+  if (a->retry_timer) {
+    g_source_remove (a->retry_timer);
+    a->retry_timer = 0;
+  }
+  if (!a->pipeline || a->stopping) {
+    a->stopping = TRUE;
+    run_ended (a, NULL);
+    return G_SOURCE_CONTINUE;
+  }
+  a->stopping = TRUE;
+  gst_element_send_event (a->pipeline, gst_event_new_eos ());
+  a->eos_timer = g_timeout_add_seconds (EOS_TIMEOUT_S, eos_timeout_cb, a);
+  return G_SOURCE_CONTINUE;
 }
 
 int
@@ -125,113 +560,51 @@ main (int argc, char **argv)
   }
   g_option_context_free (ctx);
 
+  Annotate a = { .input = argv[1], .last_pts = 0 };
+  gboolean usage;
+  if (!check_options (&a, &usage, &error)) {
+    g_printerr ("blip-annotate: %s\n", error->message);
+    g_error_free (error);
+    g_strfreev (a.queries);
+    return usage ? 2 : 1;
+  }
+  a.caption = opt_caption || !a.queries;
   gchar *uri = gst_uri_is_valid (argv[1]) ? g_strdup (argv[1]) : gst_filename_to_uri (argv[1], &error);
   if (!uri) {
     g_printerr ("blip-annotate: %s\n", error->message);
     return 2;
   }
-  const gboolean caption = opt_caption || !opt_queries;
-  GString *desc = g_string_new (NULL);
-  g_string_append_printf (desc, "uridecodebin uri=\"%s\" ! videoconvert ! ", uri);
-  if (caption) {
-    g_string_append_printf (desc, "blipcaption interval=%d max-rate=%g threads=%d ", opt_interval,
-                            opt_max_rate, opt_threads);
-    if (opt_caption_model)
-      g_string_append_printf (desc, "model=\"%s\" ", opt_caption_model);
-    g_string_append (desc, "! ");
-  }
-  if (opt_queries)
-    g_string_append_printf (desc, "blipmatch name=match interval=%d max-rate=%g threads=%d "
-                            "method=%s threshold=%g %s%s%s ! ", opt_interval, opt_max_rate,
-                            opt_threads, opt_method ? opt_method : "itc+itm", opt_threshold,
-                            opt_match_model ? "model=\"" : "", opt_match_model ? opt_match_model : "",
-                            opt_match_model ? "\"" : "");
-  g_string_append (desc, "fakesink sync=false");
-  GstElement *pipeline = gst_parse_launch (desc->str, &error);
-  g_string_free (desc, TRUE);
-  g_free (uri);
-  if (!pipeline) {
-    g_printerr ("blip-annotate: %s\n", error->message);
-    return 1;
-  }
-  if (opt_queries) {
-    GstElement *m = gst_bin_get_by_name (GST_BIN (pipeline), "match");
-    gchar **qs = g_strsplit (opt_queries, ";", -1);
-    GValue arr = G_VALUE_INIT;
-    g_value_init (&arr, GST_TYPE_ARRAY);
-    for (gchar **q = qs; *q; q++) {
-      GValue v = G_VALUE_INIT;
-      g_value_init (&v, G_TYPE_STRING);
-      g_value_set_string (&v, g_strstrip (*q));
-      gst_value_array_append_and_take_value (&arr, &v);
-    }
-    g_object_set_property (G_OBJECT (m), "queries", &arr);
-    g_value_unset (&arr);
-    g_strfreev (qs);
-    gst_object_unref (m);
-  }
+  a.uri = uri;
+  /* a network camera is live even when it is down at the first try */
+  gchar *scheme = gst_uri_get_protocol (uri);
+  a.live = g_str_has_prefix (scheme, "rtsp");
+  g_free (scheme);
 
-  FILE *out = opt_out ? fopen (opt_out, "w") : stdout;
-  if (!out) {
+  a.out = opt_out ? fopen (opt_out, "w") : stdout;
+  if (!a.out) {
     g_printerr ("blip-annotate: %s: %s\n", opt_out, g_strerror (errno));
     return 1;
   }
-  GHashTable *ranges = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  GstBus *bus = gst_element_get_bus (pipeline);
-  gst_element_set_state (pipeline, GST_STATE_PLAYING);
-  int rc = 0;
-  GstClockTime last_pts = 0;
-  while (TRUE) {
-    GstMessage *msg = gst_bus_timed_pop_filtered (bus, GST_CLOCK_TIME_NONE,
-        GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ELEMENT);
-    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
-      gchar *dbg = NULL;
-      gst_message_parse_error (msg, &error, &dbg);
-      g_printerr ("blip-annotate: %s\n", error->message);
-      g_clear_error (&error);
-      g_free (dbg);
-      rc = 1;
-      gst_message_unref (msg);
-      break;
-    }
-    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS) {
-      gst_message_unref (msg);
-      break;
-    }
-    const GstStructure *s = gst_message_get_structure (msg);
-    if (gst_structure_has_name (s, "blip-caption") || gst_structure_has_name (s, "blip-match"))
-      write_line (out, s);
-    guint64 pts;
-    if (gst_structure_get_uint64 (s, "pts", &pts))
-      last_pts = pts;
-    if (opt_ranges && gst_structure_has_name (s, "blip-match-threshold")) {
-      const gchar *q = gst_structure_get_string (s, "query");
-      gboolean above = FALSE;
-      gst_structure_get_boolean (s, "above", &above);
-      if (above) {
-        GstClockTime *start = g_new (GstClockTime, 1);
-        *start = pts;
-        g_hash_table_replace (ranges, g_strdup (q), start);
-      } else {
-        GstClockTime *start = g_hash_table_lookup (ranges, q);
-        if (start)
-          print_range (q, *start, pts);
-        g_hash_table_remove (ranges, q);
-      }
-    }
-    gst_message_unref (msg);
+  a.ranges = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  a.loop = g_main_loop_new (NULL, FALSE);
+  guint sigint = g_unix_signal_add (SIGINT, signal_cb, &a);
+  guint sigterm = g_unix_signal_add (SIGTERM, signal_cb, &a);
+  if (start_pipeline (&a) || a.retry_timer)
+    g_main_loop_run (a.loop);
+  stop_pipeline (&a);
+  g_source_remove (sigint);
+  g_source_remove (sigterm);
+  if (a.non_finite) {
+    g_printerr (_("blip-annotate: results with non-finite numbers: %u\n"), a.non_finite);
+    a.rc = 1;
   }
-  /* ranges still open run to the last analysed frame */
-  GHashTableIter it;
-  gpointer k, v;
-  g_hash_table_iter_init (&it, ranges);
-  while (g_hash_table_iter_next (&it, &k, &v))
-    print_range (k, *(GstClockTime *) v, last_pts);
-  g_hash_table_destroy (ranges);
-  gst_element_set_state (pipeline, GST_STATE_NULL);
-  gst_object_unref (bus);
-  gst_object_unref (pipeline);
-  if (opt_out)
-    fclose (out);
-  return rc;
+  if (opt_out && fclose (a.out) != 0) {
+    g_printerr ("blip-annotate: %s: %s\n", opt_out, g_strerror (errno));
+    a.rc = 1;
+  }
+  g_main_loop_unref (a.loop);
+  g_hash_table_destroy (a.ranges);
+  g_strfreev (a.queries);
+  g_free (uri);
+  return a.rc;
 }

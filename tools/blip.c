@@ -8,8 +8,10 @@
 #include "config.h"
 #include "bench.h"
 #include "image-load.h"
+#include "json-number.h"
 
 #include <glib/gi18n.h>
+#include <errno.h>
 #include <locale.h>
 
 #include <blip.h>
@@ -86,6 +88,87 @@ static GOptionEntry io_entries[] = {
   { NULL }
 };
 
+static gboolean
+usage_error (GError **error, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static gboolean
+usage_error (GError **error, const char *format, ...)
+{
+  va_list args;
+  va_start (args, format);
+  char *msg = g_strdup_vprintf (format, args);
+  va_end (args);
+  g_set_error_literal (error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, msg);
+  g_free (msg);
+  return FALSE;
+}
+
+static gboolean
+check_int (const char *option, int value, int min, int max, GError **error)
+{
+  if (value >= min && value <= max)
+    return TRUE;
+  if (max == G_MAXINT)
+    return usage_error (error, _("%s: %d is out of range (%d or more)"), option, value, min);
+  return usage_error (error, _("%s: %d is out of range (%d to %d)"), option, value, min, max);
+}
+
+/* `ok` says whether `value` lies in the range `range` describes. */
+static gboolean
+check_double (const char *option, double value, gboolean ok, const char *range, GError **error)
+{
+  if (ok && isfinite (value))
+    return TRUE;
+  return usage_error (error, _("%s: %g is out of range (%s)"), option, value, range);
+}
+
+static gboolean
+check_name (const char *option, const char *value, const char *const *allowed, GError **error)
+{
+  if (!value || g_strv_contains (allowed, value))
+    return TRUE;
+  char *list = g_strjoinv (", ", (char **) allowed);
+  usage_error (error, _("%s: '%s' is not one of %s"), option, value, list);
+  g_free (list);
+  return FALSE;
+}
+
+/* Every option value is checked before any work, as a usage error naming
+ * the option and what it allows.  `gen`: the command takes decoding options. */
+static gboolean
+check_options (gboolean gen, GError **error)
+{
+  static const char *const backends[] = { "onednn", "openblas", NULL };
+  static const char *const kinds[] = { "caption", "retrieval", NULL };
+  if (!check_int ("--threads", opt_threads, 0, 1024, error)
+      || !check_name ("--backend", opt_backend, backends, error)
+      || !check_name ("--kind", opt_kind, kinds, error)
+      || !check_name ("--case", opt_case, blip_bench_cases, error)
+      || !check_int ("--reps", opt_reps, 1, G_MAXINT, error))
+    return FALSE;
+  BlipPrecision precision;
+  GError *e = NULL;
+  if (opt_precision && !blip_precision_from_name (opt_precision, &precision, &e)) {
+    usage_error (error, "%s: %s", "--precision", e->message);
+    g_error_free (e);
+    return FALSE;
+  }
+  if (!gen)
+    return TRUE;
+  if (!check_int ("--beams", opt_beams, 1, 64, error)
+      || !check_int ("--max-new-tokens", opt_max_new, 0, G_MAXINT, error)
+      || !check_int ("--min-new-tokens", opt_min_new, 0, opt_max_new, error)
+      || !check_int ("--top-k", opt_top_k, 0, G_MAXINT, error)
+      || !check_double ("--top-p", opt_top_p, opt_top_p > 0 && opt_top_p <= 1, "0 < P <= 1", error)
+      || !check_double ("--temperature", opt_temperature, opt_temperature > 0, "T > 0", error)
+      || !check_double ("--repetition-penalty", opt_rep, opt_rep > 0, "X > 0", error)
+      || !check_double ("--length-penalty", opt_lp, TRUE, _("any finite number"), error))
+    return FALSE;
+  if (opt_sample && opt_beams != 1)
+    return usage_error (error, _("%s takes %s 1"), "--sample", "--beams");
+  return TRUE;
+}
+
 static int
 fail (GError *error)
 {
@@ -94,17 +177,21 @@ fail (GError *error)
   return 1;
 }
 
-/* the embedded model: the source tree's when run from a build, else the installed one */
+/* The embedded models: the source tree's when run from a build, else the
+ * installed ones.  Matching needs the retrieval model, everything else the
+ * captioning one. */
 static const char *
-default_model (void)
+default_model (gboolean match)
 {
-  return g_file_test (BLIP_DEFAULT_MODEL, G_FILE_TEST_IS_DIR) ? BLIP_DEFAULT_MODEL : BLIP_INSTALLED_MODEL;
+  const char *built = match ? BLIP_DEFAULT_MATCH_MODEL : BLIP_DEFAULT_CAPTION_MODEL;
+  return g_file_test (built, G_FILE_TEST_IS_DIR) ? built
+                                                 : match ? BLIP_INSTALLED_MATCH_MODEL : BLIP_INSTALLED_CAPTION_MODEL;
 }
 
 static BlipSession *
-open_session (BlipModel **model, GError **error)
+open_session (BlipModel **model, gboolean match, GError **error)
 {
-  const char *dir = opt_model ? opt_model : default_model ();
+  const char *dir = opt_model ? opt_model : default_model (match);
   *model = blip_model_load (dir, error);
   if (!*model)
     return NULL;
@@ -112,18 +199,8 @@ open_session (BlipModel **model, GError **error)
   sp.n_threads = opt_threads;
   if (opt_backend && strcmp (opt_backend, "openblas") == 0)
     sp.backend = BLIP_BACKEND_OPENBLAS;
-  else if (opt_backend && strcmp (opt_backend, "onednn") != 0) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 _("unknown backend '%s' (onednn or openblas)"), opt_backend);
-    blip_model_unref (*model);
-    return NULL;
-  }
-  if (opt_precision && !blip_precision_from_name (opt_precision, &sp.precision, NULL)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
-                 _("unknown precision '%s' (f32, bf16 or int8)"), opt_precision);
-    blip_model_unref (*model);
-    return NULL;
-  }
+  if (opt_precision)
+    blip_precision_from_name (opt_precision, &sp.precision, NULL); /* checked by check_options */
   BlipSession *s = blip_session_new (*model, &sp, error);
   if (!s)
     blip_model_unref (*model);
@@ -145,6 +222,14 @@ gen_params (void)
   p.temperature = opt_temperature;
   p.seed = (guint64) opt_seed;
   return p;
+}
+
+/* A model whose outputs are NaN or infinite has broken weights: its results
+ * are still written (null in JSON) but the command fails. */
+static void
+warn_non_finite (const char *image)
+{
+  g_printerr (_("blip: %s: the model's output is not finite (NaN or infinity): are its weights broken?\n"), image);
 }
 
 static void
@@ -194,7 +279,7 @@ cmd_caption (int argc, char **argv)
     return 2;
   }
   BlipModel *model;
-  BlipSession *s = open_session (&model, &error);
+  BlipSession *s = open_session (&model, FALSE, &error);
   if (!s)
     return fail (error);
   const BlipConfig *c = blip_model_get_config (model);
@@ -202,6 +287,7 @@ cmd_caption (int argc, char **argv)
   float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
   BlipGenerateParams gp = gen_params ();
   int rc = 0;
+  gboolean non_finite = FALSE;
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_array (b);
   for (int i = 1; i < argc && rc == 0; i++) {
@@ -213,6 +299,10 @@ cmd_caption (int argc, char **argv)
       error = NULL;
     } else {
       char *text = blip_generation_caption (model, gen);
+      if (!isfinite (gen->mean_logprob)) {
+        warn_non_finite (argv[i]);
+        non_finite = TRUE;
+      }
       if (opt_json) {
         json_builder_begin_object (b);
         json_builder_set_member_name (b, "image");
@@ -222,7 +312,7 @@ cmd_caption (int argc, char **argv)
         json_builder_set_member_name (b, "tokens");
         json_builder_add_int_value (b, gen->n_ids - gen->n_prompt);
         json_builder_set_member_name (b, "mean_logprob");
-        json_builder_add_double_value (b, gen->mean_logprob);
+        blip_json_add_number (b, gen->mean_logprob);
         json_builder_end_object (b);
       } else {
         printf ("%s\t%s\n", argv[i], text);
@@ -237,6 +327,8 @@ cmd_caption (int argc, char **argv)
     print_json (b);
   g_object_unref (b);
   g_free (embeds);
+  if (rc == 0 && non_finite)
+    rc = 1;
   blip_session_free (s);
   blip_model_unref (model);
   return rc;
@@ -264,7 +356,7 @@ cmd_match (int argc, char **argv)
     }
   }
   BlipModel *model;
-  BlipSession *s = open_session (&model, &error);
+  BlipSession *s = open_session (&model, TRUE, &error);
   if (!s)
     return fail (error);
   const BlipConfig *c = blip_model_get_config (model);
@@ -292,14 +384,18 @@ cmd_match (int argc, char **argv)
       for (int e = 0; e < E; e++)
         sim += img_feat[e] * txt_feat[(gsize) i * E + e];
       const double p = 1.0 / (1.0 + exp (logits[2 * i] - logits[2 * i + 1]));
+      if (!(isfinite (p) && isfinite (sim)) && rc == 0) {
+        warn_non_finite (argv[1]);
+        rc = 1;
+      }
       if (opt_json) {
         json_builder_begin_object (b);
         json_builder_set_member_name (b, "text");
         json_builder_add_string_value (b, argv[2 + i]);
         json_builder_set_member_name (b, "itm");
-        json_builder_add_double_value (b, p);
+        blip_json_add_number (b, p);
         json_builder_set_member_name (b, "itc");
-        json_builder_add_double_value (b, sim);
+        blip_json_add_number (b, sim);
         json_builder_end_object (b);
       } else {
         printf ("itm=%.6f\titc=%.6f\t%s\n", p, sim, argv[2 + i]);
@@ -326,7 +422,7 @@ static int
 cmd_tokenize (int argc, char **argv)
 {
   GError *error = NULL;
-  const char *dir = opt_model ? opt_model : default_model ();
+  const char *dir = opt_model ? opt_model : default_model (FALSE);
   BlipTokenizer *tok = blip_tokenizer_load (dir, &error);
   if (!tok)
     return fail (error);
@@ -436,7 +532,7 @@ cmd_dump (int argc, char **argv)
     return 2;
   }
   BlipModel *model;
-  BlipSession *s = open_session (&model, &error);
+  BlipSession *s = open_session (&model, FALSE, &error);
   if (!s)
     return fail (error);
   Inputs in;
@@ -514,7 +610,7 @@ cmd_generate (int argc, char **argv)
 {
   GError *error = NULL;
   BlipModel *model;
-  BlipSession *s = open_session (&model, &error);
+  BlipSession *s = open_session (&model, FALSE, &error);
   if (!s)
     return fail (error);
   Inputs in;
@@ -568,13 +664,8 @@ cmd_init (int argc, char **argv)
     g_printerr (_("blip init: unknown preset '%s'\n"), opt_preset);
     return 2;
   }
-  BlipCheckpointKind kind = BLIP_CHECKPOINT_CAPTION;
-  if (opt_kind && g_str_equal (opt_kind, "retrieval"))
-    kind = BLIP_CHECKPOINT_RETRIEVAL;
-  else if (opt_kind && !g_str_equal (opt_kind, "caption")) {
-    g_printerr (_("blip init: unknown kind '%s'\n"), opt_kind);
-    return 2;
-  }
+  const BlipCheckpointKind kind = opt_kind && g_str_equal (opt_kind, "retrieval") ? BLIP_CHECKPOINT_RETRIEVAL
+                                                                                 : BLIP_CHECKPOINT_CAPTION;
   if (!blip_checkpoint_write_random (opt_out, &c, kind, (guint64) opt_seed, &error))
     return fail (error);
   return 0;
@@ -584,12 +675,12 @@ static int
 cmd_bench (int argc, char **argv)
 {
   GError *error = NULL;
-  if (!opt_case || opt_reps < 1) {
-    g_printerr (_("blip bench: --case is required and --reps must be positive\n"));
+  if (!opt_case) {
+    g_printerr (_("blip bench: --case is required\n"));
     return 2;
   }
   BlipModel *model;
-  BlipSession *s = open_session (&model, &error);
+  BlipSession *s = open_session (&model, FALSE, &error);
   if (!s)
     return fail (error);
   gboolean ok = blip_bench_run (model, s, opt_case, opt_reps, &error);
@@ -734,7 +825,18 @@ main (int argc, char **argv)
       return 2;
     }
     g_option_context_free (ctx);
-    return commands[i].run (sub_argc, sub_argv);
+    if (!check_options (commands[i].gen, &error)) {
+      g_printerr ("blip %s: %s\n", commands[i].name, error->message);
+      g_error_free (error);
+      return 2;
+    }
+    int rc = commands[i].run (sub_argc, sub_argv);
+    /* what was printed is not lost silently (a full disk, a closed pipe) */
+    if (fflush (stdout) != 0 || ferror (stdout)) {
+      g_printerr ("blip: %s: %s\n", _("standard output"), g_strerror (errno));
+      rc = 1;
+    }
+    return rc;
   }
   g_printerr (_("blip: unknown command '%s'\n"), argv[1]);
   usage ();
