@@ -393,13 +393,11 @@ train_run (const TrainOptions *o)
     Dataset *sets[3] = { train, NULL, NULL };
     int n_sets = 1;
     const char *other[2] = { "val.json", "test.json" };
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 && !error; k++) {
       char *p = g_build_filename (o->data, other[k], NULL);
-      if (g_file_test (p, G_FILE_TEST_EXISTS) && !(sets[n_sets++] = dataset_load (p, &c, o->max_words, FALSE, &error)))
-        n_sets--;
+      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, &error)))
+        n_sets++;
       g_free (p);
-      if (error)
-        break;
     }
     if (error) {
       for (int k = 1; k < n_sets; k++)
