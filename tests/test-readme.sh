@@ -52,7 +52,7 @@ fix=$src/tests/fixtures/blip_tiny_a
 # each entry: README text => what runs instead (literal strings)
 sizes=(
   "make-dataset --out data --train 8000 --human 2000 --val 300 --test 300 --corrupt 0.3"
-  "make-dataset --out data --train 8000 --human 2000 --val 300 --test 300 --corrupt 0.3 --train 96 --human 32 --val 8 --test 8"
+  "make-dataset --out data --train 8000 --human 2000 --val 300 --test 300 --corrupt 0.3 --train 48 --human 16 --val 4 --test 4"
   "--minutes 20" "--minutes 20 --steps 3 --batch 8 --queue-size 64"
   "--out cap --prompt \"a picture of \"" "--out cap --prompt \"a picture of \" --steps 2 --batch 8"
   "--out ret" "--out ret --steps 2 --batch 8 --queue-size 64"
