@@ -5,7 +5,7 @@
 # counted, finetuning, export, eval, data parallelism over MPI, and the
 # exported models used by libblip's command line.  TAP output.
 set -uo pipefail
-build=${1:?build dir}
+build=$(realpath "${1:?build dir}")
 train=$build/training/blip-train
 blip=$build/tools/blip
 tmp=$(mktemp -d)
@@ -184,7 +184,7 @@ check "metrics rows with non-finite losses are valid JSON (null)" '$py -c "
 import json, sys
 def no(c): raise ValueError(c)
 rows = [json.loads(l, parse_constant=no) for l in open(sys.argv[1])]
-sys.exit(0 if rows and rows[-1][\"lm\"] is None else 1)" "$tmp/nan/metrics.jsonl"'
+sys.exit(0 if rows and None in (rows[-1][\"itc\"], rows[-1][\"itm\"], rows[-1][\"lm\"]) else 1)" "$tmp/nan/metrics.jsonl"'
 # a learning rate that makes the run diverge stops it the same way
 "$train" pretrain "${common[@]}" --lr 1e30 --warmup-steps 0 --out "$tmp/diverge" --steps 20 > "$tmp/diverge.log" 2>&1
 rc=$?
