@@ -1,9 +1,10 @@
 /* JSON fields as blip-train reads and writes them.  Members of a JSON
  * object are read with their type checked, for every file blip-train reads
- * (annotations, checkpoints' training state, score shards, metrics).  Each getter stores the member in *out and returns TRUE; a
- * member of another type (or an integer out of range) is FALSE with the
- * reason in error.  An absent member leaves *out as it was (the caller's
- * default) and returns TRUE unless FIELD_REQUIRED. */
+ * (annotations, checkpoints' training state, score shards, metrics).  Each
+ * getter stores the member in *out and returns TRUE; a member of another
+ * type (or an integer out of range) is FALSE with the reason in error.
+ * An absent member leaves *out as it was (the caller's default) and
+ * returns TRUE unless FIELD_REQUIRED. */
 #ifndef BLIP_TRAIN_JSON_FIELDS_H
 #define BLIP_TRAIN_JSON_FIELDS_H
 
@@ -24,12 +25,12 @@ gboolean field_number (JsonObject *o, const char *name, FieldPresence presence, 
 gboolean field_bool (JsonObject *o, const char *name, FieldPresence presence, gboolean *out, GError **error);
 /* *out points into o */
 gboolean field_array (JsonObject *o, const char *name, FieldPresence presence, JsonArray **out, GError **error);
-/* every element of a a string (the array of captions, of synthetic captions) */
+/* every element of a is a string (the array of captions, of synthetic captions) */
 gboolean field_strings (JsonArray *a, const char *name, GError **error);
-/* every element of a a number */
+/* every element of a is a number */
 gboolean field_numbers (JsonArray *a, const char *name, GError **error);
 
-/* the object of a JSON node, or FALSE with why not ("entry" names it) */
+/* the object a JSON node holds, or FALSE with why not (what names the node) */
 gboolean field_object (JsonNode *node, const char *what, JsonObject **out, GError **error);
 
 /* A number for a JSON document written by printf: v formatted by format
