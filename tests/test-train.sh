@@ -5,7 +5,7 @@
 # counted, finetuning, export, eval, data parallelism over MPI, and the
 # exported models used by libblip's command line.  TAP output.
 set -uo pipefail
-build=${1:?build dir}
+build=$(realpath "${1:?build dir}")
 train=$build/training/blip-train
 blip=$build/tools/blip
 tmp=$(mktemp -d)
@@ -122,6 +122,123 @@ check "a JPEG trains; bombs and a truncated file are skipped, named and counted"
 "$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/maxpx" --steps 1 --max-pixels 1000 > "$tmp/maxpx.log" 2>&1
 rc=$?
 check "--max-pixels below every image skips them all" '[ $rc != 0 ] && grep -q "1024 pixels, more than the limit of 1000" "$tmp/maxpx.log"'
+
+# a caption the tokenizer refuses (over its 1 MiB limit) is a broken entry
+mkdir -p "$tmp/huge"; ln -s "$tmp/data/images" "$tmp/huge/images"
+$py - "$tmp/data/train.json" "$tmp/huge/train.json" <<PY
+import json, sys
+rows = json.load(open(sys.argv[1]))[:40]
+rows.append({"image": rows[0]["image"], "caption": "x" * (1 << 20 | 16)})
+json.dump(rows, open(sys.argv[2], "w"))
+PY
+"$train" pretrain "${common[@]}" --data "$tmp/huge" --out "$tmp/hugecap" --steps 2 > "$tmp/hugecap.log" 2>&1
+rc=$?
+check "a caption over 1 MiB is skipped with its reason and counted" '[ $rc = 0 ] && grep -q "1 broken entries" "$tmp/hugecap.log" && grep -q "limit" "$tmp/hugecap.log" && [ "$(awk "length > 100" "$tmp/hugecap/model/vocab.txt" | wc -l)" = 0 ]'
+
+# eval: a field of the wrong type is an entry skipped with its reason; the
+# output stays JSON whatever the split's name
+$py - "$tmp/data/test.json" "$tmp/data/te\"st.json" <<PY
+import json, sys
+rows = json.load(open(sys.argv[1]))[:8]
+rows.append({"image": rows[0]["image"], "caption": "a red circle", "true_caption": 5})
+rows.append({"image": rows[1]["image"], "caption": ["a red circle", 7]})
+json.dump(rows, open(sys.argv[2], "w"))
+PY
+"$train" eval --beams 1 --data "$tmp/data/te\"st.json" --model "$tmp/run" > "$tmp/evalbad.txt" 2> "$tmp/evalbad.log"
+rc=$?
+check "eval skips entries with fields of the wrong type, naming the field" '[ $rc = 0 ] && grep -q "\"true_caption\" is an integer, not a string" "$tmp/evalbad.log" && grep -q "\"caption\"\[1\] is an integer" "$tmp/evalbad.log" && grep -q "2 broken entries" "$tmp/evalbad.log"'
+check "eval prints valid JSON" '$py -c "
+import json, sys
+def no(c): raise ValueError(c)
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1], parse_constant=no); sys.exit(0 if r[\"n\"] == 8 else 1)" "$tmp/evalbad.txt"'
+
+# a checkpoint whose counters are missing or out of range is refused, not
+# resumed at step 0.  state.py edits a checkpoint's training state, or puts
+# a NaN in a weight.
+cat > "$tmp/state.py" <<'PY'
+import json, struct, sys
+path, what = sys.argv[1], sys.argv[2]
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n])
+meta = head.pop("__metadata__", None)
+data = bytearray(b[8 + n:])
+if what == "nan":
+    name = sorted(k for k in head if k.startswith("param."))[0]
+    o = head[name]["data_offsets"][0]
+    data[o:o + 4] = struct.pack("<f", float("nan"))
+else:
+    blobs = {k: bytes(data[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in head.items()}
+    state = json.loads(blobs["training_state"])
+    if what == "nostep":
+        del state["step"]
+    else:
+        state["step"] = int(what)
+    blobs["training_state"] = json.dumps(state).encode()
+    head["training_state"]["shape"] = [len(blobs["training_state"])]
+    data = bytearray()
+    for k in sorted(head, key=lambda k: head[k]["data_offsets"][0]):
+        head[k]["data_offsets"] = [len(data), len(data) + len(blobs[k])]
+        data += blobs[k]
+if meta is not None:
+    head["__metadata__"] = meta
+h = json.dumps(head).encode()
+h += b" " * (-len(h) % 8)
+open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+for edit in 1099511627776 nostep; do
+  rm -rf "$tmp/st"; mkdir -p "$tmp/st"; cp -r "$tmp/run/model" "$tmp/run/checkpoint.safetensors" "$tmp/st/"
+  $py "$tmp/state.py" "$tmp/st/checkpoint.safetensors" $edit
+  "$train" pretrain "${common[@]}" --out "$tmp/st" --steps 80 --resume > "$tmp/st.log" 2>&1
+  rc=$?
+  check "a checkpoint with step $edit is refused with a clear error" '[ $rc = 1 ] && grep -q "checkpoint.safetensors: training_state: .*\"step\"" "$tmp/st.log" && ! grep -q "resuming at step" "$tmp/st.log"'
+done
+
+# a NaN in the weights: the run stops at the first non-finite loss, with an
+# error, and the last good checkpoint stays as it was; metrics stay JSON
+rm -rf "$tmp/nan"; mkdir -p "$tmp/nan"; cp -r "$tmp/run/model" "$tmp/run/checkpoint.safetensors" "$tmp/nan/"
+$py "$tmp/state.py" "$tmp/nan/checkpoint.safetensors" nan
+before=$(sha256sum < "$tmp/nan/checkpoint.safetensors")
+"$train" pretrain "${common[@]}" --out "$tmp/nan" --steps 80 --checkpoint-every 1 --resume > "$tmp/nan.log" 2>&1
+rc=$?
+check "a non-finite loss stops the run with an error" '[ $rc = 1 ] && grep -q "the loss is not finite" "$tmp/nan.log"'
+check "the last good checkpoint survives a non-finite loss" '[ "$(sha256sum < "$tmp/nan/checkpoint.safetensors")" = "$before" ] && [ ! -e "$tmp/nan/caption" ]'
+check "metrics rows with non-finite losses are valid JSON (null)" '$py -c "
+import json, sys
+def no(c): raise ValueError(c)
+rows = [json.loads(l, parse_constant=no) for l in open(sys.argv[1])]
+sys.exit(0 if rows and None in (rows[-1][\"itc\"], rows[-1][\"itm\"], rows[-1][\"lm\"]) else 1)" "$tmp/nan/metrics.jsonl"'
+# a learning rate that makes the run diverge stops it the same way
+"$train" pretrain "${common[@]}" --lr 1e30 --warmup-steps 0 --out "$tmp/diverge" --steps 20 > "$tmp/diverge.log" 2>&1
+rc=$?
+check "a diverging run stops with an error instead of training on NaN" '[ $rc = 1 ] && grep -q "the loss is not finite" "$tmp/diverge.log"'
+
+# CapFilt as the README gives it (a relative --data), on data with a field
+# of the wrong type: the entry is skipped with its reason, and every path
+# capfilt writes resolves from the file that holds it
+mkdir -p "$tmp/cfw"
+$py - "$tmp/data/train.json" "$tmp/cfw/data" <<PY
+import json, os, sys
+rows = json.load(open(sys.argv[1]))[:40]
+for i, r in enumerate(rows):
+    r["image"] = os.path.join("..", "..", "data", r["image"])
+    r["source"] = "human" if i < 16 else "web"
+rows.append(dict(rows[20], source=5))
+os.makedirs(sys.argv[2], exist_ok=True)
+json.dump(rows, open(sys.argv[2] + "/train.json", "w"))
+json.dump(rows[:4], open(sys.argv[2] + "/val.json", "w"))
+PY
+( cd "$tmp/cfw" && "$train" capfilt --init ../run --data data --out boot --caption-steps 2 --filter-steps 2 --batch 8 ) > "$tmp/cfw.log" 2>&1
+rc=$?
+check "capfilt skips an entry whose source is a number, with the reason" '[ $rc = 0 ] && grep -q "entry 40 skipped: \"source\" is an integer, not a string" "$tmp/cfw.log"'
+check "capfilt with a relative --data writes paths that resolve from their file" '[ $rc = 0 ] && $py - "$tmp/cfw/boot" <<PY
+import json, os, sys
+files = [os.path.join(sys.argv[1], f) for f in ("human/train.json", "bootstrapped/train.json", "bootstrapped/val.json")]
+rows = [(f, r["image"]) for f in files for r in json.load(open(f))]
+bad = [x for x in rows if not os.path.isfile(os.path.join(os.path.dirname(x[0]), x[1]))]
+print("# %d entries, unresolved: %s" % (len(rows), bad[:3]))
+sys.exit(0 if rows and not bad else 1)
+PY'
 
 # finetuning from the pretraining run
 "$train" finetune-caption "${common[@]}" --init "$tmp/run" --out "$tmp/cap" --steps 10 --prompt "a picture of " > "$tmp/cap.log" 2>&1

@@ -7,6 +7,7 @@
 #include "augment.h"
 #include "capfilt.h"
 #include "dataset.h"
+#include "json-fields.h"
 #include "eval.h"
 #include "objectives.h"
 #include "trainer.h"
@@ -73,9 +74,10 @@ cmd_grad (void)
   const BlipTensorInfo *il = blip_safetensors_get (in, "itm_labels");
   const int S = m->c.vision.image_size;
   if (!pv || !ii || pv->ndim != 4 || pv->shape[1] != 3 || pv->shape[2] != S || pv->shape[3] != S
-      || ii->ndim != 2 || ii->shape[0] != pv->shape[0] || (!lm && (!il || il->numel != ii->shape[0]))) {
-    g_printerr ("blip-train grad: %s needs pixel_values [B,3,%d,%d], input_ids [B,T]%s\n",
-                opt_inputs, S, S, lm ? "" : " and itm_labels [B]");
+      || ii->ndim != 2 || ii->shape[0] != pv->shape[0] || (am && am->numel != ii->numel)
+      || (!lm && (!il || il->numel != ii->shape[0]))) {
+    g_printerr ("blip-train grad: %s needs pixel_values [B,3,%d,%d], input_ids [B,T], an attention_mask "
+                "[B,T] if any%s\n", opt_inputs, S, S, lm ? "" : " and itm_labels [B]");
     blip_safetensors_free (in);
     train_model_free (m);
     return 2;
@@ -120,10 +122,13 @@ cmd_grad (void)
     blip_safetensors_writer_add (w, "itm_loss", BLIP_DTYPE_F32, 1, &one, &loss_values[3]);
   }
   gboolean ok = blip_safetensors_writer_write (w, opt_out, &error);
+  char nb[2][G_ASCII_DTOSTR_BUF_SIZE];
   if (lm)
-    printf ("{\"lm_loss\": %.8f, \"lm_loss_nosmooth\": %.8f}\n", losses.lm, losses.lm_nosmooth);
+    printf ("{\"lm_loss\": %s, \"lm_loss_nosmooth\": %s}\n", json_number (nb[0], "%.8f", losses.lm),
+            json_number (nb[1], "%.8f", losses.lm_nosmooth));
   else
-    printf ("{\"itc_loss\": %.8f, \"itm_loss\": %.8f}\n", losses.itc, losses.itm);
+    printf ("{\"itc_loss\": %s, \"itm_loss\": %s}\n", json_number (nb[0], "%.8f", losses.itc),
+            json_number (nb[1], "%.8f", losses.itm));
   blip_safetensors_writer_free (w);
   g_ptr_array_unref (keep);
   g_free (pix_owned);

@@ -12,11 +12,13 @@
 #include "caption-metrics.h"
 #include "dataset.h"
 #include "distributed.h"
+#include "json-fields.h"
 #include "trainer.h"
 #include "../core/file-read.h"
 
 #include <blip.h>
 #include <cairo.h>
+#include <errno.h>
 #include <image-load.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -64,7 +66,7 @@ add_entry (JsonBuilder *b, const DatasetItem *it, const char *caption, const cha
   json_builder_add_string_value (b, source);
   if (score >= 0) {
     json_builder_set_member_name (b, "itm_score");
-    json_builder_add_double_value (b, score);
+    field_add_number (b, score);
   }
   if (it->true_caption) {
     json_builder_set_member_name (b, "true_caption");
@@ -97,9 +99,19 @@ write_json (JsonBuilder *b, const char *path, GError **error)
 
 /* the human pairs as their own data folder, for the finetuning runs */
 static gboolean
+make_dir (const char *dir, GError **error)
+{
+  if (g_mkdir_with_parents (dir, 0755) == 0)
+    return TRUE;
+  g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", dir, g_strerror (errno));
+  return FALSE;
+}
+
+static gboolean
 write_human (const Dataset *d, const char *dir, GError **error)
 {
-  g_mkdir_with_parents (dir, 0755);
+  if (!make_dir (dir, error))
+    return FALSE;
   JsonBuilder *b = json_builder_new ();
   json_builder_begin_array (b);
   for (int i = 0; i < d->n; i++)
@@ -148,23 +160,24 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
 
 /* ITM match probabilities of n texts against one image, [ENC] first as
  * BLIP trains ITM */
-static void
+static gboolean
 itm_scores (BlipSession *fs, const BlipTokenizer *tok, const float *pixels, float *embeds,
-            const char *const *texts, int n, double *score)
+            const char *const *texts, int n, double *score, GError **error)
 {
-  int32_t *ids, *mask;
+  int32_t *ids = NULL, *mask = NULL;
   int T;
   const int enc = blip_tokenizer_token_id (tok, "[ENC]");
-  blip_session_encode_images (fs, pixels, 1, embeds, NULL, NULL);
-  blip_tokenizer_encode_batch (tok, texts, n, 40, FALSE, &ids, &mask, &T, NULL);
-  for (int k = 0; k < n; k++) {
+  gboolean ok = blip_session_encode_images (fs, pixels, 1, embeds, NULL, error)
+      && blip_tokenizer_encode_batch (tok, texts, n, 40, FALSE, &ids, &mask, &T, error);
+  for (int k = 0; ok && k < n; k++) {
     float logits[2] = { 0, 0 };
     ids[(gsize) k * T] = enc;
-    blip_session_itm (fs, embeds, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, NULL);
+    ok = blip_session_itm (fs, embeds, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, error);
     score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
   }
   g_free (ids);
   g_free (mask);
+  return ok;
 }
 
 static int
@@ -174,42 +187,122 @@ compare_double (gconstpointer a, gconstpointer b)
   return (x > y) - (x < y);
 }
 
-/* the threshold below which a fraction f of val.json's human pairs scores */
-static double
-calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, int *n_used)
+/* the threshold below which a fraction f of val.json's human pairs scores
+ * (-1 when it has none) */
+static gboolean
+calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, double *th,
+                      int *n_used, GError **error)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
-  Dataset *v = dataset_load (path, c, 30, FALSE, (guint64) opt_max_pixels, NULL);
+  Dataset *v = dataset_load (path, c, 30, FALSE, (guint64) opt_max_pixels, error);
   g_free (path);
   *n_used = 0;
   if (!v)
-    return -1;
+    return FALSE;
   const int P = (c->vision.image_size / c->vision.patch_size) * (c->vision.image_size / c->vision.patch_size) + 1;
   float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
   double *scores = g_new (double, MAX (v->n, 1));
   int n = 0;
-  for (int i = 0; i < v->n; i++)
+  gboolean ok = TRUE;
+  for (int i = 0; ok && i < v->n; i++)
     if (g_str_equal (v->items[i].source, "human")) {
       const char *t = v->items[i].caption;
-      itm_scores (fs, tok, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++]);
+      ok = itm_scores (fs, tok, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++], error);
     }
   qsort (scores, n, sizeof (double), compare_double);
-  const double th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
+  *th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
   *n_used = n;
   g_free (scores);
   g_free (embeds);
   dataset_free (v);
-  return th;
+  return ok;
 }
 
 typedef struct {
-  char **synthetic;   /* [K] */
+  char **synthetic;   /* [K], NULL-terminated; NULL: not scored */
   double web_score;
   double *syn_score;  /* [K] */
 } WebResult;
 
+/* one line of a score shard, its fields checked */
+static gboolean
+read_score_line (JsonNode *root, int n_items, WebResult *res, GError **error)
+{
+  JsonObject *o;
+  gint64 i;
+  double web;
+  JsonArray *syn, *ss;
+  if (!field_object (root, "the line", &o, error) || !field_int (o, "index", FIELD_REQUIRED, 0, n_items - 1, &i, error)
+      || !field_number (o, "web_score", FIELD_REQUIRED, FALSE, &web, error)
+      || !field_array (o, "synthetic", FIELD_REQUIRED, &syn, error) || !field_strings (syn, "synthetic", error)
+      || !field_array (o, "synthetic_scores", FIELD_REQUIRED, &ss, error)
+      || !field_numbers (ss, "synthetic_scores", error))
+    return FALSE;
+  const guint k = json_array_get_length (syn);
+  if (json_array_get_length (ss) != k) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%u synthetic captions but %u scores", k,
+                 json_array_get_length (ss));
+    return FALSE;
+  }
+  for (guint j = 0; j <= k; j++) {
+    const double v = j < k ? json_array_get_double_element (ss, j) : web;
+    if (!(v >= 0 && v <= 1)) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "a score of %g is not a probability", v);
+      return FALSE;
+    }
+  }
+  WebResult *r = &res[i];
+  if (r->synthetic)
+    return TRUE; /* scored twice (a resumed rank): the first stands */
+  r->web_score = web;
+  r->synthetic = g_new0 (char *, k + 1);
+  r->syn_score = g_new (double, MAX (k, 1));
+  for (guint j = 0; j < k; j++) {
+    r->synthetic[j] = g_strdup (json_array_get_string_element (syn, j));
+    r->syn_score[j] = json_array_get_double_element (ss, j);
+  }
+  return TRUE;
+}
+
+/* the lines of a score shard into res; a broken line (a kill during a
+ * write, a non-finite score written as null) is skipped with its reason and
+ * its image left unscored */
 static void
-histogram_png (const char *path, const double *web, int n_web, const double *syn, int n_syn, double threshold)
+read_shard (const char *path, int n_items, WebResult *res)
+{
+  char *text = NULL;
+  if (!blip_regular_file_read (path, &text, NULL, NULL))
+    return;
+  char **lines = g_strsplit (text, "\n", -1);
+  JsonParser *parser = json_parser_new ();
+  for (guint l = 0; lines[l]; l++) {
+    GError *e = NULL;
+    if (!*lines[l])
+      continue;
+    if (!blip_json_load_data (parser, lines[l], strlen (lines[l]), &e)
+        || !read_score_line (json_parser_get_root (parser), n_items, res, &e)) {
+      g_warning ("%s: line %u skipped: %s", path, l + 1, e->message);
+      g_error_free (e);
+    }
+  }
+  g_object_unref (parser);
+  g_strfreev (lines);
+  g_free (text);
+}
+
+static void
+web_results_free (WebResult *res, int n)
+{
+  for (int i = 0; i < n; i++) {
+    g_strfreev (res[i].synthetic);
+    g_free (res[i].syn_score);
+  }
+  g_free (res);
+}
+
+static gboolean
+histogram_png (const char *path, const double *web, int n_web, const double *syn, int n_syn, double threshold,
+               GError **error)
 {
   const int W = 640, H = 360, L = 50, B = 40, bins = 20;
   int hw[20] = { 0 }, hs[20] = { 0 }, top = 1;
@@ -250,8 +343,13 @@ histogram_png (const char *path, const double *web, int n_web, const double *syn
     cairo_show_text (cr, label);
   }
   cairo_destroy (cr);
-  cairo_surface_write_to_png (s, path);
+  const cairo_status_t st = cairo_surface_write_to_png (s, path);
   cairo_surface_destroy (s);
+  if (st != CAIRO_STATUS_SUCCESS) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, cairo_status_to_string (st));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 int
@@ -311,7 +409,6 @@ cmd_capfilt (void)
     dataset_free (d);
     return 2;
   }
-  g_mkdir_with_parents (opt_out, 0755);
   char *human_dir = g_build_filename (opt_out, "human", NULL);
   char *cap_dir = g_build_filename (opt_out, "captioner", NULL);
   char *filt_dir = g_build_filename (opt_out, "filter", NULL);
@@ -346,7 +443,11 @@ cmd_capfilt (void)
   const BlipTokenizer *tok = blip_model_get_tokenizer (fm);
   if (opt_calibrate > 0) {
     int n_cal;
-    const double th = calibrated_threshold (fs, tok, &c, opt_calibrate, &n_cal);
+    double th;
+    if (!calibrated_threshold (fs, tok, &c, opt_calibrate, &th, &n_cal, &error)) {
+      g_printerr ("blip-train capfilt: --calibrate: %s\n", error->message);
+      dist_abort (1);
+    }
     if (n_cal == 0) {
       g_printerr ("blip-train capfilt: --calibrate needs human pairs in %s/val.json\n", opt_data);
       dist_abort (2);
@@ -360,30 +461,31 @@ cmd_capfilt (void)
   float *embeds = g_new (float, (gsize) P * Dv);
   char *shard_path = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, R, W);
   /* resumable: the images already scored by this rank are kept */
-  GHashTable *done = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, NULL);
-  {
-    char *old = NULL;
-    if (g_file_get_contents (shard_path, &old, NULL, NULL)) {
-      char **lines = g_strsplit (old, "\n", -1);
-      for (char **l = lines; *l; l++) {
-        int idx;
-        if (sscanf (*l, "{\"index\": %d", &idx) == 1)
-          g_hash_table_add (done, GINT_TO_POINTER (idx + 1));
-      }
-      g_strfreev (lines);
-      g_free (old);
-    }
+  WebResult *done = g_new0 (WebResult, d->n);
+  read_shard (shard_path, d->n, done);
+  FILE *shard = fopen (shard_path, "a+");
+  if (!shard) {
+    g_printerr ("blip-train capfilt: %s: %s\n", shard_path, g_strerror (errno));
+    dist_abort (1);
   }
-  FILE *shard = fopen (shard_path, "a");
+  /* a line cut by a kill ends before the next one starts */
+  if (fseek (shard, -1, SEEK_END) == 0 && fgetc (shard) != '\n' && fseek (shard, 0, SEEK_END) == 0)
+    fputc ('\n', shard);
   const gint64 t0 = g_get_monotonic_time ();
-  int scored = 0, mine = 0;
+  int scored = 0, mine = 0, n_done = 0;
   for (int i = 0; i < d->n; i++)
-    mine += g_str_equal (d->items[i].source, "web") && i % W == R;
-  for (int i = 0; i < d->n && shard; i++) {
+    if (g_str_equal (d->items[i].source, "web") && i % W == R) {
+      mine++;
+      n_done += done[i].synthetic != NULL;
+    }
+  for (int i = 0; i < d->n; i++) {
     const DatasetItem *it = &d->items[i];
-    if (!g_str_equal (it->source, "web") || i % W != R || g_hash_table_contains (done, GINT_TO_POINTER (i + 1)))
+    if (!g_str_equal (it->source, "web") || i % W != R || done[i].synthetic)
       continue;
-    blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, NULL);
+    if (!blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, &error)) {
+      g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
+      dist_abort (1);
+    }
     GPtrArray *texts = g_ptr_array_new_with_free_func (g_free);
     g_ptr_array_add (texts, g_strdup (it->caption));
     BlipGenerateParams gp = blip_generate_default_params ();
@@ -394,20 +496,27 @@ cmd_capfilt (void)
     gp.min_new_tokens = 3;
     for (int k = 0; k < opt_k; k++) {
       gp.seed = (guint64) opt_seed * 1000003u + (guint64) i * 17u + (guint64) k;
-      BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, NULL);
-      g_ptr_array_add (texts, gen ? blip_generation_caption (cm, gen) : g_strdup (""));
+      BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, &error);
+      if (!gen) {
+        g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
+        dist_abort (1);
+      }
+      g_ptr_array_add (texts, blip_generation_caption (cm, gen));
       blip_generation_free (gen);
     }
     double score[17];
     float *fe = g_new (float, (gsize) P * Dv);
-    itm_scores (fs, tok, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
-                (int) texts->len, score);
+    if (!itm_scores (fs, tok, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
+                     (int) texts->len, score, &error)) {
+      g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
+      dist_abort (1);
+    }
     JsonBuilder *b = json_builder_new ();
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "index");
     json_builder_add_int_value (b, i);
     json_builder_set_member_name (b, "web_score");
-    json_builder_add_double_value (b, score[0]);
+    field_add_number (b, score[0]);
     json_builder_set_member_name (b, "synthetic");
     json_builder_begin_array (b);
     for (guint k = 1; k < texts->len; k++)
@@ -416,7 +525,7 @@ cmd_capfilt (void)
     json_builder_set_member_name (b, "synthetic_scores");
     json_builder_begin_array (b);
     for (guint k = 1; k < texts->len; k++)
-      json_builder_add_double_value (b, score[k]);
+      field_add_number (b, score[k]);
     json_builder_end_array (b);
     json_builder_end_object (b);
     /* one line an image, flushed: a stopped run resumes after the last */
@@ -430,16 +539,18 @@ cmd_capfilt (void)
     scored++;
     if (R == 0 && scored % 100 == 0) {
       const double el = (g_get_monotonic_time () - t0) / 1e6;
-      const int left = mine - scored - (int) g_hash_table_size (done);
+      const int left = mine - scored - n_done;
       printf ("capfilt: rank 0 captioned and scored %d of %d web images, eta %.0fs\n",
-              scored + (int) g_hash_table_size (done), mine, left * el / MAX (scored, 1));
+              scored + n_done, mine, left * el / MAX (scored, 1));
       fflush (stdout);
     }
   }
-  if (shard)
-    fclose (shard);
+  if (fclose (shard) != 0) {
+    g_printerr ("blip-train capfilt: %s: %s\n", shard_path, g_strerror (errno));
+    dist_abort (1);
+  }
   g_free (embeds);
-  g_hash_table_destroy (done);
+  web_results_free (done, d->n);
   blip_session_free (cs);
   blip_session_free (fs);
   blip_model_unref (cm);
@@ -454,35 +565,9 @@ cmd_capfilt (void)
   if (R == 0) {
     /* rank 0 merges every rank's scores */
     WebResult *res = g_new0 (WebResult, d->n);
-    for (int i = 0; i < d->n; i++)
-      res[i].web_score = -1;
     for (int r = 0; r < W; r++) {
-      char *p = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, r, W), *text = NULL;
-      if (blip_regular_file_read (p, &text, NULL, NULL)) {
-        char **lines = g_strsplit (text, "\n", -1);
-        JsonParser *parser = json_parser_new ();
-        for (char **l = lines; *l; l++) {
-          if (!**l || !blip_json_load_data (parser, *l, strlen (*l), NULL))
-            continue;
-          JsonObject *o = json_node_get_object (json_parser_get_root (parser));
-          const int i = (int) json_object_get_int_member (o, "index");
-          if (i < 0 || i >= d->n || res[i].synthetic)
-            continue;
-          JsonArray *syn = json_object_get_array_member (o, "synthetic");
-          JsonArray *ss = json_object_get_array_member (o, "synthetic_scores");
-          const guint k = json_array_get_length (syn);
-          res[i].web_score = json_object_get_double_member (o, "web_score");
-          res[i].synthetic = g_new0 (char *, k + 1);
-          res[i].syn_score = g_new (double, k);
-          for (guint j = 0; j < k; j++) {
-            res[i].synthetic[j] = g_strdup (json_array_get_string_element (syn, j));
-            res[i].syn_score[j] = json_array_get_double_element (ss, j);
-          }
-        }
-        g_object_unref (parser);
-        g_strfreev (lines);
-        g_free (text);
-      }
+      char *p = g_strdup_printf ("%s/scores-rank%d-of-%d.jsonl", opt_out, r, W);
+      read_shard (p, d->n, res);
       g_free (p);
     }
     /* the bootstrapped set, the counts, and the truth where the data has it */
@@ -539,53 +624,58 @@ cmd_capfilt (void)
     }
     json_builder_end_array (b);
     char *boot = g_build_filename (opt_out, "bootstrapped", NULL);
-    g_mkdir_with_parents (boot, 0755);
     char *boot_train = g_build_filename (boot, "train.json", NULL);
-    if (!write_json (b, boot_train, &error)) {
-      g_printerr ("blip-train capfilt: %s\n", error->message);
-      g_clear_error (&error);
-      rc = 1;
-    }
-    /* the evaluation splits stay the same: absolute copies of val and test */
+    gboolean ok = make_dir (boot, &error) && write_json (b, boot_train, &error);
+    /* the evaluation splits stay the same: copies of val and test (their
+     * paths absolute, as every path capfilt writes) */
     const char *splits[2] = { "val.json", "test.json" };
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; ok && k < 2; k++) {
       char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
-      GError *e = NULL;
-      Dataset *sd = g_file_test (src, G_FILE_TEST_EXISTS) ? dataset_load (src, &c, 30, FALSE, (guint64) opt_max_pixels, &e) : NULL;
-      if (sd) {
-        JsonBuilder *sb = json_builder_new ();
-        json_builder_begin_array (sb);
-        for (int i = 0; i < sd->n; i++)
-          add_entry (sb, &sd->items[i], sd->items[i].caption, sd->items[i].source, -1);
-        json_builder_end_array (sb);
-        write_json (sb, dst, NULL);
-        g_object_unref (sb);
-        dataset_free (sd);
+      if (g_file_test (src, G_FILE_TEST_EXISTS)) {
+        Dataset *sd = dataset_load (src, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
+        ok = sd != NULL;
+        if (sd) {
+          JsonBuilder *sb = json_builder_new ();
+          json_builder_begin_array (sb);
+          for (int i = 0; i < sd->n; i++)
+            add_entry (sb, &sd->items[i], sd->items[i].caption, sd->items[i].source, -1);
+          json_builder_end_array (sb);
+          ok = write_json (sb, dst, &error);
+          g_object_unref (sb);
+          dataset_free (sd);
+        }
       }
-      g_clear_error (&e);
       g_free (src);
       g_free (dst);
     }
     char *hist = g_build_filename (opt_out, "scores.png", NULL);
-    histogram_png (hist, (double *) ws->data, (int) ws->len, (double *) ss->data, (int) ss->len, opt_threshold);
+    ok = ok && histogram_png (hist, (double *) ws->data, (int) ws->len, (double *) ss->data, (int) ss->len,
+                              opt_threshold, &error);
     const double removed_corrupt = corrupt ? (double) corrupt_removed / corrupt : NAN;
     const double kept_clean = clean ? (double) clean_kept / clean : NAN;
     const double syn_correct = truth ? (double) syn_right / truth : NAN;
+    char nb[4][G_ASCII_DTOSTR_BUF_SIZE];
     char *report = g_strdup_printf (
         "{\"human\": %d, \"web\": %d, \"web_kept\": %d, \"web_removed\": %d, \"synthetic\": %d, "
-        "\"synthetic_kept\": %d, \"synthetic_removed\": %d, \"threshold\": %.3f, \"k\": %d, "
-        "\"corrupted_removed\": %.4f, \"correct_kept\": %.4f, \"synthetic_correct\": %.4f, \"unscored\": %d}\n",
-        n_human, n_web, kept_web, n_web - missing - kept_web, n_syn, kept_syn, n_syn - kept_syn, opt_threshold,
-        opt_k, removed_corrupt, kept_clean, syn_correct, missing);
+        "\"synthetic_kept\": %d, \"synthetic_removed\": %d, \"threshold\": %s, \"k\": %d, "
+        "\"corrupted_removed\": %s, \"correct_kept\": %s, \"synthetic_correct\": %s, \"unscored\": %d}\n",
+        n_human, n_web, kept_web, n_web - missing - kept_web, n_syn, kept_syn, n_syn - kept_syn,
+        json_number (nb[0], "%.3f", opt_threshold), opt_k, json_number (nb[1], "%.4f", removed_corrupt),
+        json_number (nb[2], "%.4f", kept_clean), json_number (nb[3], "%.4f", syn_correct), missing);
     char *report_path = g_build_filename (opt_out, "report.json", NULL);
-    g_file_set_contents (report_path, report, -1, NULL);
     char *md = g_strdup_printf ("# CapFilt report\n\n%s\n![scores](scores.png)\n\n"
                                 "## Removed web pairs (first 20)\n\n| image | web text | ITM | captioner |\n|---|---|---|---|\n%s",
                                 report, examples->str);
     char *md_path = g_build_filename (opt_out, "report.md", NULL);
-    g_file_set_contents (md_path, md, -1, NULL);
-    printf ("%s", report);
-    printf ("capfilt: wrote %s, %s, %s\n", boot_train, report_path, hist);
+    ok = ok && g_file_set_contents (report_path, report, -1, &error) && g_file_set_contents (md_path, md, -1, &error);
+    if (ok) {
+      printf ("%s", report);
+      printf ("capfilt: wrote %s, %s, %s\n", boot_train, report_path, hist);
+    } else {
+      g_printerr ("blip-train capfilt: %s\n", error->message);
+      g_clear_error (&error);
+      rc = 1;
+    }
     g_free (md);
     g_free (md_path);
     g_free (report);
@@ -597,11 +687,7 @@ cmd_capfilt (void)
     g_array_unref (ws);
     g_array_unref (ss);
     g_object_unref (b);
-    for (int i = 0; i < d->n; i++) {
-      g_strfreev (res[i].synthetic);
-      g_free (res[i].syn_score);
-    }
-    g_free (res);
+    web_results_free (res, d->n);
   }
   g_free (human_dir);
   g_free (cap_dir);

@@ -7,6 +7,7 @@
  * entry recording whether it was, so a filter can be scored on the truth. */
 #include "dataset.h"
 #include "../core/file-read.h"
+#include "json-fields.h"
 #include "testsrc-frames.h"
 
 #include <cairo.h>
@@ -285,6 +286,34 @@ dataset_free (Dataset *d)
   g_free (d);
 }
 
+void
+dataset_drop (Dataset *d, const gboolean *drop)
+{
+  int n = 0;
+  for (int i = 0; i < d->n; i++) {
+    if (drop[i]) {
+      g_free (d->items[i].image);
+      g_free (d->items[i].caption);
+      g_strfreev (d->items[i].refs);
+      g_free (d->items[i].source);
+      g_free (d->items[i].true_caption);
+      if (d->frames)
+        g_free (d->frames[i].data);
+      d->skipped++;
+      continue;
+    }
+    if (n != i) {
+      d->items[n] = d->items[i];
+      memcpy (d->pixels + (gsize) n * d->image_len, d->pixels + (gsize) i * d->image_len,
+              sizeof (float) * d->image_len);
+      if (d->frames)
+        d->frames[n] = d->frames[i];
+    }
+    n++;
+  }
+  d->n = n;
+}
+
 /* BLIP's pre_caption: lower case, punctuation to spaces, single spaces, at
  * most max_words words. */
 char *
@@ -331,6 +360,43 @@ load_image_pixels (const char *path, const BlipConfig *c, guint64 max_pixels, fl
   return ok;
 }
 
+/* one annotation entry's fields, their types checked; pointers into the
+ * document */
+typedef struct {
+  const char *image, *caption; /* caption: the first when there are several */
+  JsonArray *captions;         /* NULL: one caption */
+  gint64 image_id;             /* -1: the entry's index */
+  gboolean corrupted;
+  const char *source, *true_caption;
+} Entry;
+
+static gboolean
+read_entry (JsonNode *n, Entry *en, GError **error)
+{
+  *en = (Entry) { .image_id = -1, .source = "web" };
+  JsonObject *o;
+  if (!field_object (n, "the entry", &o, error) || !field_string (o, "image", FIELD_REQUIRED, &en->image, error)
+      || !field_int (o, "image_id", FIELD_OPTIONAL, 0, G_MAXINT, &en->image_id, error)
+      || !field_bool (o, "corrupted", FIELD_OPTIONAL, &en->corrupted, error)
+      || !field_string (o, "source", FIELD_OPTIONAL, &en->source, error)
+      || !field_string (o, "true_caption", FIELD_OPTIONAL, &en->true_caption, error))
+    return FALSE;
+  /* "caption": one text, or several (COCO's references) */
+  JsonNode *cap = json_object_get_member (o, "caption");
+  if (cap && JSON_NODE_HOLDS_ARRAY (cap)) {
+    if (!field_array (o, "caption", FIELD_REQUIRED, &en->captions, error)
+        || !field_strings (en->captions, "caption", error))
+      return FALSE;
+    if (json_array_get_length (en->captions) == 0) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "\"caption\" is an empty array");
+      return FALSE;
+    }
+    en->caption = json_array_get_string_element (en->captions, 0);
+    return TRUE;
+  }
+  return field_string (o, "caption", FIELD_REQUIRED, &en->caption, error);
+}
+
 Dataset *
 dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames,
               guint64 max_pixels, GError **error)
@@ -347,7 +413,10 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, gbool
     return NULL;
   }
   JsonArray *a = json_node_get_array (root);
-  char *base = g_path_get_dirname (annotations);
+  /* image paths are relative to the annotation file's folder; items hold
+   * them absolute, so files written from them are right wherever they are */
+  char *dir = g_path_get_dirname (annotations), *base = g_canonicalize_filename (dir, NULL);
+  g_free (dir);
   Dataset *d = g_new0 (Dataset, 1);
   const int S = c->vision.image_size;
   d->image_len = 3 * S * S;
@@ -356,21 +425,14 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, gbool
   if (keep_frames)
     d->frames = g_new0 (DatasetFrame, MAX (json_array_get_length (a), 1));
   for (guint i = 0; i < json_array_get_length (a); i++) {
-    JsonNode *n = json_array_get_element (a, i);
-    JsonObject *o = JSON_NODE_HOLDS_OBJECT (n) ? json_node_get_object (n) : NULL;
-    const char *img = o ? json_object_get_string_member_with_default (o, "image", NULL) : NULL;
-    JsonNode *cap = o ? json_object_get_member (o, "caption") : NULL;
-    const char *text = NULL;
-    if (cap && JSON_NODE_HOLDS_VALUE (cap) && json_node_get_value_type (cap) == G_TYPE_STRING)
-      text = json_node_get_string (cap);
-    else if (cap && JSON_NODE_HOLDS_ARRAY (cap) && json_array_get_length (json_node_get_array (cap)))
-      text = json_array_get_string_element (json_node_get_array (cap), 0);
-    char *path = img ? (g_path_is_absolute (img) ? g_strdup (img) : g_build_filename (base, img, NULL)) : NULL;
+    Entry en;
+    char *path = NULL;
     GError *e = NULL;
     /* a broken entry or image is skipped with a warning and counted */
-    if (!path || !text || !load_image_pixels (path, c, max_pixels, d->pixels + (gsize) d->n * d->image_len,
-                                             d->frames ? &d->frames[d->n] : NULL, &e)) {
-      g_warning ("%s: entry %u skipped: %s", annotations, i, e ? e->message : "no image or caption");
+    if (!read_entry (json_array_get_element (a, i), &en, &e)
+        || !load_image_pixels ((path = g_canonicalize_filename (en.image, base)), c, max_pixels,
+                               d->pixels + (gsize) d->n * d->image_len, d->frames ? &d->frames[d->n] : NULL, &e)) {
+      g_warning ("%s: entry %u skipped: %s", annotations, i, e->message);
       g_clear_error (&e);
       d->skipped++;
       g_free (path);
@@ -378,24 +440,18 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, gbool
     }
     DatasetItem *it = &d->items[d->n++];
     it->image = path;
-    it->caption = dataset_pre_caption (text, max_words);
+    it->caption = dataset_pre_caption (en.caption, max_words);
     GPtrArray *refs = g_ptr_array_new ();
-    if (JSON_NODE_HOLDS_ARRAY (cap)) {
-      JsonArray *ca = json_node_get_array (cap);
-      for (guint k = 0; k < json_array_get_length (ca); k++) {
-        JsonNode *e = json_array_get_element (ca, k);
-        if (JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_STRING)
-          g_ptr_array_add (refs, dataset_pre_caption (json_node_get_string (e), max_words));
-      }
-    } else
+    for (guint k = 0; en.captions && k < json_array_get_length (en.captions); k++)
+      g_ptr_array_add (refs, dataset_pre_caption (json_array_get_string_element (en.captions, k), max_words));
+    if (!en.captions)
       g_ptr_array_add (refs, g_strdup (it->caption));
     g_ptr_array_add (refs, NULL);
     it->refs = (char **) g_ptr_array_free (refs, FALSE);
-    it->image_id = (int) json_object_get_int_member_with_default (o, "image_id", i);
-    it->corrupted = json_object_get_boolean_member_with_default (o, "corrupted", FALSE);
-    it->source = g_strdup (json_object_get_string_member_with_default (o, "source", "web"));
-    it->true_caption = json_object_has_member (o, "true_caption")
-        ? dataset_pre_caption (json_object_get_string_member_with_default (o, "true_caption", ""), max_words) : NULL;
+    it->image_id = en.image_id < 0 ? (int) i : (int) en.image_id;
+    it->corrupted = en.corrupted;
+    it->source = g_strdup (en.source);
+    it->true_caption = en.true_caption ? dataset_pre_caption (en.true_caption, max_words) : NULL;
   }
   g_free (base);
   g_object_unref (p);

@@ -42,6 +42,8 @@ gboolean dataset_make (const char *dir, int n_train, int n_human, int n_val, int
 Dataset *dataset_load (const char *annotations, const BlipConfig *config, int max_words,
                        gboolean keep_frames, guint64 max_pixels, GError **error);
 void dataset_free (Dataset *d);
+/* Removes the items i with drop[i] (d->n of them), counting them as skipped. */
+void dataset_drop (Dataset *d, const gboolean *drop);
 char *dataset_pre_caption (const char *caption, int max_words);
 
 #endif

@@ -5,6 +5,7 @@
 #include "eval.h"
 #include "dataset.h"
 #include "caption-metrics.h"
+#include "json-fields.h"
 
 #include <blip.h>
 #include <errno.h>
@@ -83,6 +84,12 @@ cmd_eval (void)
     g_printerr ("blip-train eval: %s\n", error->message);
     return 1;
   }
+  if (d->skipped)
+    g_printerr ("blip-train eval: %d broken entries of %s skipped\n", d->skipped, opt_split);
+  if (d->n == 0) {
+    g_printerr ("blip-train eval: %s has no usable pair\n", opt_split);
+    return 2;
+  }
   const int N = d->n, P = blip_model_vision_tokens (cap), Dv = c->vision.hidden_size;
   const int E = c->image_text_hidden_size;
   float *embeds = g_new (float, (gsize) P * Dv);
@@ -100,9 +107,13 @@ cmd_eval (void)
   gp.max_new_tokens = 20;
   gp.num_beams = opt_beams;
   for (int i = 0; i < N; i++) {
-    blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, NULL);
-    BlipGeneration *gen = blip_session_generate (cs, embeds, NULL, &gp, NULL);
-    char *text = gen ? blip_generation_caption (cap, gen) : g_strdup ("");
+    BlipGeneration *gen = blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, &error)
+        ? blip_session_generate (cs, embeds, NULL, &gp, &error) : NULL;
+    if (!gen) {
+      g_printerr ("blip-train eval: %s: %s\n", d->items[i].image, error->message);
+      return 1;
+    }
+    char *text = blip_generation_caption (cap, gen);
     exact += g_str_equal (text, d->items[i].caption);
     if (i < 5)
       printf ("# %s | reference: %s\n", text, d->items[i].caption);
@@ -140,12 +151,18 @@ cmd_eval (void)
     texts[i] = d->items[i].caption;
   int32_t *ids, *mask;
   int T;
-  blip_tokenizer_encode_batch (tok, texts, N, 40, FALSE, &ids, &mask, &T, NULL);
+  if (!blip_tokenizer_encode_batch (tok, texts, N, 40, FALSE, &ids, &mask, &T, &error)) {
+    g_printerr ("blip-train eval: %s\n", error->message);
+    return 1;
+  }
   float *tfeat = g_new (float, (gsize) N * E), *ifeat = g_new (float, (gsize) N * E);
   float *all_embeds = g_new (float, (gsize) N * P * Dv);
-  blip_session_text_features (rs, ids, mask, N, T, NULL, tfeat, NULL);
-  blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, NULL);
-  blip_session_image_features (rs, all_embeds, N, ifeat, NULL);
+  if (!blip_session_text_features (rs, ids, mask, N, T, NULL, tfeat, &error)
+      || !blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, &error)
+      || !blip_session_image_features (rs, all_embeds, N, ifeat, &error)) {
+    g_printerr ("blip-train eval: %s\n", error->message);
+    return 1;
+  }
   double *score = g_new (double, N);
   gboolean *correct = g_new (gboolean, N);
   int i2t[3] = { 0 }, t2i[3] = { 0 };
@@ -181,8 +198,11 @@ cmd_eval (void)
       for (int k = 0; k < K; k++) {
         const int j = top[k], img = dir == 0 ? q : j, txt = dir == 0 ? j : q;
         float logits[2];
-        blip_session_itm (rs, all_embeds + (gsize) img * P * Dv, TRUE, ids_enc + (gsize) txt * T, mask + (gsize) txt * T,
-                          1, T, NULL, logits, NULL);
+        if (!blip_session_itm (rs, all_embeds + (gsize) img * P * Dv, TRUE, ids_enc + (gsize) txt * T,
+                               mask + (gsize) txt * T, 1, T, NULL, logits, &error)) {
+          g_printerr ("blip-train eval: %s\n", error->message);
+          return 1;
+        }
         score[j] = 10.0 + 1.0 / (1.0 + exp (logits[0] - logits[1]));
       }
       const int r = rank_of (score, N, correct);
@@ -194,10 +214,19 @@ cmd_eval (void)
   const double bleu4 = caption_bleu4 (cands, refs, N), cider = caption_cider_d (cands, refs, N);
   g_strfreev (cands);
   g_free (refs);
-  printf ("{\"split\": \"%s\", \"n\": %d, \"caption_exact_match\": %.4f, \"bleu4\": %.4f, \"cider\": %.4f, "
-          "\"i2t_r1\": %.4f, \"i2t_r5\": %.4f, \"i2t_r10\": %.4f, \"t2i_r1\": %.4f, \"t2i_r5\": %.4f, \"t2i_r10\": %.4f}\n",
-          opt_split, N, (double) exact / MAX (N, 1), bleu4, cider, (double) i2t[0] / N, (double) i2t[1] / N,
-          (double) i2t[2] / N, (double) t2i[0] / N, (double) t2i[1] / N, (double) t2i[2] / N);
+  /* the split's name as a JSON string (escaped by json-glib) */
+  JsonNode *split = json_node_init_string (json_node_alloc (), opt_split);
+  char *split_json = json_to_string (split, FALSE);
+  char nb[9][G_ASCII_DTOSTR_BUF_SIZE];
+  printf ("{\"split\": %s, \"n\": %d, \"caption_exact_match\": %s, \"bleu4\": %s, \"cider\": %s, "
+          "\"i2t_r1\": %s, \"i2t_r5\": %s, \"i2t_r10\": %s, \"t2i_r1\": %s, \"t2i_r5\": %s, \"t2i_r10\": %s}\n",
+          split_json, N, json_number (nb[0], "%.4f", (double) exact / N), json_number (nb[1], "%.4f", bleu4),
+          json_number (nb[2], "%.4f", cider), json_number (nb[3], "%.4f", (double) i2t[0] / N),
+          json_number (nb[4], "%.4f", (double) i2t[1] / N), json_number (nb[5], "%.4f", (double) i2t[2] / N),
+          json_number (nb[6], "%.4f", (double) t2i[0] / N), json_number (nb[7], "%.4f", (double) t2i[1] / N),
+          json_number (nb[8], "%.4f", (double) t2i[2] / N));
+  g_free (split_json);
+  json_node_unref (split);
   g_free (ids_enc);
   g_free (score);
   g_free (correct);

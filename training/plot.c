@@ -2,6 +2,7 @@
  * drawn to a PNG with cairo. */
 #include "plot.h"
 #include "../core/file-read.h"
+#include "json-fields.h"
 
 #include <cairo.h>
 #include <json-glib/json-glib.h>
@@ -34,15 +35,24 @@ plot_metrics (const char *metrics, const char *png, int smooth, GError **error)
     if (!**l || !blip_json_load_data (parser, *l, strlen (*l), NULL)
         || !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser)))
       continue;
-    JsonObject *o = json_node_get_object (json_parser_get_root (parser));
-    if (!json_object_has_member (o, "step"))
-      continue;
-    double step = json_object_get_double_member_with_default (o, "step", 0);
-    g_array_append_val (cols[G_N_ELEMENTS (series)], step);
-    for (guint k = 0; k < G_N_ELEMENTS (series); k++) {
-      double v = json_object_get_double_member_with_default (o, series[k].key, NAN);
-      g_array_append_val (cols[k], v);
+    /* a row with a field of the wrong type is skipped with the reason;
+     * a missing or null (non-finite) loss is a gap in its curve */
+    JsonObject *o;
+    GError *e = NULL;
+    double row[G_N_ELEMENTS (series) + 1];
+    gboolean ok = field_object (json_parser_get_root (parser), "the row", &o, &e)
+        && field_number (o, "step", FIELD_REQUIRED, FALSE, &row[G_N_ELEMENTS (series)], &e);
+    for (guint k = 0; ok && k < G_N_ELEMENTS (series); k++) {
+      row[k] = NAN;
+      ok = field_number (o, series[k].key, FIELD_OPTIONAL, TRUE, &row[k], &e);
     }
+    if (!ok) {
+      g_warning ("%s: line %d skipped: %s", metrics, (int) (l - lines) + 1, e->message);
+      g_error_free (e);
+      continue;
+    }
+    for (guint k = 0; k <= G_N_ELEMENTS (series); k++)
+      g_array_append_val (cols[k], row[k]);
   }
   g_object_unref (parser);
   g_strfreev (lines);

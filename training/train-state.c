@@ -3,11 +3,13 @@
  * and the integers as a JSON document in the U8 tensor "training_state". */
 #include "train-state.h"
 #include "../core/file-read.h"
+#include "json-fields.h"
 #include "../core/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <json-glib/json-glib.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -165,6 +167,35 @@ train_state_load_weights (TrainModel *model, const char *path, GError **error)
   return ok;
 }
 
+/* the integers of training_state, every one required and in range (a
+ * step that does not fit, or none, is a damaged file, not step 0) */
+static gboolean
+read_counters (TrainState *s, JsonObject *o, GError **error)
+{
+  ItcMomentum *mo = &s->itc;
+  gint64 seed, step, epoch, epoch_pos, queue_ptr;
+  double elapsed;
+  if (!field_int (o, "seed", FIELD_REQUIRED, G_MININT64, G_MAXINT64, &seed, error)
+      || !field_int (o, "step", FIELD_REQUIRED, 0, G_MAXINT, &step, error)
+      || !field_int (o, "epoch", FIELD_REQUIRED, 0, G_MAXINT, &epoch, error)
+      || !field_int (o, "epoch_pos", FIELD_REQUIRED, 0, G_MAXINT, &epoch_pos, error)
+      || !field_number (o, "elapsed_s", FIELD_REQUIRED, FALSE, &elapsed, error)
+      || !field_int (o, "queue_ptr", FIELD_REQUIRED, 0, mo->momentum ? mo->queue_size - 1 : G_MAXINT, &queue_ptr,
+                     error))
+    return FALSE;
+  if (!isfinite (elapsed) || elapsed < 0) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "\"elapsed_s\" is %g", elapsed);
+    return FALSE;
+  }
+  s->seed = seed;
+  s->step = (int) step;
+  s->epoch = (int) epoch;
+  s->epoch_pos = (int) epoch_pos;
+  s->elapsed_s = elapsed;
+  mo->queue_ptr = (int) queue_ptr;
+  return TRUE;
+}
+
 gboolean
 train_state_load (TrainState *s, const char *path, GError **error)
 {
@@ -215,18 +246,9 @@ train_state_load (TrainState *s, const char *path, GError **error)
       memcpy (mo->idx_queue, qx->data, qx->nbytes);
     }
   }
-  if (ok) {
-    s->seed = json_object_get_int_member_with_default (o, "seed", s->seed);
-    s->step = (int) json_object_get_int_member_with_default (o, "step", 0);
-    s->epoch = (int) json_object_get_int_member_with_default (o, "epoch", 0);
-    s->epoch_pos = (int) json_object_get_int_member_with_default (o, "epoch_pos", 0);
-    s->elapsed_s = json_object_get_double_member_with_default (o, "elapsed_s", 0);
-    mo->queue_ptr = (int) json_object_get_int_member_with_default (o, "queue_ptr", 0);
-    if (s->step < 0 || s->epoch < 0 || s->epoch_pos < 0
-        || (mo->momentum && (mo->queue_ptr < 0 || mo->queue_ptr >= mo->queue_size))) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: training_state out of range", path);
-      ok = FALSE;
-    }
+  if (ok && !read_counters (s, o, error)) {
+    g_prefix_error (error, "%s: training_state: ", path);
+    ok = FALSE;
   }
   g_object_unref (parser);
   blip_safetensors_free (st);

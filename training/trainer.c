@@ -6,11 +6,13 @@
 #include "trainer.h"
 #include "augment.h"
 #include "dataset.h"
+#include "json-fields.h"
 #include "distributed.h"
 #include "train-state.h"
 #include <image-load.h>
 #include "../core/checkpoint.h"
 
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -21,6 +23,9 @@
 /* BLIP's tokenizer(..., max_length=30); each batch is cut to its longest
  * caption, so short captions cost no padding */
 #define MAX_TOKENS 30
+/* BertTokenizer's max_input_chars_per_word: longer words are [UNK], so
+ * they are kept out of the vocabulary */
+#define MAX_WORD_CHARS 100
 
 TrainOptions
 train_options_default (TrainTask task)
@@ -58,7 +63,7 @@ build_tokenizer (const char *dir, Dataset *const *sets, int n_sets, const char *
       char *text = k < n_sets ? g_strdup (sets[k]->items[i].caption) : dataset_pre_caption (prompt ? prompt : "", 50);
       char **w = g_strsplit (text, " ", -1);
       for (char **p = w; *p; p++)
-        if (**p && !g_hash_table_contains (words, *p)) {
+        if (**p && g_utf8_strlen (*p, -1) <= MAX_WORD_CHARS && !g_hash_table_contains (words, *p)) {
           g_hash_table_add (words, g_strdup (*p));
           g_string_append_printf (v, "%s\n", *p);
         }
@@ -68,32 +73,57 @@ build_tokenizer (const char *dir, Dataset *const *sets, int n_sets, const char *
   }
   g_string_append (v, "[DEC]\n[ENC]\n");
   char *path = g_build_filename (dir, "vocab.txt", NULL);
-  g_mkdir_with_parents (dir, 0755);
   GError *err = NULL;
-  gboolean ok = g_file_set_contents (path, v->str, -1, &err);
+  gboolean ok = FALSE;
+  if (g_mkdir_with_parents (dir, 0755) != 0)
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", dir, g_strerror (errno));
+  else if (!(ok = g_file_set_contents (path, v->str, -1, &err))) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s", err->message);
+    g_error_free (err);
+  }
   g_free (path);
   g_string_free (v, TRUE);
   g_hash_table_destroy (words);
-  if (!ok) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s", err->message);
-    g_error_free (err);
-    return NULL;
-  }
-  return blip_tokenizer_load (dir, error);
+  return ok ? blip_tokenizer_load (dir, error) : NULL;
 }
 
-/* ids/mask [n,T] of "prompt + caption", [CLS] first; the group ids of the
+/* The token ids of every "prompt + caption" ([CLS] first), one GArray an
+ * item; the items whose text the tokenizer refuses (over its size limit)
+ * are dropped from d with a warning and counted as skipped. */
+static GPtrArray *
+tokenize_captions (const BlipTokenizer *tok, Dataset *d, const char *annotations, const char *prompt)
+{
+  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_array_unref);
+  gboolean *drop = g_new0 (gboolean, MAX (d->n, 1)), any = FALSE;
+  for (int i = 0; i < d->n; i++) {
+    char *text = g_strconcat (prompt ? prompt : "", d->items[i].caption, NULL);
+    GError *e = NULL;
+    GArray *a = blip_tokenizer_encode (tok, text, TRUE, &e);
+    g_free (text);
+    if (!a) {
+      g_warning ("%s: %s skipped: %s", annotations, d->items[i].image, e->message);
+      g_error_free (e);
+      drop[i] = any = TRUE;
+      continue;
+    }
+    g_ptr_array_add (out, a);
+  }
+  if (any)
+    dataset_drop (d, drop);
+  g_free (drop);
+  return out;
+}
+
+/* ids/mask [n,T] of the tokenized captions, cut to T; the group ids of the
  * pairs: identical captions (pretraining) or the image ids (retrieval) */
 static void
-encode_captions (const BlipTokenizer *tok, const Dataset *d, const char *prompt, gboolean by_image,
+encode_captions (const BlipTokenizer *tok, const Dataset *d, const GPtrArray *tokens, gboolean by_image,
                  int T, int32_t *ids, int32_t *mask, int32_t *idx)
 {
   const int sep = blip_tokenizer_token_id (tok, "[SEP]");
   GHashTable *groups = g_hash_table_new (g_str_hash, g_str_equal);
   for (int i = 0; i < d->n; i++) {
-    char *text = g_strconcat (prompt ? prompt : "", d->items[i].caption, NULL);
-    GArray *a = blip_tokenizer_encode (tok, text, TRUE, NULL);
-    g_free (text);
+    const GArray *a = tokens->pdata[i];
     const int n = MIN ((int) a->len, T);
     for (int t = 0; t < T; t++) {
       ids[(gsize) i * T + t] = t < n ? g_array_index (a, gint32, t) : 0;
@@ -101,7 +131,6 @@ encode_captions (const BlipTokenizer *tok, const Dataset *d, const char *prompt,
     }
     if ((int) a->len > T)
       ids[(gsize) i * T + T - 1] = sep;
-    g_array_unref (a);
     if (by_image)
       idx[i] = d->items[i].image_id;
     else {
@@ -300,6 +329,7 @@ train_run (const TrainOptions *o)
   char *model_dir = NULL, *ckpt = NULL, *init_model = NULL, *init_ckpt = NULL, *train_path = NULL;
   BlipTokenizer *tok = NULL;
   Dataset *train = NULL;
+  GPtrArray *tokens = NULL;
   int32_t *ids = NULL, *mask = NULL, *idx = NULL, *bi = NULL, *be = NULL, *bd = NULL, *bm = NULL, *bx = NULL;
   int *order = NULL, *next_order = NULL, *items = NULL;
   float *px = NULL;
@@ -359,23 +389,22 @@ train_run (const TrainOptions *o)
     rc = fail (error);
     goto out;
   }
-  if (train->n == 0) {
-    g_printerr ("blip-train: %s/train.json has no usable pair\n", o->data);
-    rc = 2;
-    goto out;
-  }
-  if (train->skipped)
-    g_printerr ("blip-train: %d broken entries of the training data skipped\n", train->skipped);
   if (!tok) {
     /* a fresh model: the vocabulary of every split's captions */
     Dataset *sets[3] = { train, NULL, NULL };
     int n_sets = 1;
     const char *other[2] = { "val.json", "test.json" };
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 2 && !error; k++) {
       char *p = g_build_filename (o->data, other[k], NULL);
-      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, (guint64) o->max_pixels, NULL)))
+      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, (guint64) o->max_pixels, &error)))
         n_sets++;
       g_free (p);
+    }
+    if (error) {
+      for (int k = 1; k < n_sets; k++)
+        dataset_free (sets[k]);
+      rc = fail (error);
+      goto out;
     }
     tok = build_tokenizer (model_dir, sets, n_sets, o->prompt, &error);
     for (int k = 1; k < n_sets; k++)
@@ -390,8 +419,19 @@ train_run (const TrainOptions *o)
     c.text.pad_token_id = 0;
     c.text.eos_token_id = blip_tokenizer_token_id (tok, "[CLS]");
   }
-  if (lead)
-    g_mkdir_with_parents (model_dir, 0755);
+  tokens = tokenize_captions (tok, train, train_path, o->prompt);
+  if (train->n == 0) {
+    g_printerr ("blip-train: %s has no usable pair\n", train_path);
+    rc = 2;
+    goto out;
+  }
+  if (train->skipped)
+    g_printerr ("blip-train: %d broken entries of the training data skipped\n", train->skipped);
+  if (lead && g_mkdir_with_parents (model_dir, 0755) != 0) {
+    g_printerr ("blip-train: %s: %s\n", model_dir, g_strerror (errno));
+    rc = 1;
+    goto out;
+  }
   if (lead && !o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
                      || !blip_tokenizer_write (tok, model_dir, &error))) {
     rc = fail (error);
@@ -401,10 +441,15 @@ train_run (const TrainOptions *o)
   const int N = train->n, T = MIN (MAX_TOKENS, c.text.max_position_embeddings), B = MIN (o->batch, N), A = o->accum;
   ids = g_new (int32_t, (gsize) N * T), mask = g_new (int32_t, (gsize) N * T);
   idx = g_new (int32_t, N);
-  encode_captions (tok, train, o->prompt, o->task == TRAIN_FINETUNE_RETRIEVAL, T, ids, mask, idx);
+  encode_captions (tok, train, tokens, o->task == TRAIN_FINETUNE_RETRIEVAL, T, ids, mask, idx);
   int prompt_len = 0;
   if (o->prompt) {
-    GArray *a = blip_tokenizer_encode (tok, o->prompt, TRUE, NULL);
+    GArray *a = blip_tokenizer_encode (tok, o->prompt, TRUE, &error);
+    if (!a) {
+      g_prefix_error (&error, "--prompt: ");
+      rc = fail (error);
+      goto out;
+    }
     prompt_len = (int) a->len - 1; /* [CLS] and the prompt's tokens, without [SEP] */
     g_array_unref (a);
   }
@@ -546,20 +591,38 @@ train_run (const TrainOptions *o)
         sum.itc = l3[0] / W, sum.itm = l3[1] / W, sum.lm = l3[2] / W;
       }
       const double gnorm = clip_gradients (s->model, o->clip_norm);
+      /* the same on every rank (the losses and gradients are reduced) */
+      const gboolean diverged = !isfinite (sum.itc) || !isfinite (sum.itm) || !isfinite (sum.lm) || !isfinite (gnorm);
       s->step++;
       s->epoch_pos++;
       steps_this_run++;
-      adamw_step (s, lr, o->weight_decay);
+      if (!diverged)
+        adamw_step (s, lr, o->weight_decay);
       const double k = steps_this_run == 1 ? 1.0 : 0.05;
       avg[0] = (1 - k) * avg[0] + k * sum.itc;
       avg[1] = (1 - k) * avg[1] + k * sum.itm;
       avg[2] = (1 - k) * avg[2] + k * sum.lm;
       const TrainParam *temp = g_hash_table_lookup (s->model->by_name, "temp");
-      if (metrics)
-        fprintf (metrics, "{\"step\": %d, \"epoch\": %d, \"lr\": %.6g, \"itc\": %.6f, \"itm\": %.6f, \"lm\": %.6f, "
-                 "\"grad_norm\": %.5g, \"temp\": %.5f, \"alpha\": %.4f, \"elapsed_s\": %.1f}\n",
-                 s->step, s->epoch, lr, sum.itc, sum.itm, sum.lm, gnorm, temp ? temp->value[0] : 0.07,
-                 s->itc.alpha, s->elapsed_s);
+      if (metrics) {
+        char b[7][G_ASCII_DTOSTR_BUF_SIZE];
+        fprintf (metrics, "{\"step\": %d, \"epoch\": %d, \"lr\": %s, \"itc\": %s, \"itm\": %s, \"lm\": %s, "
+                 "\"grad_norm\": %s, \"temp\": %s, \"alpha\": %s, \"elapsed_s\": %.1f}\n",
+                 s->step, s->epoch, json_number (b[0], "%.6g", lr), json_number (b[1], "%.6f", sum.itc),
+                 json_number (b[2], "%.6f", sum.itm), json_number (b[3], "%.6f", sum.lm),
+                 json_number (b[4], "%.5g", gnorm), json_number (b[5], "%.5f", temp ? temp->value[0] : 0.07),
+                 json_number (b[6], "%.4f", s->itc.alpha), s->elapsed_s);
+      }
+      if (diverged) {
+        /* a step on non-finite values would make every weight NaN: stop
+         * before it, saving nothing over the last good checkpoint */
+        if (lead)
+          g_printerr ("blip-train: step %d: the loss is not finite (itc %g, itm %g, lm %g, gradient norm %g); "
+                      "stopped without saving: %s is as it was\n",
+                      s->step, sum.itc, sum.itm, sum.lm, gnorm, ckpt);
+        rc = 1;
+        finished = TRUE;
+        break;
+      }
       if (lead && s->step % o->log_every == 0) {
         const double run_s = (g_get_monotonic_time () - t0) / 1e6;
         const double ips = steps_this_run * B * A * W / MAX (run_s, 1e-3);
@@ -617,6 +680,8 @@ out:
   g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (init_ckpt); g_free (train_path);
   train_state_free (s);
   blip_tokenizer_free (tok);
+  if (tokens)
+    g_ptr_array_unref (tokens);
   dataset_free (train);
   return rc;
 }
