@@ -142,25 +142,31 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   return train_run (&o);
 }
 
-/* ITM match probabilities of n texts against one image, [ENC] first as
- * BLIP trains ITM */
-static void
-itm_scores (BlipSession *fs, const BlipTokenizer *tok, const float *pixels, float *embeds,
-            const char *const *texts, int n, double *score)
+/* ITM match probabilities of n texts against one image (libblip's
+ * blip_session_match: [ENC] first, as BLIP trains ITM) */
+static gboolean
+itm_scores (BlipSession *fs, const float *pixels, float *embeds, const char *const *texts, int n,
+            double *score, GError **error)
 {
-  int32_t *ids, *mask;
-  int T;
-  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
-  blip_session_encode_images (fs, pixels, 1, embeds, NULL, NULL);
-  blip_tokenizer_encode_batch (tok, texts, n, 40, FALSE, &ids, &mask, &T, NULL);
+  BlipMatchParams mp = blip_match_default_params ();
+  mp.method = BLIP_MATCH_ITM;
+  BlipMatchText *mt = g_new0 (BlipMatchText, n);
+  const BlipMatchText **mtp = g_new (const BlipMatchText *, n);
+  BlipMatchScore *sc = g_new (BlipMatchScore, n);
+  for (int k = 0; k < n; k++)
+    mtp[k] = &mt[k];
+  const gboolean ok = blip_session_encode_images (fs, pixels, 1, embeds, NULL, error)
+      && blip_session_prepare_texts (fs, texts, n, mt, error)
+      && blip_session_match (fs, embeds, NULL, mtp, n, &mp, sc, error);
   for (int k = 0; k < n; k++) {
-    float logits[2] = { 0, 0 };
-    ids[(gsize) k * T] = enc;
-    blip_session_itm (fs, embeds, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, NULL);
-    score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
+    if (ok)
+      score[k] = sc[k].itm;
+    blip_match_text_clear (&mt[k]);
   }
-  g_free (ids);
-  g_free (mask);
+  g_free (sc);
+  g_free (mtp);
+  g_free (mt);
+  return ok;
 }
 
 static int
@@ -172,7 +178,7 @@ compare_double (gconstpointer a, gconstpointer b)
 
 /* the threshold below which a fraction f of val.json's human pairs scores */
 static double
-calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, int *n_used)
+calibrated_threshold (BlipSession *fs, const BlipConfig *c, double f, int *n_used)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
   Dataset *v = dataset_load (path, c, 30, FALSE, NULL);
@@ -187,7 +193,7 @@ calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfi
   for (int i = 0; i < v->n; i++)
     if (g_str_equal (v->items[i].source, "human")) {
       const char *t = v->items[i].caption;
-      itm_scores (fs, tok, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++]);
+      n += itm_scores (fs, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n], NULL);
     }
   qsort (scores, n, sizeof (double), compare_double);
   const double th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
@@ -335,10 +341,9 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: %s\n", error->message);
     dist_abort (1);
   }
-  const BlipTokenizer *tok = blip_model_get_tokenizer (fm);
   if (opt_calibrate > 0) {
     int n_cal;
-    const double th = calibrated_threshold (fs, tok, &c, opt_calibrate, &n_cal);
+    const double th = calibrated_threshold (fs, &c, opt_calibrate, &n_cal);
     if (n_cal == 0) {
       g_printerr ("blip-train capfilt: --calibrate needs human pairs in %s/val.json\n", opt_data);
       dist_abort (2);
@@ -392,8 +397,15 @@ cmd_capfilt (void)
     }
     double score[17];
     float *fe = g_new (float, (gsize) P * Dv);
-    itm_scores (fs, tok, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
-                (int) texts->len, score);
+    GError *err = NULL;
+    if (!itm_scores (fs, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
+                     (int) texts->len, score, &err)) {
+      g_printerr ("blip-train capfilt: web image %d not scored: %s\n", i, err->message);
+      g_error_free (err);
+      g_free (fe);
+      g_ptr_array_unref (texts);
+      continue;
+    }
     JsonBuilder *b = json_builder_new ();
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "index");
