@@ -24,8 +24,10 @@
  *
  * ## Example launch line
  * |[
- * gst-launch-1.0 -m videotestsrc num-buffers=30 ! \
- *     blipmatch queries="<\"a red ball\",\"snow\">" method=itc+itm ! fakesink
+ * gst-launch-1.0 -m videotestsrc pattern=ball foreground-color=0xffd91a1a num-buffers=90 ! \
+ *     blipmatch method=itc+itm \
+ *     'queries="<\"a red ball bouncing on a black background\",\"random noise\">"' \
+ *     threshold=0.6 ! fakesink
  * ]|
  */
 #ifdef HAVE_CONFIG_H
