@@ -160,6 +160,8 @@ cmd_eval (void)
       ok = dir == 0 ? blip_session_match (rs, all_embeds + (gsize) q * P * Dv, ifeat + (gsize) q * E, mtp, N,
                                           &mp, score, &error)
                     : blip_session_match_images (rs, &mt[q], all_embeds, ifeat, N, &mp, score, &error);
+      if (!ok)
+        break;
       /* the same caption counts as correct, whichever image it came from */
       for (int j = 0; j < N; j++)
         correct[j] = g_str_equal (d->items[dir == 0 ? j : q].caption, d->items[dir == 0 ? q : j].caption);
