@@ -259,9 +259,11 @@ typedef struct {
 
 /* Scores n_texts texts against one image: image_embeds [P,Dv];
  * image_feat [E] its ITC feature (blip_session_image_features), or NULL to
- * compute it.  scores [n_texts].  params NULL: blip_match_default_params(). */
+ * compute it; texts [n_texts] (read only: an array of copies of cached
+ * BlipMatchTexts will do).  scores [n_texts].  params NULL:
+ * blip_match_default_params(). */
 gboolean blip_session_match (BlipSession *s, const float *image_embeds, const float *image_feat,
-                             const BlipMatchText *const *texts, int n_texts,
+                             const BlipMatchText *texts, int n_texts,
                              const BlipMatchParams *params, BlipMatchScore *scores,
                              GError **error);
 

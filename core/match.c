@@ -230,7 +230,7 @@ rank_candidates (BlipSession *s, BlipMatchScore *sc, int n, const BlipMatchParam
 
 typedef struct {
   const float *image_embeds; /* [P, Dv] */
-  const BlipMatchText *const *texts;
+  const BlipMatchText *texts;
   int first;
 } TextsCtx;
 
@@ -241,12 +241,12 @@ itm_texts (BlipSession *s, gconstpointer data, const int *which, int m, double *
   const TextsCtx *c = data;
   int T = 0;
   for (int j = 0; j < m; j++)
-    T = MAX (T, c->texts[which[j]]->n_ids);
+    T = MAX (T, c->texts[which[j]].n_ids);
   /* padded to the longest, the padding masked */
   int32_t *ids = g_new0 (int32_t, (gsize) m * T), *mask = g_new0 (int32_t, (gsize) m * T);
   const int pad = blip_tokenizer_special_id (s->model->tokenizer, "pad");
   for (int j = 0; j < m; j++) {
-    const BlipMatchText *t = c->texts[which[j]];
+    const BlipMatchText *t = &c->texts[which[j]];
     for (int i = 0; i < T; i++) {
       ids[(gsize) j * T + i] = i < t->n_ids ? t->ids[i] : pad;
       mask[(gsize) j * T + i] = i < t->n_ids;
@@ -265,7 +265,7 @@ itm_texts (BlipSession *s, gconstpointer data, const int *which, int m, double *
 
 gboolean
 blip_session_match (BlipSession *s, const float *image_embeds, const float *image_feat,
-                    const BlipMatchText *const *texts, int n_texts,
+                    const BlipMatchText *texts, int n_texts,
                     const BlipMatchParams *params, BlipMatchScore *scores, GError **error)
 {
   const BlipMatchParams p = params ? *params : blip_match_default_params ();
@@ -277,7 +277,7 @@ blip_session_match (BlipSession *s, const float *image_embeds, const float *imag
     return FALSE;
   }
   for (int i = 0; i < n_texts; i++)
-    if (!check_text (m, texts[i], i, error))
+    if (!check_text (m, &texts[i], i, error))
       return FALSE;
   const int E = m->config.image_text_hidden_size;
   float *own = NULL;
@@ -290,7 +290,7 @@ blip_session_match (BlipSession *s, const float *image_embeds, const float *imag
     image_feat = own;
   }
   for (int i = 0; i < n_texts; i++)
-    scores[i].itc = dot (image_feat, texts[i]->feat, E);
+    scores[i].itc = dot (image_feat, texts[i].feat, E);
   g_free (own);
   const TextsCtx ctx = { image_embeds, texts, blip_model_itm_first_token_id (m, p.first_token) };
   return rank_candidates (s, scores, n_texts, &p, itm_texts, &ctx, error);

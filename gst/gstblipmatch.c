@@ -209,11 +209,14 @@ gst_blip_match_analyze (GstBlipFilter *filter, BlipSession *session, const float
   m->n = n;
   m->method = method;
   m->pts = pts;
-  const BlipMatchText **texts = g_new0 (const BlipMatchText *, MAX (n, 1));
+  /* copies of the cached texts, which own their buffers */
+  BlipMatchText *texts = g_new0 (BlipMatchText, MAX (n, 1));
   gboolean ok = TRUE;
   for (guint i = 0; ok && i < n; i++) {
     m->results[i].text = g_strdup (queries[i]);
-    ok = (texts[i] = query_text (self, session, queries[i], error)) != NULL;
+    const BlipMatchText *q = query_text (self, session, queries[i], error);
+    if ((ok = q != NULL))
+      texts[i] = *q;
   }
   BlipMatchScore *scores = g_new0 (BlipMatchScore, MAX (n, 1));
   ok = ok && (n == 0 || blip_session_match (session, embeds, NULL, texts, (int) n, &params,

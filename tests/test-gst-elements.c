@@ -587,23 +587,19 @@ libblip_itm (GstBuffer *frame, const GstVideoInfo *info, const gchar *const *tex
                                 c->image_std, px, &error));
   gst_buffer_unmap (frame, &map);
   BlipMatchText *prepared = g_new0 (BlipMatchText, n);
-  const BlipMatchText **ptrs = g_new (const BlipMatchText *, n);
   BlipMatchScore *sc = g_new (BlipMatchScore, n);
-  for (guint i = 0; i < n; i++)
-    ptrs[i] = &prepared[i];
   BlipMatchParams p = blip_match_default_params ();
   p.method = BLIP_MATCH_ITM;
   p.first_token = first;
   fail_unless (blip_session_encode_images (s, px, 1, embeds, NULL, &error)
                && blip_session_prepare_texts (s, (const char *const *) texts, n, prepared, &error)
-               && blip_session_match (s, embeds, NULL, ptrs, n, &p, sc, &error),
+               && blip_session_match (s, embeds, NULL, prepared, n, &p, sc, &error),
                "%s", error ? error->message : "");
   for (guint i = 0; i < n; i++) {
     itm[i] = sc[i].itm;
     blip_match_text_clear (&prepared[i]);
   }
   g_free (prepared);
-  g_free (ptrs);
   g_free (sc);
   g_free (px);
   g_free (embeds);

@@ -42,7 +42,6 @@ typedef struct {
   int32_t *ids, *mask;
   int T;
   BlipMatchText texts[3];
-  const BlipMatchText *ptrs[3];
 } Reference;
 
 static void
@@ -68,7 +67,6 @@ reference_load (Reference *r)
     r->texts[i].ids = r->ids + i * r->T;
     r->texts[i].n_ids = len;
     r->texts[i].feat = r->text_feat + i * 16;
-    r->ptrs[i] = &r->texts[i];
   }
 }
 
@@ -120,7 +118,7 @@ test_transformers_cls (gconstpointer data)
   p.first_token = BLIP_ITM_FIRST_CLS;
   for (int i = 0; i < 3; i++) {
     BlipMatchScore sc[3];
-    g_assert_true (blip_session_match (s, image_of (&r, i), NULL, r.ptrs, 3, &p, sc, &error));
+    g_assert_true (blip_session_match (s, image_of (&r, i), NULL, r.texts, 3, &p, sc, &error));
     g_assert_no_error (error);
     assert_near ("itm of its pair", sc[i].itm, reference_probability (r.itm_logits + 2 * i), TOL);
     for (int j = 0; j < 3; j++)
@@ -175,9 +173,9 @@ test_first_token (void)
   BlipMatchParams p = blip_match_default_params ();
   p.method = BLIP_MATCH_ITM;
   BlipMatchScore enc[3], cls[3];
-  g_assert_true (blip_session_match (s, image_of (&r, 0), NULL, r.ptrs, 3, &p, enc, &error));
+  g_assert_true (blip_session_match (s, image_of (&r, 0), NULL, r.texts, 3, &p, enc, &error));
   p.first_token = BLIP_ITM_FIRST_CLS;
-  g_assert_true (blip_session_match (s, image_of (&r, 0), NULL, r.ptrs, 3, &p, cls, &error));
+  g_assert_true (blip_session_match (s, image_of (&r, 0), NULL, r.texts, 3, &p, cls, &error));
   g_assert_no_error (error);
   for (int j = 0; j < 3; j++) {
     int32_t ids[64];
@@ -262,18 +260,15 @@ test_rerank (void)
   reference_load (&r);
   GError *error = NULL;
   BlipMatchText texts[N_QUERIES];
-  const BlipMatchText *ptrs[N_QUERIES];
   g_assert_true (blip_session_prepare_texts (s, queries, N_QUERIES, texts, &error));
   g_assert_no_error (error);
-  for (int i = 0; i < N_QUERIES; i++)
-    ptrs[i] = &texts[i];
   const float *image = image_of (&r, 1);
   BlipMatchParams p = blip_match_default_params ();
   BlipMatchScore itc[N_QUERIES], itm[N_QUERIES], top[N_QUERIES];
   p.method = BLIP_MATCH_ITC;
-  g_assert_true (blip_session_match (s, image, NULL, ptrs, N_QUERIES, &p, itc, &error));
+  g_assert_true (blip_session_match (s, image, NULL, texts, N_QUERIES, &p, itc, &error));
   p.method = BLIP_MATCH_ITM;
-  g_assert_true (blip_session_match (s, image, NULL, ptrs, N_QUERIES, &p, itm, &error));
+  g_assert_true (blip_session_match (s, image, NULL, texts, N_QUERIES, &p, itm, &error));
   g_assert_no_error (error);
   assert_ranks_are_a_permutation (itc, N_QUERIES);
   assert_ranks_are_a_permutation (itm, N_QUERIES);
@@ -297,7 +292,7 @@ test_rerank (void)
   for (int k = 1; k <= N_QUERIES + 1; k++) {
     p.method = BLIP_MATCH_ITC_ITM;
     p.top_k = k;
-    g_assert_true (blip_session_match (s, image, NULL, ptrs, N_QUERIES, &p, top, &error));
+    g_assert_true (blip_session_match (s, image, NULL, texts, N_QUERIES, &p, top, &error));
     g_assert_no_error (error);
     assert_ranks_are_a_permutation (top, N_QUERIES);
     const int K = MIN (k, N_QUERIES);
@@ -350,7 +345,7 @@ test_images (void)
         BlipMatchScore one;
         BlipMatchParams pi = p;
         pi.method = BLIP_MATCH_ITM;
-        g_assert_true (blip_session_match (s, image_of (&r, i), NULL, &r.ptrs[t], 1, &pi, &one, &error));
+        g_assert_true (blip_session_match (s, image_of (&r, i), NULL, &r.texts[t], 1, &pi, &one, &error));
         g_assert_no_error (error);
         assert_near ("itc of the pair", sc[i].itc, one.itc, 1e-6);
         assert_near ("itc with given features", given[i].itc, sc[i].itc, 0);
@@ -415,49 +410,49 @@ test_errors (void)
   blip_match_text_clear (&out[0]);
   blip_match_text_clear (&out[1]);
 
-  expect_error ("no texts", blip_session_match (s, image, NULL, r.ptrs, 0, &p, sc, &error), &error,
+  expect_error ("no texts", blip_session_match (s, image, NULL, r.texts, 0, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
-  expect_error ("negative count", blip_session_match (s, image, NULL, r.ptrs, -3, &p, sc, &error), &error,
+  expect_error ("negative count", blip_session_match (s, image, NULL, r.texts, -3, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
   expect_error ("NULL texts", blip_session_match (s, image, NULL, NULL, 3, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
-  expect_error ("NULL image", blip_session_match (s, NULL, NULL, r.ptrs, 3, &p, sc, &error), &error,
+  expect_error ("NULL image", blip_session_match (s, NULL, NULL, r.texts, 3, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
-  expect_error ("NULL scores", blip_session_match (s, image, NULL, r.ptrs, 3, &p, NULL, &error), &error,
+  expect_error ("NULL scores", blip_session_match (s, image, NULL, r.texts, 3, &p, NULL, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
   BlipMatchParams bad = p;
   bad.top_k = 0;
-  expect_error ("top_k 0", blip_session_match (s, image, NULL, r.ptrs, 3, &bad, sc, &error), &error,
+  expect_error ("top_k 0", blip_session_match (s, image, NULL, r.texts, 3, &bad, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
   bad = p;
   bad.method = (BlipMatchMethod) 7;
-  expect_error ("unknown method", blip_session_match (s, image, NULL, r.ptrs, 3, &bad, sc, &error), &error,
+  expect_error ("unknown method", blip_session_match (s, image, NULL, r.texts, 3, &bad, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
   bad = p;
   bad.first_token = (BlipItmFirstToken) 9;
-  expect_error ("unknown first token", blip_session_match (s, image, NULL, r.ptrs, 3, &bad, sc, &error),
+  expect_error ("unknown first token", blip_session_match (s, image, NULL, r.texts, 3, &bad, sc, &error),
                 &error, BLIP_ERROR_INVALID_ARGUMENT);
 
   int32_t ids[41] = { 2, 9, 3 };
   float feat[16] = { 0 };
-  BlipMatchText t = { ids, 3, feat };
-  const BlipMatchText *tp[2] = { &r.texts[0], &t };
-  t.n_ids = 0;
+  BlipMatchText tp[2] = { r.texts[0], { ids, 3, feat } }, *t = &tp[1];
+  t->n_ids = 0;
   expect_error ("no tokens", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
-  t.n_ids = 41;
+  t->n_ids = 41;
   expect_error ("more tokens than positions", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error),
                 &error, BLIP_ERROR_INVALID_ARGUMENT);
-  t.n_ids = 3;
+  t->n_ids = 3;
   ids[1] = 240;
   expect_error ("token outside the vocabulary", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error),
                 &error, BLIP_ERROR_INVALID_ARGUMENT);
   ids[1] = 9;
-  t.feat = NULL;
+  t->feat = NULL;
   expect_error ("no features", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
-  tp[1] = NULL;
-  expect_error ("a NULL text", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error), &error,
+  t->feat = feat;
+  t->ids = NULL;
+  expect_error ("no ids", blip_session_match (s, image, NULL, tp, 2, &p, sc, &error), &error,
                 BLIP_ERROR_INVALID_ARGUMENT);
 
   expect_error ("no images", blip_session_match_images (s, &r.texts[0], r.embeds, NULL, 0, &p, sc, &error),
@@ -478,7 +473,7 @@ test_errors (void)
   s = session (cap, BLIP_BACKEND_ONEDNN);
   expect_error ("captioning model: prepare", blip_session_prepare_texts (s, good, 1, out, &error), &error,
                 BLIP_ERROR_UNSUPPORTED);
-  expect_error ("captioning model: match", blip_session_match (s, image, NULL, r.ptrs, 3, &p, sc, &error),
+  expect_error ("captioning model: match", blip_session_match (s, image, NULL, r.texts, 3, &p, sc, &error),
                 &error, BLIP_ERROR_UNSUPPORTED);
   blip_session_free (s);
   blip_model_unref (cap);

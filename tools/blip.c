@@ -270,16 +270,13 @@ cmd_match (int argc, char **argv)
   const int n = argc - 2;
   float *embeds = g_new (float, (gsize) blip_model_vision_tokens (model) * c->vision.hidden_size);
   BlipMatchText *texts = g_new0 (BlipMatchText, n);
-  const BlipMatchText **text_ptrs = g_new (const BlipMatchText *, n);
-  for (int i = 0; i < n; i++)
-    text_ptrs[i] = &texts[i];
   BlipMatchScore *scores = g_new (BlipMatchScore, n);
   int rc = 0;
   float *px = load_pixels (model, argv[1], &error);
   if (!px
       || !blip_session_encode_images (s, px, 1, embeds, NULL, &error)
       || !blip_session_prepare_texts (s, (const char *const *) argv + 2, n, texts, &error)
-      || !blip_session_match (s, embeds, NULL, text_ptrs, n, &mp, scores, &error)) {
+      || !blip_session_match (s, embeds, NULL, texts, n, &mp, scores, &error)) {
     rc = fail (error);
   } else {
     JsonBuilder *b = json_builder_new ();
@@ -306,7 +303,6 @@ cmd_match (int argc, char **argv)
   for (int i = 0; i < n; i++)
     blip_match_text_clear (&texts[i]);
   g_free (texts);
-  g_free (text_ptrs);
   g_free (scores);
   g_free (px);
   g_free (embeds);

@@ -151,20 +151,16 @@ itm_scores (BlipSession *fs, const float *pixels, float *embeds, const char *con
   BlipMatchParams mp = blip_match_default_params ();
   mp.method = BLIP_MATCH_ITM;
   BlipMatchText *mt = g_new0 (BlipMatchText, n);
-  const BlipMatchText **mtp = g_new (const BlipMatchText *, n);
   BlipMatchScore *sc = g_new (BlipMatchScore, n);
-  for (int k = 0; k < n; k++)
-    mtp[k] = &mt[k];
   const gboolean ok = blip_session_encode_images (fs, pixels, 1, embeds, NULL, error)
       && blip_session_prepare_texts (fs, texts, n, mt, error)
-      && blip_session_match (fs, embeds, NULL, mtp, n, &mp, sc, error);
+      && blip_session_match (fs, embeds, NULL, mt, n, &mp, sc, error);
   for (int k = 0; k < n; k++) {
     if (ok)
       score[k] = sc[k].itm;
     blip_match_text_clear (&mt[k]);
   }
   g_free (sc);
-  g_free (mtp);
   g_free (mt);
   return ok;
 }

@@ -140,11 +140,8 @@ cmd_eval (void)
    * features and the images' embeddings computed once */
   const char **texts = g_new (const char *, N);
   BlipMatchText *mt = g_new0 (BlipMatchText, N);
-  const BlipMatchText **mtp = g_new (const BlipMatchText *, N);
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < N; i++)
     texts[i] = d->items[i].caption;
-    mtp[i] = &mt[i];
-  }
   float *ifeat = g_new (float, (gsize) N * E);
   float *all_embeds = g_new (float, (gsize) N * P * Dv);
   BlipMatchScore *score = g_new (BlipMatchScore, N);
@@ -157,7 +154,7 @@ cmd_eval (void)
       && blip_session_image_features (rs, all_embeds, N, ifeat, &error);
   for (int dir = 0; ok && dir < 2; dir++)
     for (int q = 0; ok && q < N; q++) {
-      ok = dir == 0 ? blip_session_match (rs, all_embeds + (gsize) q * P * Dv, ifeat + (gsize) q * E, mtp, N,
+      ok = dir == 0 ? blip_session_match (rs, all_embeds + (gsize) q * P * Dv, ifeat + (gsize) q * E, mt, N,
                                           &mp, score, &error)
                     : blip_session_match_images (rs, &mt[q], all_embeds, ifeat, N, &mp, score, &error);
       if (!ok)
@@ -172,7 +169,6 @@ cmd_eval (void)
   for (int i = 0; i < N; i++)
     blip_match_text_clear (&mt[i]);
   g_free (mt);
-  g_free (mtp);
   if (!ok) {
     g_printerr ("blip-train eval: retrieval: %s\n", error->message);
     g_error_free (error);
