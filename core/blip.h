@@ -237,6 +237,89 @@ BLIP_API gboolean blip_session_image_features (BlipSession *s, const float *imag
                                       int n_images, float *image_feat,
                                       GError **error);
 
+/* ---- image-text matching (core/match.c) ----
+ *
+ * The retrieval task as BLIP defines it: ITC, the cosine similarity of the
+ * projected, L2-normalised image and text features (BLIP's ITC similarity
+ * divides it by a learnt temperature, which changes no ranking; checkpoints
+ * do not store it); ITM, the probability of "match" (softmax of the ITM
+ * head's two logits, column 1) from the image-grounded text encoder; and
+ * ITC top-k + ITM re-ranking (BLIP's k_test): ITM only on the k best by ITC. */
+
+typedef enum {
+  BLIP_MATCH_ITC,     /* ITC for every candidate, ranked by it */
+  BLIP_MATCH_ITM,     /* ITC and ITM for every candidate, ranked by ITM */
+  BLIP_MATCH_ITC_ITM, /* ITC for every candidate, ITM for the top_k by ITC: those
+                       * ranked first, by ITM, then the others by ITC */
+} BlipMatchMethod;
+
+/* The token the image-grounded text encoder reads first, in place of the
+ * tokenizer's [CLS]. */
+typedef enum {
+  BLIP_ITM_FIRST_ENC, /* [ENC], what BLIP trains ITM with (models/blip_retrieval.py)
+                       * and so what every BLIP checkpoint expects; [CLS] when the
+                       * tokenizer has no [ENC] (or it is outside the embeddings) */
+  BLIP_ITM_FIRST_CLS, /* [CLS], as transformers' BlipForImageTextRetrieval feeds it */
+} BlipItmFirstToken;
+
+/* "enc", "cls" */
+BLIP_API const char *blip_itm_first_token_name (BlipItmFirstToken first);
+BLIP_API gboolean blip_itm_first_token_from_name (const char *name, BlipItmFirstToken *first,
+                                         GError **error);
+/* The token id ITM texts of this model start with. */
+BLIP_API int blip_model_itm_first_token_id (const BlipModel *model, BlipItmFirstToken first);
+
+typedef struct {
+  BlipMatchMethod method;
+  int top_k;                     /* BLIP_MATCH_ITC_ITM: how many ITM re-ranks (>= 1) */
+  BlipItmFirstToken first_token;
+} BlipMatchParams;
+
+/* BLIP_MATCH_ITC_ITM, top_k 8, BLIP_ITM_FIRST_ENC */
+BLIP_API BlipMatchParams blip_match_default_params (void);
+
+/* A text ready to be matched: callers that score a text many times (a
+ * query against every frame, a caption against every image) prepare it
+ * once.  ids as the tokenizer makes them ([CLS] ... [SEP]; ITM replaces the
+ * first by the first token of its params). */
+typedef struct {
+  int32_t *ids;  /* [n_ids] */
+  int n_ids;
+  float *feat;   /* [E]: L2-normalised text_proj of the unimodal encoder's first token */
+} BlipMatchText;
+
+/* Tokenises texts with the model's tokenizer (truncated to its
+ * max_position_embeddings, keeping [SEP] last) and computes their ITC
+ * features, batched: fills out[n_texts].  Empty texts are valid
+ * ([CLS] [SEP]).  Release each with blip_match_text_clear(). */
+BLIP_API gboolean blip_session_prepare_texts (BlipSession *s, const char *const *texts, int n_texts,
+                                     BlipMatchText *out, GError **error);
+BLIP_API void blip_match_text_clear (BlipMatchText *text);
+
+typedef struct {
+  double itc;   /* cosine similarity, [-1, 1] */
+  double itm;   /* probability of "match", [0, 1]; -1 where the method did not compute it */
+  int rank;     /* place in the method's ranking, 0 the best (ties: lower index first) */
+} BlipMatchScore;
+
+/* Scores n_texts texts against one image: image_embeds [P,Dv];
+ * image_feat [E] its ITC feature (blip_session_image_features), or NULL to
+ * compute it; texts [n_texts] (read only: an array of copies of cached
+ * BlipMatchTexts will do).  scores [n_texts].  params NULL:
+ * blip_match_default_params(). */
+BLIP_API gboolean blip_session_match (BlipSession *s, const float *image_embeds, const float *image_feat,
+                             const BlipMatchText *texts, int n_texts,
+                             const BlipMatchParams *params, BlipMatchScore *scores,
+                             GError **error);
+
+/* Scores n_images images against one text (text-to-image retrieval):
+ * image_embeds [N,P,Dv]; image_feats [N,E] or NULL to compute them.
+ * scores [n_images]. */
+BLIP_API gboolean blip_session_match_images (BlipSession *s, const BlipMatchText *text,
+                                    const float *image_embeds, const float *image_feats,
+                                    int n_images, const BlipMatchParams *params,
+                                    BlipMatchScore *scores, GError **error);
+
 /* ---- generation ---- */
 
 typedef struct {

@@ -8,7 +8,14 @@
  * (cheap: the text features of each query are computed once and cached);
  * `method=itm` computes the match probability of the image-grounded text
  * encoder for every query; `method=itc+itm` ranks all queries by ITC and
- * re-ranks the `top-k` with ITM.
+ * re-ranks the `top-k` with ITM (BLIP's k_test).  The scores are libblip's
+ * blip_session_match().
+ *
+ * ITM texts start with the token `itm-first-token` names: `enc`, the
+ * default, feeds `[ENC]`, what BLIP trained every checkpoint with (the
+ * embedded demo model too; `[CLS]` if the model's tokenizer has no
+ * `[ENC]`); `cls` feeds `[CLS]` as transformers' BlipForImageTextRetrieval
+ * does, for scores equal to transformers'.
  *
  * Each analysed frame gets a #GstBlipMatchMeta and a "blip-match" element
  * message; a "blip-match-threshold" message is posted when a query's score
@@ -17,8 +24,10 @@
  *
  * ## Example launch line
  * |[
- * gst-launch-1.0 -m videotestsrc num-buffers=30 ! \
- *     blipmatch queries="<\"a red ball\",\"snow\">" method=itc+itm ! fakesink
+ * gst-launch-1.0 -m videotestsrc pattern=ball foreground-color=0xffd91a1a num-buffers=90 ! \
+ *     blipmatch method=itc+itm \
+ *     'queries="<\"a red ball bouncing on a black background\",\"random noise\">"' \
+ *     threshold=0.6 ! fakesink
  * ]|
  */
 #ifdef HAVE_CONFIG_H
@@ -30,8 +39,6 @@
 
 #include <blip.h>
 #include <glib/gi18n-lib.h>
-#include <math.h>
-#include <string.h>
 
 GST_DEBUG_CATEGORY_STATIC (gst_blip_match_debug);
 #define GST_CAT_DEFAULT gst_blip_match_debug
@@ -41,6 +48,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_blip_match_debug);
 #define DEFAULT_THRESHOLD 0.5
 #define DEFAULT_HYSTERESIS 0.05
 #define DEFAULT_EMIT_TAGS FALSE
+#define DEFAULT_ITM_FIRST_TOKEN BLIP_ITM_FIRST_ENC
 
 enum {
   PROP_0,
@@ -50,14 +58,8 @@ enum {
   PROP_THRESHOLD,
   PROP_HYSTERESIS,
   PROP_EMIT_TAGS,
+  PROP_ITM_FIRST_TOKEN,
 };
-
-/* A query's tokens and ITC features, cached by text in the model thread. */
-typedef struct {
-  int32_t *ids;
-  int n_ids;
-  float *feat;
-} QueryFeatures;
 
 typedef struct {
   GstBlipMatchResult *results;
@@ -76,9 +78,10 @@ struct _GstBlipMatch {
   guint top_k;
   gdouble threshold, hysteresis;
   gboolean emit_tags;
+  BlipItmFirstToken itm_first_token;
 
   /* model thread */
-  GHashTable *features; /* text -> QueryFeatures */
+  GHashTable *features; /* text -> BlipMatchText: its tokens and ITC features */
 
   /* streaming thread */
   GHashTable *above;    /* texts whose score is above the threshold */
@@ -112,13 +115,28 @@ static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink", GST
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src", GST_PAD_SRC,
     GST_PAD_ALWAYS, GST_STATIC_CAPS (VIDEO_CAPS));
 
-static void
-query_features_free (gpointer data)
+/* libblip's BlipItmFirstToken as a GEnum, for the itm-first-token property */
+static GType
+gst_blip_itm_first_token_get_type (void)
 {
-  QueryFeatures *q = data;
-  g_free (q->ids);
-  g_free (q->feat);
-  g_free (q);
+  static GType type = 0;
+  static const GEnumValue values[] = {
+    { BLIP_ITM_FIRST_ENC, "[ENC], as BLIP trains ITM ([CLS] if the tokenizer has none)", "enc" },
+    { BLIP_ITM_FIRST_CLS, "[CLS], as transformers' BlipForImageTextRetrieval", "cls" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstBlipItmFirstToken", values);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+static void
+match_text_free (gpointer data)
+{
+  blip_match_text_clear (data);
+  g_free (data);
 }
 
 static void
@@ -145,38 +163,30 @@ gst_blip_match_check_model (GstBlipFilter *filter, BlipModel *model, GError **er
   return FALSE;
 }
 
-static QueryFeatures *
-query_features (GstBlipMatch *self, BlipSession *session, const gchar *text, GError **error)
+/* A query's tokens and ITC features, computed once and cached by text. */
+static const BlipMatchText *
+query_text (GstBlipMatch *self, BlipSession *session, const gchar *text, GError **error)
 {
-  QueryFeatures *q = g_hash_table_lookup (self->features, text);
+  BlipMatchText *q = g_hash_table_lookup (self->features, text);
   if (q)
     return q;
-  BlipModel *model = blip_session_get_model (session);
-  const BlipConfig *c = blip_model_get_config (model);
-  int32_t *ids, *mask;
-  int n;
-  if (!blip_tokenizer_encode_batch (blip_model_get_tokenizer (model), &text, 1,
-                                    c->text.max_position_embeddings, FALSE, &ids, &mask, &n, error))
-    return NULL;
-  g_free (mask);
-  q = g_new0 (QueryFeatures, 1);
-  q->ids = ids;
-  q->n_ids = n;
-  q->feat = g_new (float, c->image_text_hidden_size);
-  if (!blip_session_text_features (session, ids, NULL, 1, n, NULL, q->feat, error)) {
-    query_features_free (q);
+  q = g_new0 (BlipMatchText, 1);
+  if (!blip_session_prepare_texts (session, &text, 1, q, error)) {
+    g_free (q);
     return NULL;
   }
   g_hash_table_insert (self->features, g_strdup (text), q);
   return q;
 }
 
-static gint
-by_itc_desc (gconstpointer a, gconstpointer b, gpointer data)
+static BlipMatchMethod
+blip_method (GstBlipMatchMethod method)
 {
-  const GstBlipMatchResult *r = data;
-  const double x = r[*(const guint *) a].itc, y = r[*(const guint *) b].itc;
-  return x > y ? -1 : x < y ? 1 : 0;
+  switch (method) {
+    case GST_BLIP_MATCH_ITM: return BLIP_MATCH_ITM;
+    case GST_BLIP_MATCH_ITC_ITM: return BLIP_MATCH_ITC_ITM;
+    default: return BLIP_MATCH_ITC;
+  }
 }
 
 static gpointer
@@ -187,48 +197,35 @@ gst_blip_match_analyze (GstBlipFilter *filter, BlipSession *session, const float
   GST_OBJECT_LOCK (self);
   gchar **queries = g_strdupv (self->queries);
   const GstBlipMatchMethod method = self->method;
-  const guint top_k = self->top_k;
+  BlipMatchParams params = blip_match_default_params ();
+  params.method = blip_method (method);
+  params.top_k = (int) MIN (self->top_k, G_MAXINT);
+  params.first_token = self->itm_first_token;
   GST_OBJECT_UNLOCK (self);
 
   const guint n = queries ? g_strv_length (queries) : 0;
-  const int E = blip_model_get_config (blip_session_get_model (session))->image_text_hidden_size;
   Match *m = g_new0 (Match, 1);
   m->results = g_new0 (GstBlipMatchResult, MAX (n, 1));
   m->n = n;
   m->method = method;
   m->pts = pts;
-  float *image_feat = g_new (float, E);
-  gboolean ok = n == 0 || blip_session_image_features (session, embeds, 1, image_feat, error);
-  QueryFeatures **qf = g_new0 (QueryFeatures *, MAX (n, 1));
+  /* copies of the cached texts, which own their buffers */
+  BlipMatchText *texts = g_new0 (BlipMatchText, MAX (n, 1));
+  gboolean ok = TRUE;
   for (guint i = 0; ok && i < n; i++) {
     m->results[i].text = g_strdup (queries[i]);
-    m->results[i].itm = -1;
-    ok = (qf[i] = query_features (self, session, queries[i], error)) != NULL;
-    if (ok) {
-      double sim = 0;
-      for (int e = 0; e < E; e++)
-        sim += image_feat[e] * qf[i]->feat[e];
-      m->results[i].itc = sim;
-    }
+    const BlipMatchText *q = query_text (self, session, queries[i], error);
+    if ((ok = q != NULL))
+      texts[i] = *q;
   }
-  if (ok && method != GST_BLIP_MATCH_ITC) {
-    guint *order = g_new (guint, MAX (n, 1));
-    for (guint i = 0; i < n; i++)
-      order[i] = i;
-    guint count = n;
-    if (method == GST_BLIP_MATCH_ITC_ITM) {
-      g_qsort_with_data (order, n, sizeof (guint), by_itc_desc, m->results);
-      count = MIN (top_k, n);
-    }
-    for (guint k = 0; ok && k < count; k++) {
-      const guint i = order[k];
-      float logits[2];
-      ok = blip_session_itm (session, embeds, TRUE, qf[i]->ids, NULL, 1, qf[i]->n_ids, NULL,
-                             logits, error);
-      m->results[i].itm = 1.0 / (1.0 + exp ((double) logits[0] - logits[1]));
-    }
-    g_free (order);
+  BlipMatchScore *scores = g_new0 (BlipMatchScore, MAX (n, 1));
+  ok = ok && (n == 0 || blip_session_match (session, embeds, NULL, texts, (int) n, &params,
+                                            scores, error));
+  for (guint i = 0; ok && i < n; i++) {
+    m->results[i].itc = scores[i].itc;
+    m->results[i].itm = scores[i].itm;
   }
+  g_free (scores);
   /* keep the cache to the current queries */
   if (ok) {
     GHashTableIter it;
@@ -238,8 +235,7 @@ gst_blip_match_analyze (GstBlipFilter *filter, BlipSession *session, const float
       if (!queries || !g_strv_contains ((const gchar *const *) queries, key))
         g_hash_table_iter_remove (&it);
   }
-  g_free (qf);
-  g_free (image_feat);
+  g_free (texts);
   g_strfreev (queries);
   if (!ok) {
     match_free (m);
@@ -347,7 +343,7 @@ static void
 gst_blip_match_started (GstBlipFilter *filter)
 {
   GstBlipMatch *self = GST_BLIP_MATCH (filter);
-  self->features = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, query_features_free);
+  self->features = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, match_text_free);
   self->above = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
 }
 
@@ -397,6 +393,7 @@ gst_blip_match_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_THRESHOLD: self->threshold = g_value_get_double (value); break;
     case PROP_HYSTERESIS: self->hysteresis = g_value_get_double (value); break;
     case PROP_EMIT_TAGS: self->emit_tags = g_value_get_boolean (value); break;
+    case PROP_ITM_FIRST_TOKEN: self->itm_first_token = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -421,6 +418,7 @@ gst_blip_match_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_THRESHOLD: g_value_set_double (value, self->threshold); break;
     case PROP_HYSTERESIS: g_value_set_double (value, self->hysteresis); break;
     case PROP_EMIT_TAGS: g_value_set_boolean (value, self->emit_tags); break;
+    case PROP_ITM_FIRST_TOKEN: g_value_set_enum (value, self->itm_first_token); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -469,6 +467,11 @@ gst_blip_match_class_init (GstBlipMatchClass *klass)
       g_param_spec_boolean ("emit-tags", "Emit tags",
           "Send the queries above the threshold downstream as keywords tags when they change",
           DEFAULT_EMIT_TAGS, rw));
+  g_object_class_install_property (gobject_class, PROP_ITM_FIRST_TOKEN,
+      g_param_spec_enum ("itm-first-token", "ITM first token",
+          "Token ITM texts start with: enc ([ENC], what BLIP trains every checkpoint with) or "
+          "cls ([CLS], as transformers' BlipForImageTextRetrieval)",
+          gst_blip_itm_first_token_get_type (), DEFAULT_ITM_FIRST_TOKEN, rw));
 
   gst_element_class_set_static_metadata (element_class, "BLIP image-text matcher",
       "Filter/Analyzer/Video",
@@ -488,6 +491,7 @@ gst_blip_match_class_init (GstBlipMatchClass *klass)
   filter_class->stopped = gst_blip_match_stopped;
 
   gst_type_mark_as_plugin_api (gst_blip_match_method_get_type (), 0);
+  gst_type_mark_as_plugin_api (gst_blip_itm_first_token_get_type (), 0);
   GST_DEBUG_CATEGORY_INIT (gst_blip_match_debug, "blipmatch", 0, "BLIP image-text matcher");
 }
 
@@ -499,4 +503,5 @@ gst_blip_match_init (GstBlipMatch *self)
   self->threshold = DEFAULT_THRESHOLD;
   self->hysteresis = DEFAULT_HYSTERESIS;
   self->emit_tags = DEFAULT_EMIT_TAGS;
+  self->itm_first_token = DEFAULT_ITM_FIRST_TOKEN;
 }

@@ -18,10 +18,12 @@ def run(*args, exe=None, timeout=None):
 def write_png(path, w=32, h=32):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    rows = b"".join(b"\0" + b"".join(bytes([x * 8, y * 8, 128]) for x in range(w)) for y in range(h))
+    rows = b"".join(b"\0" + b"".join(bytes([x * 8 % 256, y * 8 % 256, 128]) for x in range(w)) for y in range(h))
     with open(path, "wb") as f:
         f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
                 + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+checks = 0
 
 def check(name, cond, detail=""):
     global failures, checks
@@ -85,6 +87,26 @@ check("tokenize", r.returncode == 0 and json.loads(r.stdout) == [[2, 37, 126, 16
 
 r = run("match", "--model", os.path.join(fixtures, "itm_model"), "img.png", "  ")
 check("empty match text is refused", r.returncode != 0 and "empty" in r.stderr, r.stderr)
+
+# ITM reads [ENC] first by default (as BLIP trains it), [CLS] on request (as transformers)
+with tempfile.TemporaryDirectory() as d:
+    png = os.path.join(d, "img.png")
+    write_png(png, 40, 30)
+    itm_model = os.path.join(fixtures, "itm_model")
+    scores = {}
+    for first in (None, "enc", "cls"):
+        r = run("match", "--model", itm_model, "--json", *(["--itm-first-token", first] if first else []),
+                png, "a dog", "snow")
+        check("match --itm-first-token %s runs" % first, r.returncode == 0, r.stderr)
+        scores[first] = json.loads(r.stdout) if r.returncode == 0 else None
+    if all(scores.values()):
+        check("match: [ENC] is the default", scores[None] == scores["enc"], str(scores))
+        check("match: [CLS] changes ITM, not ITC",
+              all(abs(a["itm"] - b["itm"]) > 1e-4 and a["itc"] == b["itc"]
+                  for a, b in zip(scores["enc"], scores["cls"])), str(scores))
+    r = run("match", "--model", itm_model, "--itm-first-token", "sep", png, "a dog")
+    check("match: unknown --itm-first-token is a usage error",
+          r.returncode == 2 and "sep" in r.stderr and "cls" in r.stderr, r.stderr)
 r = run("caption", "--model", cap, "/nonexistent/image.png")
 check("missing image is an error", r.returncode != 0 and "nonexistent" in r.stderr, r.stderr)
 r = run("caption", "--model", "/nonexistent/model", "x.png")

@@ -3,10 +3,13 @@
 #include <gst/check/gstharness.h>
 #include <glib/gstdio.h>
 #include <gst/video/video.h>
+#include <math.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "gstblipmeta.h"
+#include <blip.h>
+
 #include <blip.h>
 
 #define CAPTION_MODEL BLIP_FIXTURES "/caption_model"
@@ -812,6 +815,95 @@ GST_START_TEST (test_queries_stress)
 }
 GST_END_TEST;
 
+/* libblip's scores of a frame: ITM of each query with the given first token. */
+static void
+libblip_itm (GstBuffer *frame, const GstVideoInfo *info, const gchar *const *texts, guint n,
+             BlipItmFirstToken first, double *itm)
+{
+  GError *error = NULL;
+  BlipModel *model = blip_model_load (MATCH_MODEL, &error);
+  fail_unless (model != NULL, "%s", error ? error->message : "");
+  BlipSessionParams sp = blip_session_default_params ();
+  sp.n_threads = 1;
+  BlipSession *s = blip_session_new (model, &sp, &error);
+  const BlipConfig *c = blip_model_get_config (model);
+  const int S = c->vision.image_size;
+  float *px = g_new (float, 3 * S * S);
+  float *embeds = g_new (float, blip_model_vision_tokens (model) * c->vision.hidden_size);
+  GstMapInfo map;
+  gst_buffer_map (frame, &map, GST_MAP_READ);
+  fail_unless (blip_preprocess (map.data, GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
+                                GST_VIDEO_INFO_PLANE_STRIDE (info, 0), BLIP_PIXEL_RGB, S, c->image_mean,
+                                c->image_std, px, &error));
+  gst_buffer_unmap (frame, &map);
+  BlipMatchText *prepared = g_new0 (BlipMatchText, n);
+  BlipMatchScore *sc = g_new (BlipMatchScore, n);
+  BlipMatchParams p = blip_match_default_params ();
+  p.method = BLIP_MATCH_ITM;
+  p.first_token = first;
+  fail_unless (blip_session_encode_images (s, px, 1, embeds, NULL, &error)
+               && blip_session_prepare_texts (s, (const char *const *) texts, n, prepared, &error)
+               && blip_session_match (s, embeds, NULL, prepared, n, &p, sc, &error),
+               "%s", error ? error->message : "");
+  for (guint i = 0; i < n; i++) {
+    itm[i] = sc[i].itm;
+    blip_match_text_clear (&prepared[i]);
+  }
+  g_free (prepared);
+  g_free (sc);
+  g_free (px);
+  g_free (embeds);
+  blip_session_free (s);
+  blip_model_unref (model);
+}
+
+/* blipmatch feeds ITM texts with [ENC] first by default (what BLIP trains
+ * with), [CLS] with itm-first-token=cls: its scores are libblip's with each. */
+GST_START_TEST (test_match_itm_first_token)
+{
+  const gchar *queries[] = { "a dog", "a red ball", NULL };
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 40, 30);
+  GstBuffer *frame = make_frame (&info, 3, 0);
+  double enc[2], cls[2];
+  libblip_itm (frame, &info, queries, 2, BLIP_ITM_FIRST_ENC, enc);
+  libblip_itm (frame, &info, queries, 2, BLIP_ITM_FIRST_CLS, cls);
+  for (guint i = 0; i < 2; i++)
+    fail_unless (fabs (enc[i] - cls[i]) > 1e-4, "[ENC] and [CLS] give the same score %g", enc[i]);
+  for (guint k = 0; k < 3; k++) {
+    const gchar *props[] = { "", "itm-first-token=enc", "itm-first-token=cls" };
+    gchar *desc = g_strdup_printf ("blipmatch model=%s method=itm threads=1 %s", MATCH_MODEL, props[k]);
+    GstHarness *h = gst_harness_new_parse (desc);
+    g_free (desc);
+    fail_unless (h != NULL, "%s", props[k]);
+    GstElement *match = gst_harness_find_element (h, "blipmatch");
+    set_queries (match, queries);
+    gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=40,height=30,framerate=30/1");
+    gst_harness_push (h, gst_buffer_copy (frame));
+    GstBuffer *out = gst_harness_pull (h);
+    GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (out);
+    fail_unless (m != NULL && m->n_results == 2);
+    for (guint i = 0; i < 2; i++) {
+      const double want = k == 2 ? cls[i] : enc[i];
+      fail_unless (fabs (m->results[i].itm - want) < 1e-5, "'%s': itm %g, libblip's with %s %g",
+                   props[k], m->results[i].itm, k == 2 ? "[CLS]" : "[ENC]", want);
+    }
+    gst_buffer_unref (out);
+    /* the property reads back as set, enc by default */
+    GParamSpec *spec = g_object_class_find_property (G_OBJECT_GET_CLASS (match), "itm-first-token");
+    fail_unless (spec != NULL && G_IS_PARAM_SPEC_ENUM (spec));
+    gint value;
+    g_object_get (match, "itm-first-token", &value, NULL);
+    GEnumClass *ec = G_PARAM_SPEC_ENUM (spec)->enum_class;
+    fail_unless_equals_string (g_enum_get_value (ec, value)->value_nick, k == 2 ? "cls" : "enc");
+    fail_unless_equals_string (g_enum_get_value (ec, G_PARAM_SPEC_ENUM (spec)->default_value)->value_nick, "enc");
+    gst_object_unref (match);
+    gst_harness_teardown (h);
+  }
+  gst_buffer_unref (frame);
+}
+GST_END_TEST;
+
 GST_START_TEST (test_match_threshold_messages)
 {
   /* threshold -1 is crossed upward by every query at the first frame, once */
@@ -881,6 +973,7 @@ blip_suite (void)
   tcase_add_test (tc, test_match_methods);
   tcase_add_test (tc, test_queries_stress);
   tcase_add_test (tc, test_match_threshold_messages);
+  tcase_add_test (tc, test_match_itm_first_token);
   tcase_add_test (tc, test_state_cycles);
   return s;
 }

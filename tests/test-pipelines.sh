@@ -174,6 +174,29 @@ else
   stop_server
 fi
 
+# README's blipmatch example, as written there (continuation lines joined):
+# with the embedded model it must report the red ball it names, and only it
+readme_cmd=$(awk '/# which frames show a red ball/ { on = 1; next }
+  on { sub(/^ +/, ""); more = sub(/\\$/, ""); printf "%s", $0; if (!more) exit }' "$src/README.md")
+check "README has the blipmatch example" '[[ "$readme_cmd" == gst-launch-1.0*blipmatch* ]]'
+GST_PLUGIN_PATH="$BLIP_BUILD_DIR/gst" timeout $([ "${BLIP_TEST_VALGRIND:-0}" = 1 ] && echo 900 || echo 120) \
+  bash -c "$readme_cmd" > "$tmp/readme-match.txt" 2>&1
+readme_rc=$?
+grep "blip-match-threshold" "$tmp/readme-match.txt" | cut -c1-160 | sed 's/^/# /'
+red_up=$(grep "blip-match-threshold" "$tmp/readme-match.txt" | grep -F 'query=(string)"a\ red\ ball' | grep -cF "above=(boolean)true")
+others=$(grep "blip-match-threshold" "$tmp/readme-match.txt" | grep -vcF 'query=(string)"a\ red\ ball')
+check "README blipmatch example ends by itself" '[ "$readme_rc" = 0 ]'
+check "README blipmatch example: the red ball passes its threshold, nothing else does" \
+  '[ "$red_up" -ge 1 ] && [ "$others" = 0 ]'
+
+# tools/blipmatch-recall.py (README's blipmatch R@1) on a small split of the demo data set
+"$build/training/blip-train" make-dataset --out "$tmp/syn" --train 20 --val 2 --test 20 --seed 1 > /dev/null 2>&1
+GST_PLUGIN_PATH="$BLIP_BUILD_DIR/gst" /usr/bin/python3 "$src/tools/blipmatch-recall.py" "$tmp/syn/test.json" \
+  > "$tmp/recall.json" 2>&1
+sed 's/^/# /' "$tmp/recall.json"
+check "blipmatch-recall: blipmatch finds most of 20 test images' captions" \
+  'python3 -c "import json, sys; d = json.load(open(sys.argv[1])); sys.exit(d[\"n\"] != 20 or d[\"i2t_r1\"] < 0.6)" "$tmp/recall.json"'
+
 if [ "${BLIP_TEST_VALGRIND:-0}" = 1 ]; then
   logs=$(ls "$tmp/vg"/*.log 2>/dev/null | wc -l)
   dirty=$(grep -L "ERROR SUMMARY: 0 errors" "$tmp/vg"/*.log 2>/dev/null)

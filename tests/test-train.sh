@@ -253,6 +253,11 @@ check "export writes both Hugging Face folders" 'cmp -s "$tmp/exported/caption/m
 
 "$train" eval --data "$tmp/data/test.json" --model "$tmp/run" > "$tmp/eval.txt" 2>&1
 check "eval reports recall, exact match, BLEU-4 and CIDEr" 'grep -q "\"i2t_r1\"" "$tmp/eval.txt" && grep -q "caption_exact_match" "$tmp/eval.txt" && grep -q "bleu4" "$tmp/eval.txt" && grep -q "cider" "$tmp/eval.txt"'
+"$train" eval --data "$tmp/data/test.json" --model "$tmp/run" --beams 1 --itm-first-token cls > "$tmp/eval-cls.txt" 2>&1
+"$train" eval --data "$tmp/data/test.json" --model "$tmp/run" --itm-first-token sep > /dev/null 2> "$tmp/eval-sep.err"
+sep_rc=$?
+check "eval --itm-first-token: cls ([CLS] first) runs, an unknown token is a usage error" \
+  'grep -q "\"t2i_r1\"" "$tmp/eval-cls.txt" && [ "$sep_rc" = 2 ] && grep -q "enc or cls" "$tmp/eval-sep.err"'
 check "exported captioner loads in libblip" '"$blip" caption --model "$tmp/run/caption" --max-new-tokens 5 "$tmp/data/images/000000.png" > /dev/null'
 check "exported matcher loads in libblip" '"$blip" match --model "$tmp/run/retrieval" "$tmp/data/images/000000.png" "a red circle" > /dev/null'
 

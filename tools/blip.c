@@ -65,10 +65,23 @@ static GOptionEntry init_entries[] = {
 };
 
 static gint64 opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
+static char *opt_itm_first = NULL;
+
+/* images' pixel limit, for every command that reads images */
+#define MAX_PIXELS_ENTRY \
+  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels, \
+    N_("Refuse images with more pixels than this (default 89478485, as Pillow)"), "N" }
 
 static GOptionEntry image_entries[] = {
-  { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels,
-    N_("Refuse images with more pixels than this (default 89478485, as Pillow)"), "N" },
+  MAX_PIXELS_ENTRY,
+  { NULL }
+};
+
+static GOptionEntry match_entries[] = {
+  MAX_PIXELS_ENTRY,
+  { "itm-first-token", 0, 0, G_OPTION_ARG_STRING, &opt_itm_first,
+    N_("Token ITM texts start with: enc (default: [ENC], as BLIP trains ITM) or cls ([CLS], as transformers)"),
+    "enc|cls" },
   { NULL }
 };
 
@@ -355,36 +368,33 @@ cmd_match (int argc, char **argv)
       return 2;
     }
   }
+  BlipMatchParams mp = blip_match_default_params ();
+  mp.method = BLIP_MATCH_ITM;
+  if (opt_itm_first && !blip_itm_first_token_from_name (opt_itm_first, &mp.first_token, NULL)) {
+    g_printerr (_("blip match: unknown --itm-first-token '%s' (enc or cls)\n"), opt_itm_first);
+    return 2;
+  }
   BlipModel *model;
   BlipSession *s = open_session (&model, TRUE, &error);
   if (!s)
     return fail (error);
   const BlipConfig *c = blip_model_get_config (model);
-  const int P = blip_model_vision_tokens (model), E = c->image_text_hidden_size;
   const int n = argc - 2;
-  float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
-  float *img_feat = g_new (float, E), *txt_feat = g_new (float, (gsize) n * E);
-  float *logits = g_new (float, 2 * n);
-  int32_t *ids = NULL, *mask = NULL;
-  int T = 0, rc = 0;
+  float *embeds = g_new (float, (gsize) blip_model_vision_tokens (model) * c->vision.hidden_size);
+  BlipMatchText *texts = g_new0 (BlipMatchText, n);
+  BlipMatchScore *scores = g_new (BlipMatchScore, n);
+  int rc = 0;
   float *px = load_pixels (model, argv[1], &error);
   if (!px
-      || !blip_tokenizer_encode_batch (blip_model_get_tokenizer (model), (const char *const *) argv + 2,
-                                       n, c->text.max_position_embeddings, FALSE, &ids, &mask, &T, &error)
       || !blip_session_encode_images (s, px, 1, embeds, NULL, &error)
-      || !blip_session_image_features (s, embeds, 1, img_feat, &error)
-      || !blip_session_text_features (s, ids, mask, n, T, NULL, txt_feat, &error)
-      || !blip_session_itm (s, embeds, TRUE, ids, mask, n, T, NULL, logits, &error)) {
+      || !blip_session_prepare_texts (s, (const char *const *) argv + 2, n, texts, &error)
+      || !blip_session_match (s, embeds, NULL, texts, n, &mp, scores, &error)) {
     rc = fail (error);
   } else {
     JsonBuilder *b = json_builder_new ();
     json_builder_begin_array (b);
     for (int i = 0; i < n; i++) {
-      double sim = 0;
-      for (int e = 0; e < E; e++)
-        sim += img_feat[e] * txt_feat[(gsize) i * E + e];
-      const double p = 1.0 / (1.0 + exp (logits[2 * i] - logits[2 * i + 1]));
-      if (!(isfinite (p) && isfinite (sim)) && rc == 0) {
+      if (!(isfinite (scores[i].itm) && isfinite (scores[i].itc)) && rc == 0) {
         warn_non_finite (argv[1]);
         rc = 1;
       }
@@ -393,12 +403,12 @@ cmd_match (int argc, char **argv)
         json_builder_set_member_name (b, "text");
         json_builder_add_string_value (b, argv[2 + i]);
         json_builder_set_member_name (b, "itm");
-        blip_json_add_number (b, p);
+        blip_json_add_number (b, scores[i].itm);
         json_builder_set_member_name (b, "itc");
-        blip_json_add_number (b, sim);
+        blip_json_add_number (b, scores[i].itc);
         json_builder_end_object (b);
       } else {
-        printf ("itm=%.6f\titc=%.6f\t%s\n", p, sim, argv[2 + i]);
+        printf ("itm=%.6f\titc=%.6f\t%s\n", scores[i].itm, scores[i].itc, argv[2 + i]);
       }
     }
     json_builder_end_array (b);
@@ -406,12 +416,11 @@ cmd_match (int argc, char **argv)
       print_json (b);
     g_object_unref (b);
   }
+  for (int i = 0; i < n; i++)
+    blip_match_text_clear (&texts[i]);
+  g_free (texts);
+  g_free (scores);
   g_free (px);
-  g_free (ids);
-  g_free (mask);
-  g_free (logits);
-  g_free (img_feat);
-  g_free (txt_feat);
   g_free (embeds);
   blip_session_free (s);
   blip_model_unref (model);
@@ -763,7 +772,7 @@ static const struct {
   GOptionEntry *extra;
 } commands[] = {
   { "caption", "IMAGE...", N_("Caption PNG, JPEG or WebP images"), cmd_caption, TRUE, FALSE, image_entries },
-  { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE, image_entries },
+  { "match", "IMAGE TEXT...", N_("ITM probability and ITC similarity of texts against an image"), cmd_match, FALSE, FALSE, match_entries },
   { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },

@@ -10,5 +10,5 @@ apt-get install -y -q --no-install-recommends \
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev \
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-x gettext valgrind clang libclang-rt-14-dev \
-  python3-numpy libopenmpi-dev openmpi-bin \
-  python3-gi gir1.2-gst-rtsp-server-1.0
+  python3-numpy python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 \
+  libopenmpi-dev openmpi-bin

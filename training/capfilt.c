@@ -158,25 +158,26 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   return train_run (&o);
 }
 
-/* ITM match probabilities of n texts against one image, [ENC] first as
- * BLIP trains ITM */
+/* ITM match probabilities of n texts against one image (libblip's
+ * blip_session_match: [ENC] first, as BLIP trains ITM) */
 static gboolean
-itm_scores (BlipSession *fs, const BlipTokenizer *tok, const float *pixels, float *embeds,
-            const char *const *texts, int n, double *score, GError **error)
+itm_scores (BlipSession *fs, const float *pixels, float *embeds, const char *const *texts, int n,
+            double *score, GError **error)
 {
-  int32_t *ids = NULL, *mask = NULL;
-  int T;
-  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
-  gboolean ok = blip_session_encode_images (fs, pixels, 1, embeds, NULL, error)
-      && blip_tokenizer_encode_batch (tok, texts, n, 40, FALSE, &ids, &mask, &T, error);
-  for (int k = 0; ok && k < n; k++) {
-    float logits[2] = { 0, 0 };
-    ids[(gsize) k * T] = enc;
-    ok = blip_session_itm (fs, embeds, TRUE, ids + (gsize) k * T, mask + (gsize) k * T, 1, T, NULL, logits, error);
-    score[k] = 1.0 / (1.0 + exp (logits[0] - logits[1]));
+  BlipMatchParams mp = blip_match_default_params ();
+  mp.method = BLIP_MATCH_ITM;
+  BlipMatchText *mt = g_new0 (BlipMatchText, n);
+  BlipMatchScore *sc = g_new (BlipMatchScore, n);
+  const gboolean ok = blip_session_encode_images (fs, pixels, 1, embeds, NULL, error)
+      && blip_session_prepare_texts (fs, texts, n, mt, error)
+      && blip_session_match (fs, embeds, NULL, mt, n, &mp, sc, error);
+  for (int k = 0; k < n; k++) {
+    if (ok)
+      score[k] = sc[k].itm;
+    blip_match_text_clear (&mt[k]);
   }
-  g_free (ids);
-  g_free (mask);
+  g_free (sc);
+  g_free (mt);
   return ok;
 }
 
@@ -190,7 +191,7 @@ compare_double (gconstpointer a, gconstpointer b)
 /* the threshold below which a fraction f of val.json's human pairs scores
  * (-1 when it has none) */
 static gboolean
-calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfig *c, double f, double *th,
+calibrated_threshold (BlipSession *fs, const BlipConfig *c, double f, double *th,
                       int *n_used, GError **error)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
@@ -207,7 +208,7 @@ calibrated_threshold (BlipSession *fs, const BlipTokenizer *tok, const BlipConfi
   for (int i = 0; ok && i < v->n; i++)
     if (g_str_equal (v->items[i].source, "human")) {
       const char *t = v->items[i].caption;
-      ok = itm_scores (fs, tok, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++], error);
+      ok = itm_scores (fs, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++], error);
     }
   qsort (scores, n, sizeof (double), compare_double);
   *th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
@@ -440,11 +441,10 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: %s\n", error->message);
     dist_abort (1);
   }
-  const BlipTokenizer *tok = blip_model_get_tokenizer (fm);
   if (opt_calibrate > 0) {
     int n_cal;
     double th;
-    if (!calibrated_threshold (fs, tok, &c, opt_calibrate, &th, &n_cal, &error)) {
+    if (!calibrated_threshold (fs, &c, opt_calibrate, &th, &n_cal, &error)) {
       g_printerr ("blip-train capfilt: --calibrate: %s\n", error->message);
       dist_abort (1);
     }
@@ -506,7 +506,7 @@ cmd_capfilt (void)
     }
     double score[17];
     float *fe = g_new (float, (gsize) P * Dv);
-    if (!itm_scores (fs, tok, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
+    if (!itm_scores (fs, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
                      (int) texts->len, score, &error)) {
       g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
       dist_abort (1);

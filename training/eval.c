@@ -1,7 +1,8 @@
 /* Evaluation of a trained model folder (caption/ and retrieval/) on a split:
  * beam-search captions against the references (exact match), and image-to-text
  * and text-to-image recall@1/5/10 by ITC similarity with the top-k
- * re-ranked by ITM, as BLIP evaluates retrieval. */
+ * re-ranked by ITM, as BLIP evaluates retrieval (libblip's
+ * blip_session_match: image-to-text is the call blipmatch makes). */
 #include "eval.h"
 #include "dataset.h"
 #include "caption-metrics.h"
@@ -15,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static gchar *opt_split, *opt_models, *opt_predictions;
+static gchar *opt_split, *opt_models, *opt_predictions, *opt_itm_first;
 static int opt_k = 8, opt_beams = 3;
 static gint64 opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
 
@@ -24,6 +25,8 @@ GOptionEntry eval_entries[] = {
   { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_models, "Folder with caption/ and retrieval/ (pretrain's --out)", "DIR" },
   { "k", 0, 0, G_OPTION_ARG_INT, &opt_k, "ITM re-ranks the ITC top k (default 8)", "K" },
   { "beams", 0, 0, G_OPTION_ARG_INT, &opt_beams, "Captions by beam search with this many beams (default 3, as BLIP's caption evaluation; 1: greedy)", "N" },
+  { "itm-first-token", 0, 0, G_OPTION_ARG_STRING, &opt_itm_first,
+    "Token ITM texts start with: enc ([ENC], as BLIP trains ITM; the default) or cls ([CLS], as transformers)", "enc|cls" },
   { "predictions", 0, 0, G_OPTION_ARG_FILENAME, &opt_predictions,
     "Write every image's caption and its reference to FILE (JSON lines)", "FILE" },
   { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &opt_max_pixels, "Skip images with more pixels than this (default 89478485, as Pillow)", "N" },
@@ -41,17 +44,14 @@ open_model (const char *dir, const char *kind, BlipModel **model, GError **error
   return blip_session_new (*model, NULL, error);
 }
 
-/* rank (0-based) of the first correct item when scores are sorted descending */
+/* rank (0-based) of the best-ranked correct item */
 static int
-rank_of (const double *scores, int n, const gboolean *correct)
+rank_of (const BlipMatchScore *scores, int n, const gboolean *correct)
 {
-  int best_correct = -1;
+  int rank = n;
   for (int i = 0; i < n; i++)
-    if (correct[i] && (best_correct < 0 || scores[i] > scores[best_correct]))
-      best_correct = i;
-  int rank = 0;
-  for (int i = 0; i < n; i++)
-    rank += scores[i] > scores[best_correct];
+    if (correct[i])
+      rank = MIN (rank, scores[i].rank);
   return rank;
 }
 
@@ -69,6 +69,16 @@ cmd_eval (void)
   }
   if (opt_beams < 1 || opt_beams > 16) {
     g_printerr ("blip-train eval: --beams is 1-16\n");
+    return 2;
+  }
+  if (opt_k < 1) {
+    g_printerr ("blip-train eval: --k must be at least 1\n");
+    return 2;
+  }
+  BlipMatchParams mp = blip_match_default_params ();
+  mp.method = BLIP_MATCH_ITC_ITM;
+  if (opt_itm_first && !blip_itm_first_token_from_name (opt_itm_first, &mp.first_token, &error)) {
+    g_printerr ("blip-train eval: --itm-first-token: %s\n", error->message);
     return 2;
   }
   BlipModel *cap = NULL, *ret = NULL;
@@ -144,73 +154,44 @@ cmd_eval (void)
     return 1;
   }
 
-  /* retrieval: ITC over all pairs, ITM re-ranking of the top k */
-  const BlipTokenizer *tok = blip_model_get_tokenizer (ret);
+  /* retrieval: ITC over all pairs, ITM re-ranking of the top k; the texts'
+   * features and the images' embeddings computed once */
   const char **texts = g_new (const char *, N);
+  BlipMatchText *mt = g_new0 (BlipMatchText, N);
   for (int i = 0; i < N; i++)
     texts[i] = d->items[i].caption;
-  int32_t *ids, *mask;
-  int T;
-  if (!blip_tokenizer_encode_batch (tok, texts, N, 40, FALSE, &ids, &mask, &T, &error)) {
-    g_printerr ("blip-train eval: %s\n", error->message);
-    return 1;
-  }
-  float *tfeat = g_new (float, (gsize) N * E), *ifeat = g_new (float, (gsize) N * E);
+  float *ifeat = g_new (float, (gsize) N * E);
   float *all_embeds = g_new (float, (gsize) N * P * Dv);
-  if (!blip_session_text_features (rs, ids, mask, N, T, NULL, tfeat, &error)
-      || !blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, &error)
-      || !blip_session_image_features (rs, all_embeds, N, ifeat, &error)) {
-    g_printerr ("blip-train eval: %s\n", error->message);
-    return 1;
-  }
-  double *score = g_new (double, N);
+  BlipMatchScore *score = g_new (BlipMatchScore, N);
   gboolean *correct = g_new (gboolean, N);
   int i2t[3] = { 0 }, t2i[3] = { 0 };
   const int cut[3] = { 1, 5, 10 };
-  const int K = MIN (opt_k, N);
-  int32_t *ids_enc = g_memdup2 (ids, sizeof (int32_t) * N * T);
-  /* BLIP trains ITM with [ENC] as the first token */
-  const int enc = blip_tokenizer_token_id (tok, "[ENC]");
-  for (int q = 0; q < N && enc >= 0; q++)
-    ids_enc[(gsize) q * T] = enc;
-  for (int dir = 0; dir < 2; dir++)
-    for (int q = 0; q < N; q++) {
-      for (int j = 0; j < N; j++) {
-        double s = 0;
-        const float *a = (dir == 0 ? ifeat : tfeat) + (gsize) q * E, *b = (dir == 0 ? tfeat : ifeat) + (gsize) j * E;
-        for (int e = 0; e < E; e++)
-          s += (double) a[e] * b[e];
-        score[j] = s;
-        /* the same caption counts as correct, whichever image it came from */
+  mp.top_k = MIN (opt_k, N);
+  gboolean ok = blip_session_prepare_texts (rs, texts, N, mt, &error)
+      && blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, &error)
+      && blip_session_image_features (rs, all_embeds, N, ifeat, &error);
+  for (int dir = 0; ok && dir < 2; dir++)
+    for (int q = 0; ok && q < N; q++) {
+      ok = dir == 0 ? blip_session_match (rs, all_embeds + (gsize) q * P * Dv, ifeat + (gsize) q * E, mt, N,
+                                          &mp, score, &error)
+                    : blip_session_match_images (rs, &mt[q], all_embeds, ifeat, N, &mp, score, &error);
+      if (!ok)
+        break;
+      /* the same caption counts as correct, whichever image it came from */
+      for (int j = 0; j < N; j++)
         correct[j] = g_str_equal (d->items[dir == 0 ? j : q].caption, d->items[dir == 0 ? q : j].caption);
-      }
-      /* ITM on the ITC top K, placed above the rest */
-      int *top = g_new (int, K);
-      gboolean *taken = g_new0 (gboolean, N);
-      for (int k = 0; k < K; k++) {
-        int best = -1;
-        for (int j = 0; j < N; j++)
-          if (!taken[j] && (best < 0 || score[j] > score[best]))
-            best = j;
-        top[k] = best;
-        taken[best] = TRUE;
-      }
-      for (int k = 0; k < K; k++) {
-        const int j = top[k], img = dir == 0 ? q : j, txt = dir == 0 ? j : q;
-        float logits[2];
-        if (!blip_session_itm (rs, all_embeds + (gsize) img * P * Dv, TRUE, ids_enc + (gsize) txt * T,
-                               mask + (gsize) txt * T, 1, T, NULL, logits, &error)) {
-          g_printerr ("blip-train eval: %s\n", error->message);
-          return 1;
-        }
-        score[j] = 10.0 + 1.0 / (1.0 + exp (logits[0] - logits[1]));
-      }
       const int r = rank_of (score, N, correct);
       for (int c2 = 0; c2 < 3; c2++)
         (dir == 0 ? i2t : t2i)[c2] += r < cut[c2];
-      g_free (top);
-      g_free (taken);
     }
+  for (int i = 0; i < N; i++)
+    blip_match_text_clear (&mt[i]);
+  g_free (mt);
+  if (!ok) {
+    g_printerr ("blip-train eval: retrieval: %s\n", error->message);
+    g_error_free (error);
+    return 1;
+  }
   const double bleu4 = caption_bleu4 (cands, refs, N), cider = caption_cider_d (cands, refs, N);
   g_strfreev (cands);
   g_free (refs);
@@ -227,13 +208,9 @@ cmd_eval (void)
           json_number (nb[8], "%.4f", (double) t2i[2] / N));
   g_free (split_json);
   json_node_unref (split);
-  g_free (ids_enc);
   g_free (score);
   g_free (correct);
   g_free (texts);
-  g_free (ids);
-  g_free (mask);
-  g_free (tfeat);
   g_free (ifeat);
   g_free (all_embeds);
   g_free (embeds);
