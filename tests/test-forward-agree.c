@@ -18,8 +18,8 @@
 #include <math.h>
 #include <string.h>
 
-enum { DV = 40, HV = 5, LV = 3, IV = 72, IMG = 30, PATCH = 6, D = 24, H = 3, LT = 3, IT = 40,
-       POS = 30, V = 240, E = 8, N = 3, T = 7 };
+enum { DV = ODD_DV, HV = ODD_HV, LV = ODD_LV, IV = ODD_IV, IMG = ODD_IMG, PATCH = ODD_PATCH, D = ODD_D,
+       H = ODD_H, LT = 3, IT = ODD_IT, POS = ODD_POS, V = ODD_V, E = ODD_E, N = 3, T = 7 };
 
 #define TOLERANCE 1e-4
 
@@ -31,22 +31,7 @@ static double worst_overall;
 static BlipConfig
 geometry (void)
 {
-  gboolean found;
-  BlipConfig c = blip_config_preset ("base", &found);
-  c.vision = (BlipVisionConfig) { .hidden_size = DV, .intermediate_size = IV, .num_layers = LV,
-                                  .num_heads = HV, .image_size = IMG, .patch_size = PATCH,
-                                  .num_channels = 3, .layer_norm_eps = 1e-5 };
-  c.text.hidden_size = D;
-  c.text.num_heads = H;
-  c.text.num_layers = LT;
-  c.text.intermediate_size = IT;
-  c.text.max_position_embeddings = POS;
-  c.text.vocab_size = V;
-  c.text.encoder_hidden_size = DV;
-  c.text.bos_token_id = V - 2;
-  c.text.eos_token_id = 2; /* differs from sep, as in BLIP's configs */
-  c.text.sep_token_id = 102;
-  c.image_text_hidden_size = E;
+  BlipConfig c = odd_geometry_config (LT);
   return c;
 }
 

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <string.h>
 
-enum { DV = 40, HV = 5, LV = 3, IV = 72, IMG = 30, PATCH = 6, D = 24, H = 3, LT = 1, IT = 40,
-       POS = 30, V = 240, E = 8 };
+enum { DV = ODD_DV, HV = ODD_HV, LV = ODD_LV, IV = ODD_IV, IMG = ODD_IMG, PATCH = ODD_PATCH, D = ODD_D,
+       H = ODD_H, LT = 1, IT = ODD_IT, POS = ODD_POS, V = ODD_V, E = ODD_E };
 
 static char *dir, *cap_dir, *itm_dir;
 static GRand *rng;
@@ -26,22 +26,7 @@ make_model (void)
   rng = g_rand_new_with_seed (42);
   dir = g_dir_make_tmp ("blip-geometry-XXXXXX", &error);
   g_assert_no_error (error);
-  gboolean found;
-  BlipConfig c = blip_config_preset ("base", &found);
-  c.vision = (BlipVisionConfig) { .hidden_size = DV, .intermediate_size = IV, .num_layers = LV,
-                                  .num_heads = HV, .image_size = IMG, .patch_size = PATCH,
-                                  .num_channels = 3, .layer_norm_eps = 1e-5 };
-  c.text.hidden_size = D;
-  c.text.num_heads = H;
-  c.text.num_layers = LT;
-  c.text.intermediate_size = IT;
-  c.text.max_position_embeddings = POS;
-  c.text.vocab_size = V;
-  c.text.encoder_hidden_size = DV;
-  c.text.bos_token_id = V - 2;
-  c.text.eos_token_id = 2; /* differs from sep, as in BLIP's configs */
-  c.text.sep_token_id = 102;
-  c.image_text_hidden_size = E;
+  BlipConfig c = odd_geometry_config (LT);
   cap_dir = g_build_filename (dir, "caption", NULL);
   itm_dir = g_build_filename (dir, "retrieval", NULL);
   g_assert_true (blip_checkpoint_write_random (cap_dir, &c, BLIP_CHECKPOINT_CAPTION, 1, &error));

@@ -1,4 +1,5 @@
 #include "testutil.h"
+#include "../core/checkpoint.h"
 
 #include <math.h>
 
@@ -74,4 +75,26 @@ load_json (const char *path)
   JsonNode *root = json_node_copy (json_parser_get_root (p));
   g_object_unref (p);
   return root;
+}
+
+BlipConfig
+odd_geometry_config (int text_layers)
+{
+  gboolean found;
+  BlipConfig c = blip_config_preset ("base", &found);
+  c.vision = (BlipVisionConfig) { .hidden_size = ODD_DV, .intermediate_size = ODD_IV, .num_layers = ODD_LV,
+                                  .num_heads = ODD_HV, .image_size = ODD_IMG, .patch_size = ODD_PATCH,
+                                  .num_channels = 3, .layer_norm_eps = 1e-5 };
+  c.text.hidden_size = ODD_D;
+  c.text.num_heads = ODD_H;
+  c.text.num_layers = text_layers;
+  c.text.intermediate_size = ODD_IT;
+  c.text.max_position_embeddings = ODD_POS;
+  c.text.vocab_size = ODD_V;
+  c.text.encoder_hidden_size = ODD_DV;
+  c.text.bos_token_id = ODD_V - 2;
+  c.text.eos_token_id = 2;
+  c.text.sep_token_id = 102;
+  c.image_text_hidden_size = ODD_E;
+  return c;
 }

@@ -24,4 +24,11 @@ JsonNode *load_json (const char *path);
 extern const BlipBackend test_backends[2];
 const char *backend_name (BlipBackend b);
 
+/* The geometry unlike the fixtures' that the geometry and forward-agree
+ * tests use: every width, head count and depth, the image and patch sizes
+ * differ from the fixtures', and eos != sep as in BLIP's configs. */
+enum { ODD_DV = 40, ODD_HV = 5, ODD_LV = 3, ODD_IV = 72, ODD_IMG = 30, ODD_PATCH = 6, ODD_D = 24,
+       ODD_H = 3, ODD_IT = 40, ODD_POS = 30, ODD_V = 240, ODD_E = 8 };
+BlipConfig odd_geometry_config (int text_layers);
+
 #endif
