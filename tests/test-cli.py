@@ -322,6 +322,8 @@ with tempfile.TemporaryDirectory() as d:
         ("blip dump", [blip, "dump", "--model", os.path.join(fixtures, "itm_model"), "--inputs",
                        os.path.join(fixtures, "itm_reference.safetensors"), "--out", os.path.join(ro, "x.safetensors")]),
         ("blip-annotate", [*annotate, "--out", os.path.join(ro, "x.jsonl"), "x.webm"]),
+        ("blip-train make-dataset", [train, "make-dataset", "--out", os.path.join(ro, "data"),
+                                     "--train", "2", "--val", "1", "--test", "1"]),
     ]
     for name, argv in writers:
         if probe.returncode != 0:

@@ -11,6 +11,7 @@
 #include "testsrc-frames.h"
 
 #include <cairo.h>
+#include <errno.h>
 #include <image-load.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
@@ -250,7 +251,7 @@ dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, 
 {
   char *images = g_build_filename (dir, "images", NULL);
   if (g_mkdir_with_parents (images, 0755) != 0) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: cannot create", images);
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", images, g_strerror (errno));
     g_free (images);
     return FALSE;
   }
