@@ -41,6 +41,9 @@ gboolean blip_math_prepack (BlipMath *m, const BlipLinear *l, GError **error);
  * float32 packed copy, or its plain copy); NULL when neither exists yet (l
  * not prepacked).  The result points into row or into the model's copy. */
 const float *blip_math_weight_row (BlipMath *m, const BlipLinear *l, int n, float *row);
+/* Makes the model's plain float32 copy of W now (while the file's pages are
+ * there), for readers of its rows. */
+gboolean blip_math_keep_plain (BlipMath *m, const BlipLinear *l, GError **error);
 
 /* out[M,C] = LayerNorm(x[M,C]); out may alias x. */
 gboolean blip_math_layernorm (BlipMath *m, float *out, const float *x, const BlipNorm *n, int M,

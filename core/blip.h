@@ -129,6 +129,7 @@ typedef struct _BlipModel BlipModel;
  * or BlipForImageTextRetrieval).  Returns (transfer full); release with
  * blip_model_unref(). */
 BLIP_API BlipModel *blip_model_load (const char *dir, GError **error);
+
 BLIP_API BlipModel *blip_model_ref (BlipModel *model);
 BLIP_API void blip_model_unref (BlipModel *model);
 
@@ -176,6 +177,22 @@ BLIP_API const char *blip_precision_name (BlipPrecision precision);
 /* What the precision computes in, in a phrase (static string). */
 BLIP_API const char *blip_precision_description (BlipPrecision precision);
 BLIP_API gboolean blip_precision_from_name (const char *name, BlipPrecision *precision, GError **error);
+
+typedef struct {
+  /* FALSE (the default): sessions of every precision and backend, and the
+   * model never reads its files after their first use, so a bf16 or int8
+   * session keeps a float32 copy of each matrix besides its own (4 bytes a
+   * weight more).  TRUE: sessions of `precision` on oneDNN only; a lossy
+   * precision then gives the float32 pages back once converted, for that
+   * precision's memory alone, and a session of another is refused. */
+  gboolean single_precision;
+  BlipPrecision precision;
+} BlipModelParams;
+
+BLIP_API BlipModelParams blip_model_default_params (void);
+/* blip_model_load with params (NULL: the defaults).  (transfer full). */
+BLIP_API BlipModel *blip_model_load_with_params (const char *dir, const BlipModelParams *params,
+                                                 GError **error);
 
 /* Whether this CPU runs the precision on the backend, as oneDNN sees it
  * (ONEDNN_MAX_CPU_ISA caps it): FALSE with a BLIP_ERROR_UNSUPPORTED error

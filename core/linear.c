@@ -94,6 +94,12 @@ plain_weights (BlipMath *m, const BlipLinear *l, GError **error)
   return w;
 }
 
+gboolean
+blip_math_keep_plain (BlipMath *m, const BlipLinear *l, GError **error)
+{
+  return plain_weights (m, l, error) != NULL;
+}
+
 /* A matmul primitive whose weights are W packed for it (shared by every
  * session of the model); plain W when no packed layout fits this shape. */
 static gboolean

@@ -23,6 +23,7 @@ struct _BlipModel {
   BlipBert encoder;  /* text_encoder */
   gboolean has_itc, has_itm;
   BlipLinear vision_proj, text_proj, itm_head;
+  BlipModelParams params;
 };
 
 G_END_DECLS

@@ -252,8 +252,20 @@ model_free (BlipModel *m)
   g_free (m);
 }
 
+BlipModelParams
+blip_model_default_params (void)
+{
+  return (BlipModelParams) { .single_precision = FALSE, .precision = BLIP_PRECISION_F32 };
+}
+
 BlipModel *
 blip_model_load (const char *dir, GError **error)
+{
+  return blip_model_load_with_params (dir, NULL, error);
+}
+
+BlipModel *
+blip_model_load_with_params (const char *dir, const BlipModelParams *params, GError **error)
 {
   g_return_val_if_fail (dir != NULL, NULL);
   if (!g_file_test (dir, G_FILE_TEST_IS_DIR)) {
@@ -262,6 +274,7 @@ blip_model_load (const char *dir, GError **error)
   }
   BlipModel *m = g_new0 (BlipModel, 1);
   m->refcount = 1;
+  m->params = params ? *params : blip_model_default_params ();
   m->dir = g_strdup (dir);
   m->owned = g_ptr_array_new_with_free_func (g_free);
   if (!blip_config_load (dir, &m->config, error)
@@ -296,7 +309,7 @@ blip_model_load (const char *dir, GError **error)
       goto fail;
     m->has_itc = m->has_itm = TRUE;
   }
-  m->packed = blip_weight_cache_new (m->st, m->owned);
+  m->packed = blip_weight_cache_new (m->st, m->owned, !m->params.single_precision);
   return m;
 
 fail:

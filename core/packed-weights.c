@@ -20,6 +20,7 @@ struct _BlipWeightCache {
   GHashTable *by_weight; /* const float * | tag -> BlipPackedWeight */
   GHashTable *owned;     /* the model's converted tensors */
   const BlipSafetensors *st;
+  gboolean keep_plain;   /* lossy copies keep their float32 source */
 };
 
 static void
@@ -33,7 +34,7 @@ packed_weight_free (gpointer p)
 }
 
 BlipWeightCache *
-blip_weight_cache_new (const BlipSafetensors *st, const GPtrArray *owned)
+blip_weight_cache_new (const BlipSafetensors *st, const GPtrArray *owned, gboolean keep_plain)
 {
   BlipWeightCache *c = g_new0 (BlipWeightCache, 1);
   g_mutex_init (&c->lock);
@@ -42,6 +43,7 @@ blip_weight_cache_new (const BlipSafetensors *st, const GPtrArray *owned)
   for (guint i = 0; owned && i < owned->len; i++)
     g_hash_table_add (c->owned, owned->pdata[i]);
   c->st = st;
+  c->keep_plain = keep_plain;
   return c;
 }
 
@@ -232,11 +234,12 @@ blip_weight_cache_pack (BlipWeightCache *c, const BlipLinear *l, int precision,
                         GError **error)
 {
   /* float32 reads the file (or the plain copy) and becomes the lossless
-   * copy; the others start from the plain copy, which they keep */
+   * copy; the others start from the plain copy, which they keep, unless
+   * the model serves their precision alone: then they read the file too */
   const gboolean lossless = precision == BLIP_PRECISION_F32;
-  const float *W = lossless ? blip_weight_cache_plain_if_any (c, l)
-                            : blip_weight_cache_plain (c, l, error);
-  if (!W && !lossless)
+  const float *W = lossless || !c->keep_plain ? blip_weight_cache_plain_if_any (c, l)
+                                              : blip_weight_cache_plain (c, l, error);
+  if (!W && !lossless && c->keep_plain)
     return NULL;
   const gboolean from_file = !W;
   if (from_file)
@@ -272,7 +275,8 @@ blip_weight_cache_pack (BlipWeightCache *c, const BlipLinear *l, int precision,
     return NULL;
   }
   g_hash_table_insert (c->by_weight, weight_key (l, precision), w);
-  /* the packed copy is lossless: give the original's pages back */
+  /* the packed copy is lossless, or the only one this model needs: give
+   * the original's pages back */
   if (from_file)
     blip_safetensors_release (c->st, l->w, sizeof (float) * (gsize) l->in * l->out);
   return w;

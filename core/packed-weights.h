@@ -17,8 +17,11 @@ G_BEGIN_DECLS
 typedef struct _BlipWeightCache BlipWeightCache;
 
 /* st: the mapping the matrices may point into; owned: the model's own
- * converted tensors (already in memory, never copied again). */
-BlipWeightCache *blip_weight_cache_new (const BlipSafetensors *st, const GPtrArray *owned);
+ * converted tensors (already in memory, never copied again); keep_plain:
+ * a lossy copy (bf16, int8) keeps a float32 copy of its source for later
+ * sessions of other precisions, instead of giving the file's pages back. */
+BlipWeightCache *blip_weight_cache_new (const BlipSafetensors *st, const GPtrArray *owned,
+                                        gboolean keep_plain);
 void blip_weight_cache_free (BlipWeightCache *c);
 
 typedef struct {

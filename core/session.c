@@ -23,7 +23,7 @@ blip_session_default_params (void)
 }
 
 static gboolean
-prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
+prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, BlipPrecision precision, GError **error)
 {
   for (int l = 0; l < n_layers; l++) {
     const BlipBertLayer *L = &b->layers[l];
@@ -33,7 +33,11 @@ prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
       if (!blip_math_prepack (math, all[i], error))
         return FALSE;
   }
+  /* a tied head's table is also the word embeddings: a lossy copy of the
+   * head cannot give their rows, so the exact ones are kept first */
+  const gboolean keep_rows = b->word_emb_mapped && precision != BLIP_PRECISION_F32;
   return !b->has_lm_head || (blip_math_prepack (math, &b->head_transform, error)
+                             && (!keep_rows || blip_math_keep_plain (math, &b->head_decoder, error))
                              && blip_math_prepack (math, &b->head_decoder, error));
 }
 
@@ -41,7 +45,7 @@ prepack_bert (BlipMath *math, const BlipBert *b, int n_layers, GError **error)
  * (packed, or copied for OpenBLAS): inference never waits for it, and no
  * session reads the model file again (packed-weights.h). */
 static gboolean
-prepack (BlipMath *math, const BlipModel *m, GError **error)
+prepack (BlipMath *math, const BlipModel *m, BlipPrecision precision, GError **error)
 {
   const BlipVisionConfig *v = &m->config.vision;
   for (int l = 0; l < v->num_layers; l++) {
@@ -54,10 +58,10 @@ prepack (BlipMath *math, const BlipModel *m, GError **error)
   const BlipLinear patch = blip_vit_patch_linear (&m->config.vision, &m->vit);
   if (!blip_math_prepack (math, &patch, error))
     return FALSE;
-  if (m->has_decoder && !prepack_bert (math, &m->decoder, m->config.text.num_layers, error))
+  if (m->has_decoder && !prepack_bert (math, &m->decoder, m->config.text.num_layers, precision, error))
     return FALSE;
   if (m->has_encoder
-      && (!prepack_bert (math, &m->encoder, m->config.text.num_layers, error)
+      && (!prepack_bert (math, &m->encoder, m->config.text.num_layers, precision, error)
           || !blip_math_prepack (math, &m->vision_proj, error)
           || !blip_math_prepack (math, &m->text_proj, error)
           || !blip_math_prepack (math, &m->itm_head, error)))
@@ -75,11 +79,19 @@ blip_session_new (BlipModel *model, const BlipSessionParams *params, GError **er
                  "thread count %d is out of range [0, 1024]", p.n_threads);
     return NULL;
   }
+  const BlipModelParams *mp = &model->params;
+  if (mp->single_precision && (p.precision != mp->precision || p.backend != BLIP_BACKEND_ONEDNN)) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "this model was loaded for %s sessions on oneDNN only, not %s on %s",
+                 blip_precision_name (mp->precision), blip_precision_name (p.precision),
+                 p.backend == BLIP_BACKEND_ONEDNN ? "oneDNN" : "OpenBLAS");
+    return NULL;
+  }
   BlipMath *math = blip_math_new (p.backend, p.precision, p.n_threads, model->packed, error);
   if (!math)
     return NULL;
   const BlipThreadState saved = blip_math_enter (math);
-  const gboolean packed = prepack (math, model, error);
+  const gboolean packed = prepack (math, model, p.precision, error);
   blip_math_leave (math, saved);
   if (!packed) {
     blip_math_free (math);

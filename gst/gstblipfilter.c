@@ -371,7 +371,7 @@ gst_blip_filter_start (GstBaseTransform *trans)
   GST_OBJECT_UNLOCK (filter);
 
   GError *error = NULL;
-  BlipModel *model = gst_blip_model_cache_acquire (path, id, &error);
+  BlipModel *model = gst_blip_model_cache_acquire (path, id, precision, &error);
   if (model && !klass->check_model (filter, model, &error)) {
     gst_blip_model_cache_release (model, id);
     model = NULL;

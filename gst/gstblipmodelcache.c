@@ -39,10 +39,16 @@ canonical_path (const gchar *path)
 }
 
 BlipModel *
-gst_blip_model_cache_acquire (const gchar *path, const gchar *instance_id, GError **error)
+gst_blip_model_cache_acquire (const gchar *path, const gchar *instance_id, BlipPrecision precision,
+                              GError **error)
 {
-  if (!instance_id || !*instance_id)
-    return blip_model_load (path, error);
+  if (!instance_id || !*instance_id) {
+    /* the element's own: one session, of one precision */
+    BlipModelParams mp = blip_model_default_params ();
+    mp.single_precision = TRUE;
+    mp.precision = precision;
+    return blip_model_load_with_params (path, &mp, error);
+  }
 
   gchar *canonical = canonical_path (path);
   g_mutex_lock (&cache_lock);

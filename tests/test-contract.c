@@ -267,6 +267,55 @@ test_thread_counts (gconstpointer data)
   inputs_clear (&in);
 }
 
+/* A model loaded for one precision: its sessions give the same outputs as
+ * those of a model loaded for all, and a session of another precision or
+ * backend is refused (it would need the float32 pages given back). */
+static void
+test_single_precision (void)
+{
+  GError *error = NULL;
+  Inputs in;
+  inputs_load (&in);
+  char *dir = fixture_path ("caption_model");
+  for (guint k = 0; k < G_N_ELEMENTS (kinds); k++) {
+    if (kinds[k].backend != BLIP_BACKEND_ONEDNN)
+      continue;
+    BlipModelParams mp = blip_model_default_params ();
+    mp.single_precision = TRUE;
+    mp.precision = kinds[k].precision;
+    BlipModel *single = blip_model_load_with_params (dir, &mp, &error), *all = blip_model_load (dir, &error);
+    g_assert_no_error (error);
+    BlipSession *s = session (single, &kinds[k]), *r = s ? session (all, &kinds[k]) : NULL;
+    if (s) {
+      float e1[2 * P * DV], e2[2 * P * DV];
+      float *l1 = g_new (float, 2 * in.T * V), *l2 = g_new (float, 2 * in.T * V);
+      run (s, &in, e1, l1);
+      run (r, &in, e2, l2);
+      assert_close (kind_name (&kinds[k]), e1, e2, 2 * P * DV, 0);
+      assert_close (kind_name (&kinds[k]), l1, l2, (int64_t) 2 * in.T * V, 0);
+      g_free (l1);
+      g_free (l2);
+      for (guint o = 0; o < G_N_ELEMENTS (kinds); o++) {
+        if (o == k)
+          continue;
+        BlipSessionParams sp = blip_session_default_params ();
+        sp.backend = kinds[o].backend;
+        sp.precision = kinds[o].precision;
+        g_assert_null (blip_session_new (single, &sp, &error));
+        g_assert_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull (strstr (error->message, "loaded for"));
+        g_clear_error (&error);
+      }
+    }
+    blip_session_free (s);
+    blip_session_free (r);
+    blip_model_unref (single);
+    blip_model_unref (all);
+  }
+  g_free (dir);
+  inputs_clear (&in);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -274,6 +323,7 @@ main (int argc, char **argv)
   g_test_add_func ("/contract/shared-model/f32-first", test_f32_first);
   g_test_add_func ("/contract/shared-model/int8-first", test_int8_first);
   g_test_add_func ("/contract/shared-model/openblas-first", test_openblas_first);
+  g_test_add_func ("/contract/single-precision", test_single_precision);
   g_test_add_data_func ("/contract/thread-counts/onednn", GINT_TO_POINTER (BLIP_BACKEND_ONEDNN),
                         test_thread_counts);
   g_test_add_data_func ("/contract/thread-counts/openblas", GINT_TO_POINTER (BLIP_BACKEND_OPENBLAS),

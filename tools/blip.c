@@ -205,15 +205,19 @@ static BlipSession *
 open_session (BlipModel **model, gboolean match, GError **error)
 {
   const char *dir = opt_model ? opt_model : default_model (match);
-  *model = blip_model_load (dir, error);
-  if (!*model)
-    return NULL;
   BlipSessionParams sp = blip_session_default_params ();
   sp.n_threads = opt_threads;
   if (opt_backend && strcmp (opt_backend, "openblas") == 0)
     sp.backend = BLIP_BACKEND_OPENBLAS;
   if (opt_precision)
     blip_precision_from_name (opt_precision, &sp.precision, NULL); /* checked by check_options */
+  /* one session: the model need not keep float32 copies for others */
+  BlipModelParams mp = blip_model_default_params ();
+  mp.single_precision = sp.backend == BLIP_BACKEND_ONEDNN;
+  mp.precision = sp.precision;
+  *model = blip_model_load_with_params (dir, &mp, error);
+  if (!*model)
+    return NULL;
   BlipSession *s = blip_session_new (*model, &sp, error);
   if (!s)
     blip_model_unref (*model);
