@@ -7,7 +7,7 @@ source "$(dirname "$0")/common.sh"
 video=${1:?usage: caption-to-subtitles.sh VIDEO [OUT_PREFIX]}
 out=${2:-${video%.*}}
 # text_src is pushed from the video's streaming thread: each branch gets a queue
-gst-launch-1.0 -q uridecodebin uri="$(uri_of "$video")" ! videoconvert ! \
+gst-launch-1.0 -q -e uridecodebin uri="$(uri_of "$video")" ! videoconvert ! \
   blipcaption name=c interval=0 max-rate=1 $caption_model_prop ! fakesink sync=false \
   c.text_src ! queue ! tee name=t \
   t. ! queue ! srtenc ! filesink location="$out.srt" \
