@@ -572,6 +572,8 @@ main (int argc, char **argv)
   gchar *uri = gst_uri_is_valid (argv[1]) ? g_strdup (argv[1]) : gst_filename_to_uri (argv[1], &error);
   if (!uri) {
     g_printerr ("blip-annotate: %s\n", error->message);
+    g_error_free (error);
+    g_strfreev (a.queries);
     return 2;
   }
   a.uri = uri;
@@ -583,6 +585,8 @@ main (int argc, char **argv)
   a.out = opt_out ? fopen (opt_out, "w") : stdout;
   if (!a.out) {
     g_printerr ("blip-annotate: %s: %s\n", opt_out, g_strerror (errno));
+    g_strfreev (a.queries);
+    g_free (uri);
     return 1;
   }
   a.ranges = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
