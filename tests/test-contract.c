@@ -136,21 +136,6 @@ zero_file (const char *path)
   close (fd);
 }
 
-static void
-remove_model (char *dir)
-{
-  GDir *d = g_dir_open (dir, 0, NULL);
-  for (const char *name; d && (name = g_dir_read_name (d));) {
-    char *p = g_build_filename (dir, name, NULL);
-    g_unlink (p);
-    g_free (p);
-  }
-  if (d)
-    g_dir_close (d);
-  g_rmdir (dir);
-  g_free (dir);
-}
-
 /* order: indices into kinds[]; the file is zeroed once the first session exists. */
 static void
 check_no_reread (const int *order)
@@ -211,7 +196,8 @@ check_no_reread (const int *order)
     g_free (want_l[k]);
   }
   g_free (file);
-  remove_model (dir);
+  remove_flat_dir (dir);
+  g_free (dir);
   inputs_clear (&in);
 }
 

@@ -3,6 +3,7 @@
  * bombs are refused from their header, fast and without allocating;
  * truncated and foreign files are errors; a failed allocation is an error. */
 #include "image-writers.h"
+#include "testutil.h"
 #include <image-load.h>
 
 #include <blip.h>
@@ -341,20 +342,6 @@ test_truncated_and_foreign (void)
   g_free (text);
 }
 
-static void
-remove_tree (const char *dir)
-{
-  GDir *d = g_dir_open (dir, 0, NULL);
-  for (const char *name; d && (name = g_dir_read_name (d));) {
-    char *p = g_build_filename (dir, name, NULL);
-    g_unlink (p);
-    g_free (p);
-  }
-  if (d)
-    g_dir_close (d);
-  g_rmdir (dir);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -370,7 +357,7 @@ main (int argc, char **argv)
   g_test_add_func ("/image/limit-is-exact", test_limit_is_exact);
   g_test_add_func ("/image/truncated-and-foreign", test_truncated_and_foreign);
   const int rc = g_test_run ();
-  remove_tree (tmp);
+  remove_flat_dir (tmp);
   g_free (tmp);
   return rc;
 }

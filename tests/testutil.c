@@ -1,6 +1,7 @@
 #include "testutil.h"
 #include "../core/checkpoint.h"
 
+#include <glib/gstdio.h>
 #include <math.h>
 
 const BlipBackend test_backends[2] = { BLIP_BACKEND_ONEDNN, BLIP_BACKEND_OPENBLAS };
@@ -97,4 +98,18 @@ odd_geometry_config (int text_layers)
   c.text.sep_token_id = 102;
   c.image_text_hidden_size = ODD_E;
   return c;
+}
+
+void
+remove_flat_dir (const char *dir)
+{
+  GDir *d = g_dir_open (dir, 0, NULL);
+  for (const char *name; d && (name = g_dir_read_name (d));) {
+    char *p = g_build_filename (dir, name, NULL);
+    g_unlink (p);
+    g_free (p);
+  }
+  if (d)
+    g_dir_close (d);
+  g_rmdir (dir);
 }

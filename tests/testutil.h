@@ -20,6 +20,9 @@ double assert_close (const char *what, const float *got, const float *ref, int64
 
 JsonNode *load_json (const char *path);
 
+/* Removes a folder of plain files (a test's temporary copy). */
+void remove_flat_dir (const char *dir);
+
 /* Backend under test, named for messages. */
 extern const BlipBackend test_backends[2];
 const char *backend_name (BlipBackend b);
