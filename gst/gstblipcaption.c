@@ -43,6 +43,7 @@
 #include "config.h"
 #endif
 
+#include "default-models.h"
 #include "gstblipcaption.h"
 #include "gstblipmeta.h"
 
@@ -513,9 +514,7 @@ gst_blip_caption_class_init (GstBlipCaptionClass *klass)
   element_class->release_pad = gst_blip_caption_release_pad;
   trans_class->sink_event = gst_blip_caption_sink_event;
 
-  /* the source tree's copy when run from a build, else the installed one */
-  filter_class->default_model = g_file_test (BLIP_DEFAULT_CAPTION_MODEL, G_FILE_TEST_IS_DIR)
-      ? BLIP_DEFAULT_CAPTION_MODEL : BLIP_INSTALLED_CAPTION_MODEL;
+  filter_class->default_model = blip_default_model_dir (FALSE);
   filter_class->check_model = gst_blip_caption_check_model;
   filter_class->analyze = gst_blip_caption_analyze;
   filter_class->emit = gst_blip_caption_emit;

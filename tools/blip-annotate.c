@@ -1,9 +1,12 @@
 /* blip-annotate: caption and/or match a video file (or any URI) through the
  * blip plugin, writing one JSON object per line for each blip-caption and
- * blip-match message, and, with --ranges, the time ranges in which each
- * query matched.
+ * blip-match message (and, with --features, each analysed frame's ITC image
+ * feature), and, with --ranges, the time ranges in which each query matched.
+ * With --index it indexes videos and folders into an archive index for
+ * `blip search` instead (archive-index.c).
  *
  *   blip-annotate [--caption] [--queries "a dog;snow"] [--out FILE.jsonl] URI-OR-FILE
+ *   blip-annotate --index archive.db [--caption] FILES-OR-FOLDERS...
  *
  * Lines are written as they are produced.  SIGINT and SIGTERM end the stream
  * with EOS, so what was analysed so far is written and open ranges closed.
@@ -11,7 +14,11 @@
  * backoff, appending to the same output.
  */
 #include "config.h"
+#include "archive-index.h"
+#include "default-models.h"
+#include "gstblipmeta.h"
 #include "json-number.h"
+#include "video-source.h"
 
 #include <glib/gi18n.h>
 #include <glib-unix.h>
@@ -30,10 +37,12 @@
 #define RETRY_MAX_DELAY_S 30
 
 static gchar *opt_caption_model = NULL, *opt_match_model = NULL, *opt_queries = NULL;
-static gchar *opt_out = NULL, *opt_method = NULL;
-static gboolean opt_caption = FALSE, opt_ranges = FALSE;
-static gint opt_interval = 15, opt_threads = 0, opt_retries = -1;
-static gdouble opt_max_rate = 0, opt_threshold = 0.5;
+static gchar *opt_out = NULL, *opt_method = NULL, *opt_index = NULL, *opt_precision = NULL;
+static gboolean opt_caption = FALSE, opt_ranges = FALSE, opt_features = FALSE, opt_quiet = FALSE;
+/* -1: the mode's default (annotating: every 15th frame, no rate limit;
+ * indexing: every frame, at most one a second) */
+static gint opt_interval = -1, opt_threads = 0, opt_retries = -1;
+static gdouble opt_max_rate = -1, opt_threshold = 0.5, opt_scene_change = 0.05;
 
 static GOptionEntry entries[] = {
   { "caption", 'c', 0, G_OPTION_ARG_NONE, &opt_caption, N_("Caption frames (default when no --queries)"), NULL },
@@ -42,8 +51,17 @@ static GOptionEntry entries[] = {
   { "match-model", 0, 0, G_OPTION_ARG_FILENAME, &opt_match_model, N_("Matching checkpoint folder"), "DIR" },
   { "method", 0, 0, G_OPTION_ARG_STRING, &opt_method, N_("itc, itm or itc+itm (default itc+itm)"), "METHOD" },
   { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &opt_threshold, N_("Match threshold for --ranges (default 0.5)"), "X" },
-  { "interval", 'n', 0, G_OPTION_ARG_INT, &opt_interval, N_("Analyse every Nth frame (default 15)"), "N" },
-  { "max-rate", 0, 0, G_OPTION_ARG_DOUBLE, &opt_max_rate, N_("Most analysed frames a second (0: no limit)"), "R" },
+  { "interval", 'n', 0, G_OPTION_ARG_INT, &opt_interval, N_("Analyse every Nth frame (default 15; indexing: 1)"), "N" },
+  { "max-rate", 0, 0, G_OPTION_ARG_DOUBLE, &opt_max_rate,
+    N_("Most analysed frames a second (0: no limit, the default; indexing: 1)"), "R" },
+  { "precision", 0, 0, G_OPTION_ARG_STRING, &opt_precision, N_("f32 (default), bf16 or int8"), "P" },
+  { "features", 0, 0, G_OPTION_ARG_NONE, &opt_features,
+    N_("Write each analysed frame's ITC image feature (blip-features lines)"), NULL },
+  { "index", 0, 0, G_OPTION_ARG_FILENAME, &opt_index,
+    N_("Index the videos of FILES-OR-FOLDERS into this archive index (a file, or a postgresql:// URI) for blip search"), "DB" },
+  { "scene-change", 0, 0, G_OPTION_ARG_DOUBLE, &opt_scene_change,
+    N_("Indexing: store a frame when its feature differs by this cosine distance from the last stored (default 0.05; 0: every frame)"), "X" },
+  { "quiet", 0, 0, G_OPTION_ARG_NONE, &opt_quiet, N_("Indexing: report only failures"), NULL },
   { "threads", 't', 0, G_OPTION_ARG_INT, &opt_threads, N_("Threads (0: all cores)"), "N" },
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, N_("JSON lines output (default: standard output)"), "FILE" },
   { "ranges", 'r', 0, G_OPTION_ARG_NONE, &opt_ranges, N_("Print the time ranges each query matched"), NULL },
@@ -59,9 +77,8 @@ typedef struct {
 
   GMainLoop *loop;
   GstElement *pipeline;
-  GstElement *convert; /* the pipeline's: the source's video pad links to it */
+  BlipVideoSource *source;
   guint bus_watch;
-  gint no_video; /* atomic: the source exposed all its streams, none of them video */
   gboolean live;     /* the source was live once: failures are reconnected */
   gboolean stopping; /* interrupted: waiting for the EOS */
   guint retry_timer, eos_timer;
@@ -158,14 +175,27 @@ check_options (Annotate *a, gboolean *usage, GError **error)
   }
   if (opt_method && !opt_queries)
     return usage_error (error, _("%s needs --queries"), "--method");
-  GstElement *e = probe_element (a->queries ? "blipmatch" : "blipcaption", error);
+  if (opt_index) {
+    const gchar *other = opt_queries ? "--queries" : opt_ranges ? "--ranges" : opt_out ? "--out"
+        : opt_features ? "--features" : opt_retries != -1 ? "--retries" : NULL;
+    if (other)
+      return usage_error (error, _("%s and %s cannot be used together"), "--index", other);
+    if (!isfinite (opt_scene_change) || opt_scene_change < 0 || opt_scene_change > 2)
+      return usage_error (error, _("%s: %g is out of range (%g to %g)"), "--scene-change", opt_scene_change, 0.0, 2.0);
+  }
+  if (opt_interval == -1)
+    opt_interval = opt_index ? 1 : 15;
+  if (opt_max_rate == -1)
+    opt_max_rate = opt_index ? 1.0 : 0.0;
+  GstElement *e = probe_element (a->queries || opt_features || opt_index ? "blipmatch" : "blipcaption", error);
   if (!e) {
     *usage = FALSE;
     return FALSE;
   }
   gboolean ok = check_uint_option (e, "interval", "--interval", opt_interval, error)
       && check_double_option (e, "max-rate", "--max-rate", opt_max_rate, error)
-      && check_uint_option (e, "threads", "--threads", opt_threads, error);
+      && check_uint_option (e, "threads", "--threads", opt_threads, error)
+      && (!opt_precision || check_enum_option (e, "precision", "--precision", opt_precision, error));
   if (ok && a->queries)
     ok = check_double_option (e, "threshold", "--threshold", opt_threshold, error)
         && check_enum_option (e, "method", "--method", opt_method ? opt_method : "itc+itm", error);
@@ -280,7 +310,8 @@ handle_element_message (Annotate *a, const GstStructure *s)
   if (!gst_structure_get_uint64 (s, "pts", &pts))
     return;
   a->last_pts = pts;
-  if (gst_structure_has_name (s, "blip-caption") || gst_structure_has_name (s, "blip-match")) {
+  if (gst_structure_has_name (s, "blip-caption") || gst_structure_has_name (s, "blip-match")
+      || gst_structure_has_name (s, "blip-features")) {
     a->failures = 0; /* the source works again */
     write_line (a, s, pts);
   }
@@ -312,6 +343,7 @@ stop_pipeline (Annotate *a)
   g_source_remove (a->bus_watch);
   gst_element_set_state (a->pipeline, GST_STATE_NULL);
   gst_clear_object (&a->pipeline);
+  g_clear_pointer (&a->source, blip_video_source_free);
   if (a->eos_timer)
     g_source_remove (a->eos_timer);
   a->eos_timer = 0;
@@ -353,6 +385,7 @@ bus_cb (GstBus *bus, GstMessage *msg, gpointer data)
   Annotate *a = data;
   switch (GST_MESSAGE_TYPE (msg)) {
     case GST_MESSAGE_ELEMENT:
+    case GST_MESSAGE_APPLICATION:
       handle_element_message (a, gst_message_get_structure (msg));
       break;
     case GST_MESSAGE_EOS:
@@ -361,7 +394,7 @@ bus_cb (GstBus *bus, GstMessage *msg, gpointer data)
     case GST_MESSAGE_ERROR: {
       GError *error = NULL;
       gst_message_parse_error (msg, &error, NULL);
-      if (g_atomic_int_get (&a->no_video)) {
+      if (g_atomic_int_get (&a->source->no_video)) {
         g_clear_error (&error);
         g_set_error (&error, GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, _("%s has no video stream"), a->input);
         a->live = FALSE; /* reconnecting would not give it one */
@@ -376,36 +409,6 @@ bus_cb (GstBus *bus, GstMessage *msg, gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
-static void
-pad_added_cb (GstElement *src, GstPad *pad, gpointer data)
-{
-  Annotate *a = data;
-  GstCaps *caps = gst_pad_get_current_caps (pad);
-  if (!caps)
-    caps = gst_pad_query_caps (pad, NULL);
-  const gboolean video = !gst_caps_is_empty (caps) && !gst_caps_is_any (caps)
-      && g_str_has_prefix (gst_structure_get_name (gst_caps_get_structure (caps, 0)), "video/");
-  gst_caps_unref (caps);
-  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
-  if (video && !gst_pad_is_linked (sink))
-    gst_pad_link (pad, sink);
-  gst_object_unref (sink);
-}
-
-static void
-no_more_pads_cb (GstElement *src, gpointer data)
-{
-  Annotate *a = data;
-  GstPad *sink = gst_element_get_static_pad (a->convert, "sink");
-  if (!gst_pad_is_linked (sink)) {
-    g_atomic_int_set (&a->no_video, TRUE);
-    GError *e = g_error_new (GST_STREAM_ERROR, GST_STREAM_ERROR_WRONG_TYPE, _("%s has no video stream"), a->input);
-    gst_element_post_message (src, gst_message_new_error (GST_OBJECT (src), e, NULL));
-    g_error_free (e);
-  }
-  gst_object_unref (sink);
-}
-
 static GstElement *
 make (GstElement *bin, const gchar *factory)
 {
@@ -415,31 +418,58 @@ make (GstElement *bin, const gchar *factory)
   return e;
 }
 
+/* Streaming thread: a frame's feature meta becomes a "blip-features" bus
+ * message, written in order with the others by the main thread. */
+static GstPadProbeReturn
+features_probe_cb (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  GstBlipFeatureMeta *m = gst_buffer_get_blip_feature_meta (GST_PAD_PROBE_INFO_BUFFER (info));
+  if (!m)
+    return GST_PAD_PROBE_OK;
+  GValue arr = G_VALUE_INIT;
+  g_value_init (&arr, GST_TYPE_ARRAY);
+  for (guint i = 0; i < m->dim; i++) {
+    GValue v = G_VALUE_INIT;
+    g_value_init (&v, G_TYPE_DOUBLE);
+    g_value_set_double (&v, m->feature[i]);
+    gst_value_array_append_and_take_value (&arr, &v);
+  }
+  GstStructure *s = gst_structure_new ("blip-features", "pts", G_TYPE_UINT64, (guint64) m->source_pts,
+                                       "model", G_TYPE_STRING, m->model,
+                                       "model-identity", G_TYPE_STRING, m->model_identity, NULL);
+  gst_structure_take_value (s, "feature", &arr);
+  GstElement *sink = GST_ELEMENT (gst_pad_get_parent (pad));
+  gst_element_post_message (sink, gst_message_new_application (GST_OBJECT (sink), s));
+  gst_object_unref (sink);
+  return GST_PAD_PROBE_OK;
+}
+
 /* uridecodebin -> videoconvert [-> blipcaption] [-> blipmatch] -> fakesink */
 static GstElement *
 build_pipeline (Annotate *a, GError **error)
 {
   GstElement *p = gst_pipeline_new ("annotate");
-  GstElement *src = make (p, "uridecodebin"), *convert = make (p, "videoconvert");
+  GstElement *convert = make (p, "videoconvert");
   GstElement *cap = a->caption ? make (p, "blipcaption") : NULL;
-  GstElement *match = a->queries ? make (p, "blipmatch") : NULL;
+  const gboolean matching = a->queries || opt_features;
+  GstElement *match = matching ? make (p, "blipmatch") : NULL;
   GstElement *sink = make (p, "fakesink");
-  if (!src || !convert || !sink || (a->caption && !cap) || (a->queries && !match)) {
+  a->source = convert ? blip_video_source_new (p, a->uri, a->input, convert) : NULL;
+  if (!a->source || !convert || !sink || (a->caption && !cap) || (matching && !match)) {
     g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_MISSING_PLUGIN,
                  _("a GStreamer element is missing (uridecodebin, videoconvert, fakesink or the blip plugin)"));
     gst_object_unref (p);
+    g_clear_pointer (&a->source, blip_video_source_free);
     return NULL;
   }
-  g_object_set (src, "uri", a->uri, NULL);
-  a->convert = convert;
-  g_signal_connect (src, "pad-added", G_CALLBACK (pad_added_cb), a);
-  g_signal_connect (src, "no-more-pads", G_CALLBACK (no_more_pads_cb), a);
   g_object_set (sink, "sync", FALSE, NULL);
   GstElement *last = convert;
   if (cap) {
     g_object_set (cap, "interval", (guint) opt_interval, "max-rate", opt_max_rate, "threads", (guint) opt_threads, NULL);
     if (opt_caption_model)
       g_object_set (cap, "model", opt_caption_model, NULL);
+    if (opt_precision)
+      gst_util_set_object_arg (G_OBJECT (cap), "precision", opt_precision);
     gst_element_link (last, cap);
     last = cap;
   }
@@ -449,9 +479,17 @@ build_pipeline (Annotate *a, GError **error)
     gst_util_set_object_arg (G_OBJECT (match), "method", opt_method ? opt_method : "itc+itm");
     if (opt_match_model)
       g_object_set (match, "model", opt_match_model, NULL);
+    if (opt_precision)
+      gst_util_set_object_arg (G_OBJECT (match), "precision", opt_precision);
+    if (opt_features) {
+      g_object_set (match, "features", TRUE, NULL);
+      GstPad *pad = gst_element_get_static_pad (sink, "sink");
+      gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, features_probe_cb, a, NULL);
+      gst_object_unref (pad);
+    }
     GValue arr = G_VALUE_INIT;
     g_value_init (&arr, GST_TYPE_ARRAY);
-    for (gchar **q = a->queries; *q; q++) {
+    for (gchar **q = a->queries; q && *q; q++) {
       GValue v = G_VALUE_INIT;
       g_value_init (&v, G_TYPE_STRING);
       g_value_set_string (&v, *q);
@@ -470,7 +508,6 @@ static gboolean
 start_pipeline (Annotate *a)
 {
   GError *error = NULL;
-  g_atomic_int_set (&a->no_video, FALSE);
   a->pipeline = build_pipeline (a, &error);
   if (!a->pipeline) {
     a->live = FALSE;
@@ -536,6 +573,53 @@ signal_cb (gpointer data)
   return G_SOURCE_CONTINUE;
 }
 
+/* ---- indexing ---- */
+
+static void
+interrupt_handler (int sig)
+{
+  blip_archive_index_interrupt ();
+  signal (sig, SIG_DFL); /* a second signal stops at once */
+}
+
+/* This process's share of the files under mpirun (Open MPI, MPICH and
+ * PMIx name the rank in the environment: no MPI library is needed to split
+ * a file list). */
+static void
+mpi_rank (gint *rank, gint *n_ranks)
+{
+  static const gchar *const names[][2] = {
+    { "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE" }, { "PMIX_RANK", "PMIX_SIZE" }, { "PMI_RANK", "PMI_SIZE" },
+  };
+  *rank = 0;
+  *n_ranks = 1;
+  for (guint i = 0; i < G_N_ELEMENTS (names); i++) {
+    const gchar *r = g_getenv (names[i][0]), *n = g_getenv (names[i][1]);
+    gint64 rv, nv;
+    if (r && n && g_ascii_string_to_signed (r, 10, 0, G_MAXINT - 1, &rv, NULL)
+        && g_ascii_string_to_signed (n, 10, 1, G_MAXINT, &nv, NULL) && rv < nv) {
+      *rank = (gint) rv;
+      *n_ranks = (gint) nv;
+      return;
+    }
+  }
+}
+
+static int
+run_index (gchar **inputs)
+{
+  BlipArchiveIndexOptions o = {
+    .location = opt_index, .match_model = opt_match_model ? opt_match_model : blip_default_model_dir (TRUE),
+    .caption_model = opt_caption_model, .caption = opt_caption, .interval = (guint) opt_interval,
+    .max_rate = opt_max_rate, .scene_change = opt_scene_change, .threads = (guint) opt_threads,
+    .precision = opt_precision, .quiet = opt_quiet,
+  };
+  mpi_rank (&o.rank, &o.n_ranks);
+  signal (SIGINT, interrupt_handler);
+  signal (SIGTERM, interrupt_handler);
+  return blip_archive_index (&o, inputs);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -545,15 +629,17 @@ main (int argc, char **argv)
   bind_textdomain_codeset (GETTEXT_PACKAGE, "UTF-8");
   textdomain (GETTEXT_PACKAGE);
 
-  GOptionContext *ctx = g_option_context_new (_("URI-OR-FILE"));
+  GOptionContext *ctx = g_option_context_new (_("URI-OR-FILE | --index DB FILES-OR-FOLDERS..."));
   g_option_context_set_translation_domain (ctx, GETTEXT_PACKAGE);
   g_option_context_set_summary (ctx, _("Captions and/or matches a video with the blip plugin, "
-                                       "writing JSON lines."));
+                                       "writing JSON lines; or indexes videos for blip search."));
   g_option_context_add_main_entries (ctx, entries, GETTEXT_PACKAGE);
   g_option_context_add_group (ctx, gst_init_get_option_group ());
   GError *error = NULL;
-  if (!g_option_context_parse (ctx, &argc, &argv, &error) || argc != 2) {
-    g_printerr ("blip-annotate: %s\n", error ? error->message : _("give one video file or URI"));
+  if (!g_option_context_parse (ctx, &argc, &argv, &error) || argc < 2 || (argc != 2 && !opt_index)) {
+    g_printerr ("blip-annotate: %s\n", error ? error->message
+                                             : opt_index ? _("give the files or folders to index")
+                                                         : _("give one video file or URI"));
     g_clear_error (&error);
     g_option_context_free (ctx);
     return 2;
@@ -568,7 +654,11 @@ main (int argc, char **argv)
     g_strfreev (a.queries);
     return usage ? 2 : 1;
   }
-  a.caption = opt_caption || !a.queries;
+  if (opt_index) {
+    g_strfreev (a.queries);
+    return run_index (argv + 1);
+  }
+  a.caption = opt_caption || (!a.queries && !opt_features);
   gchar *uri = gst_uri_is_valid (argv[1]) ? g_strdup (argv[1]) : gst_filename_to_uri (argv[1], &error);
   if (!uri) {
     g_printerr ("blip-annotate: %s\n", error->message);

@@ -7,6 +7,8 @@
  */
 #include "config.h"
 #include "bench.h"
+#include "default-models.h"
+#include "search.h"
 #include "image-load.h"
 #include "json-number.h"
 
@@ -85,6 +87,24 @@ static GOptionEntry match_entries[] = {
   { NULL }
 };
 
+static char *opt_index = NULL, *opt_thumbnails = NULL, *opt_html = NULL;
+static int opt_top = 10, opt_rerank = 16;
+
+static GOptionEntry search_entries[] = {
+  { "index", 0, 0, G_OPTION_ARG_FILENAME, &opt_index,
+    N_("The archive index (made by blip-annotate --index): a file or a postgresql:// URI"), "DB" },
+  { "top", 'n', 0, G_OPTION_ARG_INT, &opt_top, N_("Hits to print (default 10)"), "N" },
+  { "rerank", 0, 0, G_OPTION_ARG_INT, &opt_rerank,
+    N_("Re-rank the best K frames by ITM, decoding them again (default 16; 0: ITC only)"), "K" },
+  { "thumbnails", 0, 0, G_OPTION_ARG_FILENAME, &opt_thumbnails, N_("Write a PNG of each hit into this folder"), "DIR" },
+  { "html", 0, 0, G_OPTION_ARG_FILENAME, &opt_html,
+    N_("Write a page of the hits (thumbnails, times, scores) to FILE"), "FILE" },
+  { "itm-first-token", 0, 0, G_OPTION_ARG_STRING, &opt_itm_first,
+    N_("Token ITM texts start with: enc (default: [ENC], as BLIP trains ITM) or cls ([CLS], as transformers)"),
+    "enc|cls" },
+  { NULL }
+};
+
 static char *opt_case = NULL;
 static int opt_reps = 10;
 
@@ -157,7 +177,12 @@ check_options (gboolean gen, GError **error)
       || !check_name ("--backend", opt_backend, backends, error)
       || !check_name ("--kind", opt_kind, kinds, error)
       || !check_name ("--case", opt_case, blip_bench_cases, error)
-      || !check_int ("--reps", opt_reps, 1, G_MAXINT, error))
+      || !check_int ("--reps", opt_reps, 1, G_MAXINT, error)
+      || !check_int ("--top", opt_top, 1, 100000, error)
+      || !check_int ("--rerank", opt_rerank, 0, 4096, error))
+    return FALSE;
+  static const char *const first_tokens[] = { "enc", "cls", NULL };
+  if (!check_name ("--itm-first-token", opt_itm_first, first_tokens, error))
     return FALSE;
   BlipPrecision precision;
   GError *e = NULL;
@@ -190,21 +215,11 @@ fail (GError *error)
   return 1;
 }
 
-/* The embedded models: the source tree's when run from a build, else the
- * installed ones.  Matching needs the retrieval model, everything else the
- * captioning one. */
-static const char *
-default_model (gboolean match)
-{
-  const char *built = match ? BLIP_DEFAULT_MATCH_MODEL : BLIP_DEFAULT_CAPTION_MODEL;
-  return g_file_test (built, G_FILE_TEST_IS_DIR) ? built
-                                                 : match ? BLIP_INSTALLED_MATCH_MODEL : BLIP_INSTALLED_CAPTION_MODEL;
-}
 
 static BlipSession *
 open_session (BlipModel **model, gboolean match, GError **error)
 {
-  const char *dir = opt_model ? opt_model : default_model (match);
+  const char *dir = opt_model ? opt_model : blip_default_model_dir (match);
   BlipSessionParams sp = blip_session_default_params ();
   sp.n_threads = opt_threads;
   if (opt_backend && strcmp (opt_backend, "openblas") == 0)
@@ -374,10 +389,8 @@ cmd_match (int argc, char **argv)
   }
   BlipMatchParams mp = blip_match_default_params ();
   mp.method = BLIP_MATCH_ITM;
-  if (opt_itm_first && !blip_itm_first_token_from_name (opt_itm_first, &mp.first_token, NULL)) {
-    g_printerr (_("blip match: unknown --itm-first-token '%s' (enc or cls)\n"), opt_itm_first);
-    return 2;
-  }
+  if (opt_itm_first)
+    blip_itm_first_token_from_name (opt_itm_first, &mp.first_token, NULL); /* checked by check_options */
   BlipModel *model;
   BlipSession *s = open_session (&model, TRUE, &error);
   if (!s)
@@ -435,7 +448,7 @@ static int
 cmd_tokenize (int argc, char **argv)
 {
   GError *error = NULL;
-  const char *dir = opt_model ? opt_model : default_model (FALSE);
+  const char *dir = opt_model ? opt_model : blip_default_model_dir (FALSE);
   BlipTokenizer *tok = blip_tokenizer_load (dir, &error);
   if (!tok)
     return fail (error);
@@ -685,6 +698,35 @@ cmd_init (int argc, char **argv)
 }
 
 static int
+cmd_search (int argc, char **argv)
+{
+  if (!opt_index) {
+    g_printerr (_("blip search: give the index with --index DB (made by blip-annotate --index)\n"));
+    return 2;
+  }
+  gst_init (NULL, NULL);
+  GError *error = NULL;
+  BlipModel *model = NULL;
+  BlipSession *s = open_session (&model, TRUE, &error);
+  if (!s)
+    return fail (error);
+  if (!blip_model_can_match (model)) {
+    blip_session_free (s);
+    blip_model_unref (model);
+    return fail (g_error_new (BLIP_ERROR, BLIP_ERROR_UNSUPPORTED,
+                              _("not an image-text matching model (BlipForImageTextRetrieval)")));
+  }
+  BlipSearchOptions o = { .index = opt_index, .top = opt_top, .rerank = opt_rerank, .json = opt_json,
+                          .thumbnails = opt_thumbnails, .html = opt_html, .n_threads = opt_threads };
+  if (opt_itm_first)
+    blip_itm_first_token_from_name (opt_itm_first, &o.first_token, NULL); /* checked by check_options */
+  int rc = blip_search (s, &o, argc > 1 ? argv + 1 : NULL);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return rc;
+}
+
+static int
 cmd_bench (int argc, char **argv)
 {
   GError *error = NULL;
@@ -780,6 +822,8 @@ static const struct {
   { "tokenize", "TEXT...", N_("Token ids of texts"), cmd_tokenize, FALSE, FALSE },
   { "dump", "", N_("Every output the model computes from --inputs, written to --out"), cmd_dump, FALSE, TRUE },
   { "generate", "", N_("Token ids decoded from each pixel_values image of --inputs, as JSON"), cmd_generate, TRUE, TRUE },
+  { "search", "TEXT...", N_("Search an archive index for frames that match texts (none: one a line from standard input)"),
+    cmd_search, FALSE, FALSE, search_entries },
   { "bench", "", N_("Time one benchmark case in-process, as a JSON line"), cmd_bench, FALSE, FALSE, bench_entries },
   { "info", "", N_("The CPU, the instruction set oneDNN runs and the precisions this machine can use"), cmd_info, FALSE, FALSE },
   { "init", "", N_("A checkpoint folder with random weights (BLIP's initialisation) to --out"), cmd_init, FALSE, TRUE, init_entries },

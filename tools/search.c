@@ -1,0 +1,384 @@
+/* blip search (search.h). */
+#include "config.h"
+#include "search.h"
+#include "feature-table.h"
+#include "frame-grab.h"
+#include "index-store.h"
+#include "search-report.h"
+
+#include <glib/gi18n.h>
+#include <glib/gstdio.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ITC candidates looked at per hit asked for: the neighbours that merge
+ * into a hit's range come from them */
+#define CANDIDATES_PER_HIT 4
+#define THUMB_WIDTH 320
+
+typedef struct {
+  BlipFeatureHit itc;
+  BlipIndexFrameInfo info;
+  double itm;        /* -1: not re-ranked */
+  int order;         /* place in the final ranking */
+  guint8 *rgb;       /* the decoded frame, kept for the thumbnail */
+  int width, height, stride;
+} Candidate;
+
+typedef struct {
+  BlipSession *session;
+  const BlipModel *model;
+  const BlipSearchOptions *o;
+  BlipIndexStore *store;
+  BlipFeatureTable *table;
+  BlipFrameGrabber *grabber;
+  GHashTable *broken_videos; /* uri -> TRUE: reported once */
+} Search;
+
+static gboolean
+append_row (int64_t id, const uint16_t *feature, gpointer data)
+{
+  return blip_feature_table_append (data, id, feature);
+}
+
+/* Loads the rows added since the last load. */
+static gboolean
+load_new_rows (Search *s, GError **error)
+{
+  const int64_t after = blip_feature_table_last_id (s->table);
+  if (blip_index_store_scan_features (s->store, after, append_row, s->table, error))
+    return TRUE;
+  if (error && !*error)
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM, _("out of memory loading the index's features"));
+  return FALSE;
+}
+
+static void
+candidate_clear (Candidate *c)
+{
+  blip_index_frame_info_clear (&c->info);
+  g_free (c->rgb);
+}
+
+/* Decodes candidate frames again and scores them by ITM; a frame that does
+ * not decode keeps its ITC score (reported once per video). */
+static gboolean
+rerank (Search *s, const BlipMatchText *text, Candidate *cands, int n, GError **error)
+{
+  const BlipConfig *cfg = blip_model_get_config (s->model);
+  const int S = cfg->vision.image_size, P = blip_model_vision_tokens (s->model), Dv = cfg->vision.hidden_size;
+  float *pixels = g_try_new (float, (gsize) n * 3 * S * S);
+  float *embeds = g_try_new (float, (gsize) n * P * Dv);
+  int *which = g_new (int, n);
+  int m = 0;
+  gboolean ok = pixels && embeds;
+  if (!ok)
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, _("out of memory for %d frames to re-rank"), n);
+  for (int i = 0; ok && i < n; i++) {
+    Candidate *c = &cands[i];
+    BlipGrabbedFrame f;
+    GError *e = NULL;
+    if (g_hash_table_contains (s->broken_videos, c->info.uri))
+      continue;
+    if (!blip_frame_grab (s->grabber, c->info.uri, (GstClockTime) c->info.pts, &f, &e)
+        || !blip_preprocess (f.rgb, f.width, f.height, f.stride, BLIP_PIXEL_RGB, S, cfg->image_mean,
+                             cfg->image_std, pixels + (gsize) m * 3 * S * S, &e)) {
+      g_printerr (_("blip search: %s (its hits keep their ITC scores)\n"), e->message);
+      g_error_free (e);
+      g_hash_table_add (s->broken_videos, g_strdup (c->info.uri));
+      blip_grabbed_frame_clear (&f);
+      continue;
+    }
+    c->rgb = f.rgb;
+    c->width = f.width;
+    c->height = f.height;
+    c->stride = f.stride;
+    which[m++] = i;
+  }
+  BlipMatchScore *scores = g_new0 (BlipMatchScore, MAX (m, 1));
+  if (ok && m > 0) {
+    BlipMatchParams params = blip_match_default_params ();
+    params.method = BLIP_MATCH_ITM;
+    params.first_token = s->o->first_token;
+    ok = blip_session_encode_images (s->session, pixels, m, embeds, NULL, error)
+        && blip_session_match_images (s->session, text, embeds, NULL, m, &params, scores, error);
+  }
+  for (int j = 0; ok && j < m; j++)
+    cands[which[j]].itm = scores[j].itm;
+  g_free (scores);
+  g_free (which);
+  g_free (pixels);
+  g_free (embeds);
+  return ok;
+}
+
+/* Re-ranked first, by ITM; then the others by ITC (BLIP's k_test). */
+static gint
+compare_candidates (gconstpointer pa, gconstpointer pb)
+{
+  const Candidate *a = pa, *b = pb;
+  if ((a->itm >= 0) != (b->itm >= 0))
+    return a->itm >= 0 ? -1 : 1;
+  if (a->itm >= 0 && a->itm != b->itm)
+    return a->itm > b->itm ? -1 : 1;
+  return a->order - b->order; /* the ITC order */
+}
+
+/* Candidates in ranking order into hits: a candidate next to a hit's range
+ * in the same video (seq one before or after) extends it. */
+static int
+merge_hits (Candidate *cands, int n, int top, BlipSearchHit *hits)
+{
+  int n_hits = 0;
+  for (int i = 0; i < n; i++) {
+    const Candidate *c = &cands[i];
+    BlipSearchHit *h = NULL;
+    for (int j = 0; j < n_hits && !h; j++)
+      if (hits[j].video_id == c->info.video_id
+          && (c->info.seq == hits[j].seq_hi + 1 || c->info.seq == hits[j].seq_lo - 1))
+        h = &hits[j];
+    if (h) {
+      h->seq_lo = MIN (h->seq_lo, c->info.seq);
+      h->seq_hi = MAX (h->seq_hi, c->info.seq);
+      h->start = MIN (h->start, c->info.pts);
+      h->end = MAX (h->end, c->info.end_pts);
+      /* the extended range may now touch another hit of the video */
+      for (int j = 0; j < n_hits; j++) {
+        BlipSearchHit *o = &hits[j];
+        if (o == h || o->video_id != h->video_id || (o->seq_lo != h->seq_hi + 1 && o->seq_hi != h->seq_lo - 1))
+          continue;
+        BlipSearchHit *keep = o < h ? o : h, *gone = o < h ? h : o;
+        keep->seq_lo = MIN (keep->seq_lo, gone->seq_lo);
+        keep->seq_hi = MAX (keep->seq_hi, gone->seq_hi);
+        keep->start = MIN (keep->start, gone->start);
+        keep->end = MAX (keep->end, gone->end);
+        g_free (gone->uri);
+        g_free (gone->path);
+        g_free (gone->caption);
+        memmove (gone, gone + 1, (gsize) (hits + n_hits - gone - 1) * sizeof *gone);
+        n_hits--;
+        break;
+      }
+      continue;
+    }
+    if (n_hits == top)
+      continue;
+    h = &hits[n_hits++];
+    memset (h, 0, sizeof *h);
+    h->video_id = c->info.video_id;
+    h->frame_id = c->info.frame_id;
+    h->uri = g_strdup (c->info.uri);
+    h->path = g_filename_from_uri (c->info.uri, NULL, NULL);
+    h->seq_lo = h->seq_hi = c->info.seq;
+    h->start = c->info.pts;
+    h->end = c->info.end_pts;
+    h->pts = c->info.pts;
+    h->itc = c->itc.score;
+    h->itm = c->itm;
+    h->caption = g_strdup (c->info.caption);
+  }
+  for (int j = 0; j < n_hits; j++)
+    hits[j].rank = j + 1;
+  return n_hits;
+}
+
+static void
+hits_free (BlipSearchHit *hits, int n)
+{
+  for (int i = 0; i < n; i++) {
+    g_free (hits[i].uri);
+    g_free (hits[i].path);
+    g_free (hits[i].caption);
+    g_free (hits[i].thumbnail);
+  }
+  g_free (hits);
+}
+
+/* thumbnails: DIR/qQUERY-RANK.png, of the frame decoded for ITM or decoded now */
+static void
+write_thumbnails (Search *s, const char *dir, int query_no, BlipSearchHit *hits, int n_hits,
+                  const Candidate *cands, int n_cands)
+{
+  for (int i = 0; i < n_hits; i++) {
+    BlipSearchHit *h = &hits[i];
+    const Candidate *c = NULL;
+    for (int j = 0; j < n_cands && !c; j++)
+      if (cands[j].info.frame_id == h->frame_id && cands[j].rgb)
+        c = &cands[j];
+    BlipGrabbedFrame f = { 0 };
+    GError *e = NULL;
+    gboolean ok = c || (!g_hash_table_contains (s->broken_videos, h->uri)
+                        && blip_frame_grab (s->grabber, h->uri, (GstClockTime) h->pts, &f, &e));
+    char *name = g_strdup_printf ("q%d-%d.png", query_no, h->rank);
+    char *path = g_build_filename (dir, name, NULL);
+    ok = ok && blip_search_write_thumbnail (path, c ? c->rgb : f.rgb, c ? c->width : f.width,
+                                            c ? c->height : f.height, c ? c->stride : f.stride,
+                                            THUMB_WIDTH, &e);
+    if (ok) {
+      h->thumbnail = path;
+      path = NULL;
+    } else if (e) {
+      g_printerr (_("blip search: thumbnail of hit %d: %s\n"), h->rank, e->message);
+      g_error_free (e);
+    }
+    blip_grabbed_frame_clear (&f);
+    g_free (path);
+    g_free (name);
+  }
+}
+
+/* One query: fills *hits (transfer full) and returns how many, or -1. */
+static int
+run_query (Search *s, const char *query, int query_no, BlipSearchHit **hits_out, GError **error)
+{
+  *hits_out = NULL;
+  if (!load_new_rows (s, error))
+    return -1;
+  BlipMatchText text = { 0 };
+  if (!blip_session_prepare_texts (s->session, &query, 1, &text, error))
+    return -1;
+  const BlipSearchOptions *o = s->o;
+  const size_t rows = blip_feature_table_rows (s->table);
+  const size_t want = MIN (rows, (size_t) MAX (o->top * CANDIDATES_PER_HIT, o->rerank));
+  BlipFeatureHit *itc = g_new (BlipFeatureHit, MAX (want, 1));
+  const size_t n = blip_feature_table_top_k (s->table, text.feat, want, o->n_threads, itc);
+  Candidate *cands = g_new0 (Candidate, MAX (n, 1));
+  gboolean ok = TRUE;
+  for (size_t i = 0; ok && i < n; i++) {
+    cands[i].itc = itc[i];
+    cands[i].itm = -1;
+    cands[i].order = (int) i;
+    ok = blip_index_store_get_frame (s->store, itc[i].id, &cands[i].info, error);
+  }
+  g_free (itc);
+  if (ok && o->rerank > 0)
+    ok = rerank (s, &text, cands, (int) MIN (n, (size_t) o->rerank), error);
+  int n_hits = -1;
+  if (ok) {
+    qsort (cands, n, sizeof *cands, (int (*) (const void *, const void *)) compare_candidates);
+    BlipSearchHit *hits = g_new0 (BlipSearchHit, MAX (o->top, 1));
+    n_hits = merge_hits (cands, (int) n, o->top, hits);
+    if (o->thumbnails)
+      write_thumbnails (s, o->thumbnails, query_no, hits, n_hits, cands, (int) n);
+    *hits_out = hits;
+  }
+  for (size_t i = 0; i < n; i++)
+    candidate_clear (&cands[i]);
+  g_free (cands);
+  blip_match_text_clear (&text);
+  return n_hits;
+}
+
+/* The index must be the session model's: another model's features are
+ * another space, and its scores would be silently wrong. */
+static gboolean
+check_model (Search *s, GError **error)
+{
+  BlipIndexModel im = { 0 };
+  if (!blip_index_store_get_model (s->store, &im, error))
+    return FALSE;
+  const char *identity = blip_model_get_identity (s->model);
+  const int dim = blip_model_get_config (s->model)->image_text_hidden_size;
+  gboolean ok = g_strcmp0 (im.identity, identity) == 0 && im.feature_dim == dim;
+  if (!ok)
+    g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_MODEL,
+                 _("%s was made with the model \"%s\" (identity %.12s, features of %d), not with this one "
+                   "(identity %.12s, features of %d): search it with --model set to the model it was made with"),
+                 s->o->index, im.name, im.identity, im.feature_dim, identity, dim);
+  blip_index_model_clear (&im);
+  return ok;
+}
+
+static gboolean
+prepare_folder (const char *dir, GError **error)
+{
+  if (g_mkdir_with_parents (dir, 0777) == 0)
+    return TRUE;
+  int e = errno;
+  g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (e), "%s: %s", dir, g_strerror (e));
+  return FALSE;
+}
+
+int
+blip_search (BlipSession *session, const BlipSearchOptions *o, char **queries)
+{
+  GError *error = NULL;
+  BlipSearchOptions opts = *o;
+  char *html_thumbs = NULL;
+  if (opts.html && !opts.thumbnails) {
+    /* the page's images go next to it */
+    char *base = g_strdup (opts.html);
+    char *dot = strrchr (base, '.');
+    if (dot && !strchr (dot, G_DIR_SEPARATOR))
+      *dot = '\0';
+    html_thumbs = g_strconcat (base, "-thumbnails", NULL);
+    g_free (base);
+    opts.thumbnails = html_thumbs;
+  }
+  Search s = { .session = session, .model = blip_session_get_model (session), .o = &opts,
+               .grabber = blip_frame_grabber_new (),
+               .broken_videos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL) };
+  GPtrArray *all_queries = g_ptr_array_new_with_free_func (g_free);
+  GPtrArray *all_hits = g_ptr_array_new ();
+  GArray *all_counts = g_array_new (FALSE, FALSE, sizeof (int));
+  int rc = 0;
+  s.store = blip_index_store_open (o->index, FALSE, &error);
+  gboolean ok = s.store && check_model (&s, &error)
+      && (!opts.thumbnails || prepare_folder (opts.thumbnails, &error));
+  if (ok)
+    s.table = blip_feature_table_new (blip_model_get_config (s.model)->image_text_hidden_size);
+  char *line = NULL;
+  size_t line_size = 0;
+  for (int qi = 0; ok; qi++) {
+    const char *q;
+    if (queries) {
+      if (!queries[qi])
+        break;
+      q = queries[qi];
+    } else {
+      if (getline (&line, &line_size, stdin) < 0)
+        break;
+      g_strstrip (line);
+      if (!*line)
+        continue;
+      q = line;
+    }
+    BlipSearchHit *hits = NULL;
+    const int n = run_query (&s, q, qi + 1, &hits, &error);
+    if (n < 0) {
+      ok = FALSE;
+      break;
+    }
+    if (opts.json)
+      blip_search_print_json (stdout, q, hits, n);
+    else
+      blip_search_print_table (stdout, q, hits, n);
+    fflush (stdout);
+    g_ptr_array_add (all_queries, g_strdup (q));
+    g_ptr_array_add (all_hits, hits);
+    g_array_append_val (all_counts, n);
+  }
+  if (ok && opts.html)
+    ok = blip_search_write_html (opts.html, o->index, (const char *const *) all_queries->pdata,
+                                 (BlipSearchHit *const *) all_hits->pdata, (const int *) all_counts->data,
+                                 (int) all_queries->len, &error);
+  if (!ok) {
+    g_printerr ("blip search: %s\n", error ? error->message : _("failed"));
+    g_clear_error (&error);
+    rc = 1;
+  }
+  for (guint i = 0; i < all_hits->len; i++)
+    hits_free (all_hits->pdata[i], g_array_index (all_counts, int, i));
+  g_ptr_array_unref (all_hits);
+  g_ptr_array_unref (all_queries);
+  g_array_unref (all_counts);
+  blip_feature_table_free (s.table);
+  blip_index_store_close (s.store);
+  blip_frame_grabber_free (s.grabber);
+  g_hash_table_destroy (s.broken_videos);
+  g_free (html_thumbs);
+  free (line);
+  return rc;
+}
