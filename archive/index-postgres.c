@@ -126,7 +126,10 @@ pg_query (PgStore *p, const char *sql, int n, const char *const *values, int res
 {
   if (!check_alive (p, error))
     return NULL;
-  PGresult *res = PQexecParams (p->conn, sql, n, NULL, values, NULL, NULL, result_format);
+  /* without parameters, PQexec: it takes several statements (the schema) */
+  PGresult *res = n == 0 && result_format == 0
+                    ? PQexec (p->conn, sql)
+                    : PQexecParams (p->conn, sql, n, NULL, values, NULL, NULL, result_format);
   ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
     return res;

@@ -15,17 +15,23 @@ set -euo pipefail
 
 mode=${1:?mode: start, stop, kill or cleanup}
 dir=${2:?the folder of the server}
+owner=${3:-}
 
+# PG_BINDIR picks a PostgreSQL (else Debian's newest, else the PATH's)
 bindir=
-for d in /usr/lib/postgresql/*/bin; do
-  [[ -x $d/initdb && -x $d/pg_ctl ]] && bindir=$d
-done
-if [[ -z $bindir ]]; then
+if [[ -n ${PG_BINDIR:-} ]]; then
+  [[ -x $PG_BINDIR/initdb && -x $PG_BINDIR/pg_ctl ]] && bindir=$PG_BINDIR
+else
+  for d in /usr/lib/postgresql/*/bin; do
+    [[ -x $d/initdb && -x $d/pg_ctl ]] && bindir=$d
+  done
+fi
+if [[ -z $bindir && -z ${PG_BINDIR:-} ]]; then
   command -v initdb >/dev/null && command -v pg_ctl >/dev/null &&
     bindir=$(dirname "$(command -v initdb)")
 fi
 if [[ -z $bindir ]]; then
-  echo "SKIP: PostgreSQL's initdb and pg_ctl are not installed (Debian: postgresql-15)"
+  echo "SKIP: PostgreSQL's initdb and pg_ctl are not installed${PG_BINDIR:+ in $PG_BINDIR} (Debian: postgresql-15)"
   exit 77
 fi
 
@@ -69,6 +75,12 @@ start)
   as_server "$bindir/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 -s \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_buffers=32MB -c max_connections=40" \
     start >&2 || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+  if [[ -n $owner && ! -f $dir/watcher ]]; then
+    touch "$dir/watcher"
+    # detached from the test's output, so the test does not wait for it
+    setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec "$2" cleanup "$3"' \
+      watcher "$owner" "$(readlink -f "$0")" "$dir" </dev/null >/dev/null 2>&1 &
+  fi
   echo "postgresql://$user@127.0.0.1:$port/postgres"
   ;;
 stop)
