@@ -334,6 +334,14 @@ create_or_check_schema (PgStore *p, gboolean create, GError **error)
 
 static const BlipIndexBackend postgres_backend;
 
+/* the server's notices (a crash's "terminating connection") are for
+ * developers, not on a tool's stderr */
+static void
+debug_notice (void *arg, const char *message)
+{
+  g_debug ("index %s: %s", (const char *) arg, message);
+}
+
 BlipIndexStore *
 blip_index_postgres_open (const char *uri, gboolean create, GError **error)
 {
@@ -351,6 +359,7 @@ blip_index_postgres_open (const char *uri, gboolean create, GError **error)
     g_free (msg);
     goto fail;
   }
+  PQsetNoticeProcessor (p->conn, debug_notice, p->base.display);
   char settings[160];
   /* lock_timeout: a row another session keeps locked is LOCKED, not a hang;
    * CREATE ... IF NOT EXISTS's notices are noise */
