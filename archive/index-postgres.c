@@ -66,7 +66,10 @@ static const char schema_sql[] =
   "  seq integer NOT NULL,"
   "  feature bytea NOT NULL,"
   "  caption text,"
-  "  PRIMARY KEY (video_id, seq));";
+  "  PRIMARY KEY (video_id, seq))"
+  /* every video's frames pass through it: vacuumed often, so the space of
+   * the moved rows is reused, not grown */
+  "  WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);";
 
 static gboolean
 sqlstate_is (const PGresult *res, const char *prefix)

@@ -452,7 +452,11 @@ bind_claim (SqliteStore *s, sqlite3_stmt *st, int first)
 {
   sqlite3_bind_text (st, first, s->host, -1, SQLITE_STATIC);
   sqlite3_bind_int64 (st, first + 1, s->pid);
-  sqlite3_bind_int64 (st, first + 2, s->start);
+  /* NULL: unknown (no /proc) */
+  if (s->start >= 0)
+    sqlite3_bind_int64 (st, first + 2, s->start);
+  else
+    sqlite3_bind_null (st, first + 2);
 }
 
 static gboolean
@@ -579,8 +583,6 @@ touch_claim (SqliteStore *s, int64_t video_id, const char *set, int64_t duration
   sqlite3_bind_int64 (st, 1, time (NULL));
   sqlite3_bind_int64 (st, 2, video_id);
   bind_claim (s, st, 3);
-  if (s->start < 0)
-    sqlite3_bind_null (st, 5);
   if (set != NULL) {
     if (duration >= 0)
       sqlite3_bind_int64 (st, 6, duration);
