@@ -462,15 +462,31 @@ postgres_claim_video (BlipIndexStore *store, const BlipIndexVideo *video, BlipIn
   g_snprintf (size, sizeof size, "%" G_GINT64_FORMAT, (gint64) video->size);
   g_snprintf (mtime, sizeof mtime, "%" G_GINT64_FORMAT, (gint64) video->mtime);
   const char *insert_values[] = { video->uri, size, mtime, p->host, p->pid };
-  if (!pg_command (p,
-                   "INSERT INTO videos (uri, size, mtime, state, claim_host, claim_pid) "
-                   "VALUES ($1, $2, $3, 'indexing', $4, $5) ON CONFLICT (uri) DO NOTHING",
-                   5, insert_values, what, error))
-    return FALSE;
-  PGresult *res = pg_query (p, "SELECT id, size, mtime, state FROM videos WHERE uri = $1", 1,
-                            (const char *const[]) { video->uri }, 0, what, error);
+  const char *uri_values[] = { video->uri };
+  const char *select_sql = "SELECT id, size, mtime, state FROM videos WHERE uri = $1";
+  PGresult *res = pg_query (p, select_sql, 1, uri_values, 0, what, error);
   if (res == NULL)
     return FALSE;
+  /* a new video; inserted only then, as every INSERT takes an id, even one
+   * that does nothing (and ids name the claims' locks) */
+  if (PQntuples (res) == 0) {
+    PQclear (res);
+    if (!pg_command (p,
+                     "INSERT INTO videos (uri, size, mtime, state, claim_host, claim_pid) "
+                     "VALUES ($1, $2, $3, 'indexing', $4, $5) ON CONFLICT (uri) DO NOTHING",
+                     5, insert_values, what, error))
+      return FALSE;
+    res = pg_query (p, select_sql, 1, uri_values, 0, what, error);
+    if (res == NULL)
+      return FALSE;
+  }
+  if (PQntuples (res) != 1) {
+    PQclear (res);
+    g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_FAILED,
+                 "index %s: cannot %s: %s vanished as it was added", p->base.display, what,
+                 video->uri);
+    return FALSE;
+  }
   int64_t id = g_ascii_strtoll (PQgetvalue (res, 0, 0), NULL, 10);
   gboolean done = same_file (res, 0, video);
   PQclear (res);

@@ -772,6 +772,108 @@ test_kill (gconstpointer data)
   g_free (location);
 }
 
+#define ROUND_BATCHES 3
+
+/* Indexes videos round-0, round-1, ... of ROUND_BATCHES batches each until
+ * killed, one byte on `progress` per commit. */
+static void G_GNUC_NORETURN
+index_until_killed (const char *location, int progress)
+{
+  BlipIndexStore *store = blip_index_store_open (location, FALSE, NULL);
+  if (store == NULL)
+    _exit (1);
+  for (int v = 0;; v++) {
+    char uri[64];
+    g_snprintf (uri, sizeof uri, "file:///v/round-%d.mp4", v);
+    BlipIndexVideo video = { uri, 5, 5 };
+    BlipIndexClaim c;
+    int64_t id;
+    /* the killed predecessor's claim lingers a moment on PostgreSQL */
+    for (int tries = 0;; tries++) {
+      if (!blip_index_store_claim_video (store, &video, &c, &id, NULL))
+        _exit (1);
+      if (c != BLIP_INDEX_CLAIM_BUSY || tries == 500)
+        break;
+      g_usleep (20000);
+    }
+    if (c == BLIP_INDEX_CLAIM_DONE)
+      continue;
+    if (c != BLIP_INDEX_CLAIM_TAKEN)
+      _exit (1);
+    for (int b = 0; b < ROUND_BATCHES; b++) {
+      char byte = 'a';
+      if (!add (store, id, v, b * KILL_BATCH, KILL_BATCH, NULL) || write (progress, &byte, 1) != 1)
+        _exit (1);
+    }
+    char byte = 'e';
+    if (!blip_index_store_end_video (store, id, -1, NULL, NULL) || write (progress, &byte, 1) != 1)
+      _exit (1);
+  }
+}
+
+/* SIGKILL at any moment of claim, add and end, several times over: the
+ * index stays whole (done videos have all their frames, at most one is
+ * left indexing, with whole batches) and the next process goes on. */
+static void
+test_kill_anywhere (gconstpointer data)
+{
+  const char *kind = data;
+  if (!have (kind))
+    return;
+  char *location = new_location (kind);
+  blip_index_store_close (open_bound (location));
+  static const int delays_us[] = { 0, 700, 2300, 5100, 11000 };
+  for (size_t round = 0; round < G_N_ELEMENTS (delays_us); round++) {
+    int progress[2];
+    g_assert_cmpint (pipe (progress), ==, 0);
+    pid_t child = fork ();
+    g_assert_cmpint (child, >=, 0);
+    if (child == 0) {
+      close (progress[0]);
+      index_until_killed (location, progress[1]);
+    }
+    close (progress[1]);
+    char byte;
+    for (int i = 0; i < 4; i++)
+      g_assert_cmpint (read (progress[0], &byte, 1), ==, 1);
+    g_usleep (delays_us[round]);
+    g_assert_cmpint (kill (child, SIGKILL), ==, 0);
+    int status = 0;
+    g_assert_cmpint (waitpid (child, &status, 0), ==, child);
+    g_assert_true (WIFSIGNALED (status));
+    close (progress[0]);
+
+    GError *error = NULL;
+    BlipIndexStore *store = blip_index_store_open (location, FALSE, &error);
+    g_assert_no_error (error);
+    BlipIndexStats st = stats (store);
+    g_test_message ("round %zu: %" G_GINT64_FORMAT " done, %" G_GINT64_FORMAT
+                    " indexing, %" G_GINT64_FORMAT " frames", round, (gint64) st.videos_done,
+                    (gint64) st.videos_indexing, (gint64) st.frames);
+    g_assert_cmpint (st.videos_indexing, <=, 1);
+    g_assert_cmpint (st.videos_failed, ==, 0);
+    g_assert_cmpint (st.frames % KILL_BATCH, ==, 0);
+    Scan s = scan (store, -1);
+    g_assert_cmpint (s.ids->len, ==, st.videos_done * ROUND_BATCHES * KILL_BATCH);
+    g_assert_cmpint (st.frames - (int64_t) s.ids->len, <=, ROUND_BATCHES * KILL_BATCH);
+    scan_free (&s);
+    /* every done video whole, in seq order */
+    for (int64_t v = 0; v < st.videos_done; v++) {
+      char uri[64];
+      int64_t id = -1;
+      g_snprintf (uri, sizeof uri, "file:///v/round-%" G_GINT64_FORMAT ".mp4", (gint64) v);
+      g_assert_cmpint (claim (store, uri, 5, 5, &id), ==, BLIP_INDEX_CLAIM_DONE);
+      BlipIndexFrameInfo info;
+      g_assert_true (blip_index_store_get_frame_by_seq (store, id, ROUND_BATCHES * KILL_BATCH - 1,
+                                                        &info, &error));
+      g_assert_no_error (error);
+      blip_index_frame_info_clear (&info);
+    }
+    blip_index_store_close (store);
+  }
+  g_free (location);
+}
+
 #define SHARED_VIDEOS 6
 #define SHARED_FRAMES 40
 
@@ -926,6 +1028,7 @@ main (int argc, char **argv)
       { "format", test_format },
       { "locked", test_locked },
       { "kill", test_kill },
+      { "kill-anywhere", test_kill_anywhere },
       { "two-processes", test_two_processes },
     };
     for (size_t t = 0; t < G_N_ELEMENTS (tests); t++) {
