@@ -8,7 +8,18 @@
  * that is gone is indexed again from the start by the next run.  Claims:
  * a video is indexed by one process at a time (PostgreSQL: a session
  * advisory lock, released when the connection dies; SQLite: the claiming
- * host and pid, stale once that pid is gone).
+ * host, pid and the pid's start time, stale once that process is gone; a
+ * claim from another host sharing the file is stale after 3 hours without
+ * a write, as its pid cannot be checked).
+ *
+ * A video's frames become searchable, and get their frame ids, when it is
+ * done: ids grow in the order videos are done, so an incremental scan from
+ * the last id seen misses none, even with several indexers at once.  A
+ * re-indexed video's frames get new ids (the old ones are gone).
+ *
+ * A store is used by one thread at a time.  Writes that wait for another
+ * process's lock give up after 30 s (BLIP_INDEX_ERROR_LOCKED), or after
+ * BLIP_INDEX_LOCK_TIMEOUT_MS milliseconds from the environment.
  *
  * Every function that can fail takes a GError ** (domain BLIP_INDEX_ERROR)
  * and never aborts on bad input: a file that is not an index, a locked
@@ -29,7 +40,8 @@ typedef enum {
   BLIP_INDEX_ERROR_FORMAT,    /* not a blip index, or a newer schema */
   BLIP_INDEX_ERROR_MODEL,     /* the index was made with another model */
   BLIP_INDEX_ERROR_LOCKED,    /* another process holds the file locked too long */
-  BLIP_INDEX_ERROR_CONNECTION,/* the server went away (PostgreSQL) */
+  BLIP_INDEX_ERROR_CONNECTION,/* the server went away (PostgreSQL); the store
+                               * stays so (its claims are gone): reopen it */
   BLIP_INDEX_ERROR_FAILED,    /* any other failure of the database */
 } BlipIndexErrorCode;
 
@@ -75,8 +87,10 @@ typedef enum {
   BLIP_INDEX_CLAIM_BUSY,       /* another live process is indexing it: skip */
 } BlipIndexClaim;
 
-/* Claims a video for indexing.  BLIP_INDEX_CLAIM_TAKEN sets *video_id; the
- * video is then "indexing" until blip_index_store_end_video(). */
+/* Claims a video for indexing.  BLIP_INDEX_CLAIM_TAKEN sets *video_id (and
+ * DONE does too); the video is then "indexing" until
+ * blip_index_store_end_video().  A video this process holds already is
+ * BUSY. */
 gboolean blip_index_store_claim_video (BlipIndexStore *store, const BlipIndexVideo *video,
                                        BlipIndexClaim *claim, int64_t *video_id, GError **error);
 
@@ -90,7 +104,8 @@ typedef struct {
 } BlipIndexFrame;
 
 /* Appends frames to a claimed video, in one transaction: either all are
- * stored or none. */
+ * stored or none (a seq the video has already is an error).  Needs a bound
+ * model (its feature_dim). */
 gboolean blip_index_store_add_frames (BlipIndexStore *store, int64_t video_id,
                                       const BlipIndexFrame *frames, int n_frames, GError **error);
 
@@ -105,7 +120,8 @@ gboolean blip_index_store_end_video (BlipIndexStore *store, int64_t video_id, in
 /* Calls `row` for each stored frame of a "done" video whose row id is
  * greater than after_id, in increasing id order (so a searcher loads the
  * features once and then only the rows added since: pass the last id it
- * saw).  The feature is valid during the call only. */
+ * saw).  The feature is valid during the call only; `row` returns FALSE to
+ * stop the scan (not an error).  An index without a model has no rows. */
 typedef gboolean (*BlipIndexRowFunc) (int64_t frame_id, const uint16_t *feature, gpointer user_data);
 gboolean blip_index_store_scan_features (BlipIndexStore *store, int64_t after_id,
                                          BlipIndexRowFunc row, gpointer user_data, GError **error);
@@ -131,8 +147,8 @@ gboolean blip_index_store_get_frame_by_seq (BlipIndexStore *store, int64_t video
 
 typedef struct {
   int64_t videos_done, videos_failed, videos_indexing;
-  int64_t frames;
-  int64_t bytes; /* the file's size (SQLite) or the tables' (PostgreSQL) */
+  int64_t frames; /* stored, searchable or not yet */
+  int64_t bytes;  /* the file's pages (SQLite) or the tables' with their indexes (PostgreSQL) */
 } BlipIndexStats;
 
 gboolean blip_index_store_stats (BlipIndexStore *store, BlipIndexStats *stats, GError **error);
