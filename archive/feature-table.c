@@ -96,8 +96,9 @@ path_init (void)
                                     && __builtin_cpu_supports ("f16c");
   path_ok[BLIP_FEATURE_PATH_AVX512] = path_ok[BLIP_FEATURE_PATH_AVX2] && __builtin_cpu_supports ("avx512f");
 #endif
-  /* AVX2 by default: the scan is bound by memory bandwidth, and 16 lanes
-   * measured no faster (tools/bench-search; README) */
+  /* AVX2 even where AVX-512F is present: the scan is bound by memory
+   * bandwidth, and 16 lanes measured no faster (tools/bench-search on an
+   * EPYC of family 25, Zen 4, 1M x 256: 21-23 ms both, 1 thread) */
   path_best_ = path_ok[BLIP_FEATURE_PATH_AVX2] ? BLIP_FEATURE_PATH_AVX2 : BLIP_FEATURE_PATH_SCALAR;
   const char *s = g_getenv ("BLIP_FEATURE_SCALAR");
   if (s && *s && strcmp (s, "0") != 0)
@@ -280,10 +281,10 @@ blip_feature_table_append (BlipFeatureTable *table, int64_t id, const uint16_t *
 }
 
 /* ---- scoring kernels: scores[n] of n rows [n * dim] against q ----
- * Every row's score is computed in the same order whatever the rows beside
- * it (groups of four share the query loads, leftovers go alone, with one
- * accumulator per row either way), so a row scores the same bits however
- * the scan is split among threads. */
+ * One row at a time, in one fixed order per row, so that a row scores the
+ * same bits however the scan is split among threads.  (Four rows at a time,
+ * sharing the query's loads, measured 2.4 times slower over 1M rows: the
+ * four interleaved streams defeat the prefetchers.) */
 
 typedef void (*ScoreFn) (const uint16_t *rows, size_t n, int dim, const float *q, float *scores);
 
@@ -323,39 +324,20 @@ hsum8 (__m256 v)
 __attribute__ ((target ("avx2,fma,f16c"))) static void
 scores_avx2 (const uint16_t *rows, size_t n, int dim, const float *q, float *scores)
 {
-  const int d8 = dim & ~7, tail = dim - d8;
-  const size_t D = (size_t) dim;
-  size_t r = 0;
-  for (; r + 4 <= n; r += 4) {
-    const uint16_t *a = rows + r * D, *b = a + D, *c = b + D, *d = c + D;
-    __m256 sa = _mm256_setzero_ps (), sb = sa, sc = sa, sd = sa;
-    for (int i = 0; i < d8; i += 8) {
-      __m256 qv = _mm256_loadu_ps (q + i);
-      sa = _mm256_fmadd_ps (CVT8 (a + i), qv, sa);
-      sb = _mm256_fmadd_ps (CVT8 (b + i), qv, sb);
-      sc = _mm256_fmadd_ps (CVT8 (c + i), qv, sc);
-      sd = _mm256_fmadd_ps (CVT8 (d + i), qv, sd);
+  const int d16 = dim & ~15, d8 = dim & ~7, tail = dim - d8;
+  for (size_t r = 0; r < n; r++) {
+    const uint16_t *a = rows + r * (size_t) dim;
+    __m256 s0 = _mm256_setzero_ps (), s1 = s0;
+    int i = 0;
+    for (; i < d16; i += 16) {
+      s0 = _mm256_fmadd_ps (CVT8 (a + i), _mm256_loadu_ps (q + i), s0);
+      s1 = _mm256_fmadd_ps (CVT8 (a + i + 8), _mm256_loadu_ps (q + i + 8), s1);
     }
-    if (tail) {
-      __m256 qv = _mm256_loadu_ps (q + d8);
-      sa = _mm256_fmadd_ps (load8_tail (a + d8, tail), qv, sa);
-      sb = _mm256_fmadd_ps (load8_tail (b + d8, tail), qv, sb);
-      sc = _mm256_fmadd_ps (load8_tail (c + d8, tail), qv, sc);
-      sd = _mm256_fmadd_ps (load8_tail (d + d8, tail), qv, sd);
-    }
-    scores[r] = hsum8 (sa);
-    scores[r + 1] = hsum8 (sb);
-    scores[r + 2] = hsum8 (sc);
-    scores[r + 3] = hsum8 (sd);
-  }
-  for (; r < n; r++) {
-    const uint16_t *a = rows + r * D;
-    __m256 sa = _mm256_setzero_ps ();
-    for (int i = 0; i < d8; i += 8)
-      sa = _mm256_fmadd_ps (CVT8 (a + i), _mm256_loadu_ps (q + i), sa);
+    if (i < d8)
+      s0 = _mm256_fmadd_ps (CVT8 (a + i), _mm256_loadu_ps (q + i), s0);
     if (tail)
-      sa = _mm256_fmadd_ps (load8_tail (a + d8, tail), _mm256_loadu_ps (q + d8), sa);
-    scores[r] = hsum8 (sa);
+      s1 = _mm256_fmadd_ps (load8_tail (a + d8, tail), _mm256_loadu_ps (q + d8), s1);
+    scores[r] = hsum8 (_mm256_add_ps (s0, s1));
   }
 }
 
@@ -372,39 +354,20 @@ load16_tail (const uint16_t *p, int len)
 __attribute__ ((target ("avx512f,avx2,fma,f16c"))) static void
 scores_avx512 (const uint16_t *rows, size_t n, int dim, const float *q, float *scores)
 {
-  const int d16 = dim & ~15, tail = dim - d16;
-  const size_t D = (size_t) dim;
-  size_t r = 0;
-  for (; r + 4 <= n; r += 4) {
-    const uint16_t *a = rows + r * D, *b = a + D, *c = b + D, *d = c + D;
-    __m512 sa = _mm512_setzero_ps (), sb = sa, sc = sa, sd = sa;
-    for (int i = 0; i < d16; i += 16) {
-      __m512 qv = _mm512_loadu_ps (q + i);
-      sa = _mm512_fmadd_ps (CVT16 (a + i), qv, sa);
-      sb = _mm512_fmadd_ps (CVT16 (b + i), qv, sb);
-      sc = _mm512_fmadd_ps (CVT16 (c + i), qv, sc);
-      sd = _mm512_fmadd_ps (CVT16 (d + i), qv, sd);
+  const int d32 = dim & ~31, d16 = dim & ~15, tail = dim - d16;
+  for (size_t r = 0; r < n; r++) {
+    const uint16_t *a = rows + r * (size_t) dim;
+    __m512 s0 = _mm512_setzero_ps (), s1 = s0;
+    int i = 0;
+    for (; i < d32; i += 32) {
+      s0 = _mm512_fmadd_ps (CVT16 (a + i), _mm512_loadu_ps (q + i), s0);
+      s1 = _mm512_fmadd_ps (CVT16 (a + i + 16), _mm512_loadu_ps (q + i + 16), s1);
     }
-    if (tail) {
-      __m512 qv = _mm512_loadu_ps (q + d16);
-      sa = _mm512_fmadd_ps (load16_tail (a + d16, tail), qv, sa);
-      sb = _mm512_fmadd_ps (load16_tail (b + d16, tail), qv, sb);
-      sc = _mm512_fmadd_ps (load16_tail (c + d16, tail), qv, sc);
-      sd = _mm512_fmadd_ps (load16_tail (d + d16, tail), qv, sd);
-    }
-    scores[r] = _mm512_reduce_add_ps (sa);
-    scores[r + 1] = _mm512_reduce_add_ps (sb);
-    scores[r + 2] = _mm512_reduce_add_ps (sc);
-    scores[r + 3] = _mm512_reduce_add_ps (sd);
-  }
-  for (; r < n; r++) {
-    const uint16_t *a = rows + r * D;
-    __m512 sa = _mm512_setzero_ps ();
-    for (int i = 0; i < d16; i += 16)
-      sa = _mm512_fmadd_ps (CVT16 (a + i), _mm512_loadu_ps (q + i), sa);
+    if (i < d16)
+      s0 = _mm512_fmadd_ps (CVT16 (a + i), _mm512_loadu_ps (q + i), s0);
     if (tail)
-      sa = _mm512_fmadd_ps (load16_tail (a + d16, tail), _mm512_loadu_ps (q + d16), sa);
-    scores[r] = _mm512_reduce_add_ps (sa);
+      s1 = _mm512_fmadd_ps (load16_tail (a + d16, tail), _mm512_loadu_ps (q + d16), s1);
+    scores[r] = _mm512_reduce_add_ps (_mm512_add_ps (s0, s1));
   }
 }
 #endif
