@@ -377,6 +377,16 @@ check_hits (const char *what, const Case *c, const RefHit *ref, size_t k, const 
   }
 }
 
+/* field by field: the struct's padding holds whatever was there */
+static gboolean
+same_hits (const BlipFeatureHit *a, const BlipFeatureHit *b, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (a[i].id != b[i].id || bits_of (a[i].score) != bits_of (b[i].score))
+      return FALSE;
+  return TRUE;
+}
+
 static void
 run_cases (BlipFeaturePath p, gboolean exact)
 {
@@ -405,7 +415,7 @@ run_cases (BlipFeaturePath p, gboolean exact)
           g_snprintf (what, sizeof what, "%s, 1 thread", blip_feature_path_name (p));
           check_hits (what, &c, ref, kq, h1, n1, exact ? 0 : 1e-4);
           g_assert_cmpuint (n1, ==, n2);
-          if (memcmp (h1, h2, n1 * sizeof *h1) != 0)
+          if (!same_hits (h1, h2, n1))
             g_error ("%s: dim %d, %zu rows, k %zu: 1 and 2 threads differ", blip_feature_path_name (p), dim, c.rows, kq);
           g_free (h1);
           g_free (h2);
