@@ -498,6 +498,23 @@ test_nan_query (void)
   g_rand_free (rng);
 }
 
+/* BLIP_FEATURE_SCALAR=1 makes the scalar path the default (read at the
+ * first call, hence a child process) */
+static void
+test_scalar_env (void)
+{
+  if (g_test_subprocess ()) {
+    g_assert_cmpint (blip_feature_path_best (), ==, BLIP_FEATURE_PATH_SCALAR);
+    g_assert_cmpint (blip_feature_path_get (), ==, BLIP_FEATURE_PATH_SCALAR);
+    return;
+  }
+  blip_feature_path_best (); /* this process's choice is made before the variable is set */
+  g_setenv ("BLIP_FEATURE_SCALAR", "1", TRUE);
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_unsetenv ("BLIP_FEATURE_SCALAR");
+  g_test_trap_assert_passed ();
+}
+
 static void
 add_per_path (const char *name, GTestDataFunc fn)
 {
@@ -533,5 +550,6 @@ main (int argc, char **argv)
   add_per_path ("top-k-exact", test_top_k_exact);
   add_simd ("paths-agree", test_paths_agree);
   g_test_add_func ("/feature-table/nan-query", test_nan_query);
+  g_test_add_func ("/feature-table/scalar-env", test_scalar_env);
   return g_test_run ();
 }
