@@ -37,22 +37,30 @@ typedef struct {
   GHashTable *broken_videos; /* uri -> TRUE: reported once */
 } Search;
 
+typedef struct {
+  BlipFeatureTable *table;
+  gboolean out_of_memory;
+} Loading;
+
 static gboolean
 append_row (int64_t id, const uint16_t *feature, gpointer data)
 {
-  return blip_feature_table_append (data, id, feature);
+  Loading *l = data;
+  l->out_of_memory = !blip_feature_table_append (l->table, id, feature);
+  return !l->out_of_memory;
 }
 
 /* Loads the rows added since the last load. */
 static gboolean
 load_new_rows (Search *s, GError **error)
 {
-  const int64_t after = blip_feature_table_last_id (s->table);
-  if (blip_index_store_scan_features (s->store, after, append_row, s->table, error))
-    return TRUE;
-  if (error && !*error)
-    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM, _("out of memory loading the index's features"));
-  return FALSE;
+  Loading l = { s->table, FALSE };
+  if (!blip_index_store_scan_features (s->store, blip_feature_table_last_id (s->table), append_row, &l, error))
+    return FALSE;
+  if (l.out_of_memory)
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_NOMEM, _("%s: out of memory after %zu frames' features"),
+                 s->o->index, blip_feature_table_rows (s->table));
+  return !l.out_of_memory;
 }
 
 static void
