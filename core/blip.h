@@ -140,6 +140,32 @@ BLIP_API gboolean blip_model_can_match (const BlipModel *model);   /* has text_e
 /* Number of vision tokens P = (S/patch)^2 + 1. */
 BLIP_API int blip_model_vision_tokens (const BlipModel *model);
 
+/* The model's identity: 64 lowercase hex digits (owned by the model, valid
+ * while it lives), for an index of features to tell whether the model now
+ * loaded made them.  A SHA-256, computed once at load from the data loaded
+ * (the files are not read again for it), of:
+ *   - the config: every BlipConfig field, in a fixed order and format
+ *     (doubles as %.17g), so the JSON's whitespace, key order, or a field
+ *     spelled out at its default value change nothing;
+ *   - the tokenizer: its vocabulary in id order, its [CLS]/[SEP]/[PAD]/[UNK]
+ *     ids, and the ids it gives a fixed probe text (which shows its
+ *     lower-casing, accent stripping and the like where the vocabulary has
+ *     the pieces);
+ *   - every tensor the model binds, in binding order: its name, dtype and
+ *     shape, and its bytes as stored: all of them for a tensor of up to
+ *     64 KiB; for a larger one, its first and last 16 KiB and 256 bytes at
+ *     every multiple of 64 KiB between them (about 0.4% of a large matrix:
+ *     each tensor takes part, and a finetune, which moves every weight,
+ *     changes it).  Tensors of the files that the model does not bind
+ *     count for nothing.
+ * It does not detect a change confined to the unsampled bytes of a tensor
+ * larger than 64 KiB (a hand edit of one weight in the middle of a large
+ * matrix), nor tokenizer settings the probe text does not show.  It names
+ * the model, not how it is run: sessions of other precisions or backends,
+ * or another libblip, may compute slightly different features from a model
+ * of the same identity (record those beside it if they matter). */
+BLIP_API const char *blip_model_get_identity (const BlipModel *model);
+
 /* ---- preprocessing ---- */
 
 typedef enum {

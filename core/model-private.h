@@ -24,6 +24,8 @@ struct _BlipModel {
   gboolean has_itc, has_itm;
   BlipLinear vision_proj, text_proj, itm_head;
   BlipModelParams params;
+  GChecksum *identity_sum; /* while loading: every bound tensor is added to it */
+  char *identity;          /* its digest, once loaded (model-identity.h) */
 };
 
 G_END_DECLS

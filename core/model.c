@@ -1,5 +1,6 @@
 /* Loading a Hugging Face BLIP checkpoint folder: config, tokenizer, and every
  * tensor bound by its transformers name and checked against the config. */
+#include "model-identity.h"
 #include "model-private.h"
 
 #include <stdarg.h>
@@ -67,6 +68,8 @@ get_tensor_impl (BlipModel *m, gboolean required, gboolean copy, GError **error,
     g_string_free (exp, TRUE);
     return NULL;
   }
+  /* hashed from the file's bytes, before a copy lets their pages go */
+  blip_model_identity_add_tensor (m->identity_sum, t);
   float *owned = NULL;
   const float *data = blip_tensor_as_f32 (t, &owned, error);
   if (data && !owned && copy) {
@@ -248,6 +251,9 @@ model_free (BlipModel *m)
     g_ptr_array_unref (m->owned);
   blip_safetensors_free (m->st);
   blip_tokenizer_free (m->tokenizer);
+  if (m->identity_sum)
+    g_checksum_free (m->identity_sum);
+  g_free (m->identity);
   g_free (m->dir);
   g_free (m);
 }
@@ -279,8 +285,10 @@ blip_model_load_with_params (const char *dir, const BlipModelParams *params, GEr
   m->owned = g_ptr_array_new_with_free_func (g_free);
   if (!blip_config_load (dir, &m->config, error)
       || !(m->tokenizer = blip_tokenizer_load (dir, error))
-      || !(m->st = blip_safetensors_open_dir (dir, error))
-      || !bind_vit (m, error))
+      || !(m->st = blip_safetensors_open_dir (dir, error)))
+    goto fail;
+  m->identity_sum = blip_model_identity_begin (&m->config, m->tokenizer);
+  if (!bind_vit (m, error))
     goto fail;
 
   const BlipTextConfig *t = &m->config.text;
@@ -309,6 +317,8 @@ blip_model_load_with_params (const char *dir, const BlipModelParams *params, GEr
       goto fail;
     m->has_itc = m->has_itm = TRUE;
   }
+  m->identity = blip_model_identity_finish (m->identity_sum);
+  m->identity_sum = NULL;
   m->packed = blip_weight_cache_new (m->st, m->owned, !m->params.single_precision);
   return m;
 
@@ -353,6 +363,12 @@ gboolean
 blip_model_can_match (const BlipModel *m)
 {
   return m->has_encoder;
+}
+
+const char *
+blip_model_get_identity (const BlipModel *m)
+{
+  return m->identity;
 }
 
 int
