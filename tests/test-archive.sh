@@ -11,7 +11,7 @@ build=$(realpath "${1:?build dir}")
 tmp=$(mktemp -d)
 pg=""
 cleanup() {
-  [ -n "$pg" ] && bash "$src/tests/pg-server.sh" stop "$tmp/pg" >/dev/null 2>&1
+  [ -n "$pg" ] && bash "$src/tests/pg-server.sh" cleanup "$tmp/pg" >/dev/null 2>&1
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -223,7 +223,9 @@ check "and finds what it should" '[ "$(hit "$tmp/killed.json" path)" = "${expect
 
 # ---- PostgreSQL ----
 uri=$(bash "$src/tests/pg-server.sh" start "$tmp/pg" 2> "$tmp/pg.err")
-if [ -z "$uri" ]; then
+pg_rc=$?
+if [ $pg_rc != 0 ]; then
+  echo "$uri" >> "$tmp/pg.err"
   for t in "two processes index one PostgreSQL archive at once" "it finds what SQLite finds" \
            "mpirun splits the files over ranks" "a server that goes away is a clear error" \
            "after the server is back the next run completes"; do
@@ -231,6 +233,8 @@ if [ -z "$uri" ]; then
   done
 else
   pg=1
+  base=${uri%/*}
+  for d in mpi gone; do psql -q "$uri" -c "create database $d" >/dev/null; done
   "$annotate" --index "$uri" --quiet "$tmp/archive" 2> "$tmp/pg1.err" &
   p1=$!
   "$annotate" --index "$uri" --quiet "$tmp/archive" 2> "$tmp/pg2.err"
@@ -249,20 +253,27 @@ EOF
   done
   check "it finds what SQLite finds" '[ $ok = 1 ]' || note < "$tmp/pgq.err"
   if command -v mpirun >/dev/null; then
-    mpirun --oversubscribe --allow-run-as-root -np 2 "$annotate" --index "${uri%/*}/postgres" --quiet \
+    mpirun --oversubscribe --allow-run-as-root -np 2 "$annotate" --index "$base/mpi" \
       "$tmp/archive/balls" > /dev/null 2> "$tmp/mpi.err"
-    check "mpirun splits the files over ranks" '[ $? = 0 ] && ! grep -q "being indexed elsewhere" "$tmp/mpi.err"' || note < "$tmp/mpi.err"
+    rc=$?
+    balls=$(ls "$tmp/archive/balls" | wc -l)
+    mpi_videos=$(psql -At "$base/mpi" -c "select count(*) from videos where state = 'done'")
+    check "mpirun splits the files over ranks" \
+      '[ $rc = 0 ] && [ "$mpi_videos" = "$balls" ] && [ "$(grep -c "videos indexed" "$tmp/mpi.err")" = 2 ] && ! grep -q "[1-9][0-9]* being indexed elsewhere" "$tmp/mpi.err"' \
+      || note < "$tmp/mpi.err"
   else
     skip "mpirun splits the files over ranks" "mpirun is not installed"
   fi
-  "$annotate" --index "$uri/../killed" --interval 1 --max-rate 0 --scene-change 0 "$tmp/archive" 2> "$tmp/gone.err" &
+  "$annotate" --index "$base/gone" --interval 1 --max-rate 0 --scene-change 0 "$tmp/archive" 2> "$tmp/gone.err" &
   victim=$!
   sleep 3; bash "$src/tests/pg-server.sh" kill "$tmp/pg" >/dev/null 2>&1
   wait $victim; rc=$?
   check "a server that goes away is a clear error" '[ $rc = 1 ] && grep -qi "server\|connection" "$tmp/gone.err"' || note < "$tmp/gone.err"
-  bash "$src/tests/pg-server.sh" restart "$tmp/pg" > /dev/null 2>&1
-  "$annotate" --index "$uri" --quiet "$tmp/archive" 2> "$tmp/back.err"
-  check "after the server is back the next run completes" '[ $? = 0 ]' || note < "$tmp/back.err"
+  bash "$src/tests/pg-server.sh" start "$tmp/pg" > /dev/null 2>&1
+  "$annotate" --index "$base/gone" --interval 1 --max-rate 0 --scene-change 0 --quiet "$tmp/archive" 2> "$tmp/back.err"
+  rc=$?
+  gone_videos=$(psql -At "$base/gone" -c "select count(*) from videos where state = 'done'")
+  check "after the server is back the next run completes" '[ $rc = 0 ] && [ "$gone_videos" = "$clips" ]' || note < "$tmp/back.err"
 fi
 
 echo "1..$n"
