@@ -1,7 +1,10 @@
-/* Training gradients: every grad.* tensor of the fixtures (LM with label
- * smoothing on the captioning model, ITC+ITM on the retrieval model) within
- * 1e-4 relative error, the losses within 1e-5, and a finite-difference check
- * of every layer kind's backward. */
+/* Training gradients, all of them from objective_pretrain, the function the
+ * trainer and `blip-train grad` call: every grad.* tensor of the fixtures
+ * (LM with label smoothing on the captioning model, ITC+ITM on the
+ * retrieval model) within 1e-4 relative error, the losses within 1e-5; a
+ * finite-difference check of every layer kind's backward, of ITC with the
+ * queue, and of the whole pretraining objective (ITC with momentum and
+ * queue + ITM with hard negatives + LM) on a tiny model. */
 #include "testutil.h"
 #include "objectives.h"
 #include "../core/checkpoint.h"
@@ -67,9 +70,10 @@ test_lm (void)
   int64_t nids;
   float *px = ref_tensor (ref, "pixel_values", NULL);
   int32_t *ids = ref_ids (ref, "input_ids", &nids), *mask = ref_ids (ref, "attention_mask", NULL);
-  TrainBatch b = { 2, (int) (nids / 2), px, ids, mask, NULL };
+  const int B = 2, T = (int) (nids / 2);
+  PretrainBatch b = { B, T, px, ids, ids, ids, mask, NULL, 1, 0, 0, 0, NULL, NULL };
   TrainLosses l;
-  g_assert_true (objective_lm (m, &b, 0.1, &l));
+  g_assert_true (objective_pretrain (m, NULL, &b, 0.07, 0.1, NULL, &l));
   check_loss (ref, "lm_loss", l.lm);
   check_loss (ref, "lm_loss_nosmooth", l.lm_nosmooth);
   compare_grads (m, ref);
@@ -94,9 +98,16 @@ test_itc_itm (void)
   float *px = ref_tensor (ref, "pixel_values", NULL);
   int32_t *ids = ref_ids (ref, "input_ids", &nids), *mask = ref_ids (ref, "attention_mask", NULL);
   int32_t *labels = ref_ids (ref, "itm_labels", NULL);
-  TrainBatch b = { 3, (int) (nids / 3), px, ids, mask, labels };
+  const int B = 3, T = (int) (nids / 3);
+  /* the fixture's ITM pairs: image i with text i, labelled */
+  ItmPairs *pairs = itm_pairs_new (B);
+  pairs->n = B;
+  for (int i = 0; i < B; i++)
+    pairs->image[i] = pairs->text[i] = i, pairs->label[i] = labels[i];
+  PretrainBatch b = { B, T, px, ids, ids, ids, mask, NULL, 0, 1, 1, 0, pairs, NULL };
   TrainLosses l;
-  g_assert_true (objective_itc_itm (m, &b, 0.07, &l));
+  g_assert_true (objective_pretrain (m, NULL, &b, 0.07, 0.1, NULL, &l));
+  itm_pairs_free (pairs);
   check_loss (ref, "itc_loss", l.itc);
   check_loss (ref, "itm_loss", l.itm);
   compare_grads (m, ref);
@@ -199,7 +210,7 @@ static double
 ce_loss (gpointer p)
 {
   Case *c = p;
-  return crossentropy_forward_backward (NULL, c->x, c->labels, c->M, c->V, 0.1, 0.0);
+  return crossentropy_forward_backward (NULL, NULL, c->x, c->labels, c->M, c->V, 0.1, 0.0);
 }
 
 static double
@@ -267,7 +278,7 @@ test_finite_differences (void)
   for (int i = 0; i < c.M; i++)
     c.labels[i] = i == 2 ? -100 : i;
   dx = g_new0 (float, c.M * c.V);
-  crossentropy_forward_backward (dx, c.x, c.labels, c.M, c.V, 0.1, 1.0);
+  crossentropy_forward_backward (dx, NULL, c.x, c.labels, c.M, c.V, 0.1, 1.0);
   fd_check ("cross-entropy", c.x, dx, c.M * c.V, ce_loss, &c);
   g_free (c.x); g_free (c.labels); g_free (dx);
   /* L2 normalisation */
@@ -357,7 +368,7 @@ test_itc_momentum (void)
   int32_t ids[4 * 5] = { 2, 5, 6, 7, 3, 2, 8, 9, 3, 0, 2, 5, 6, 7, 3, 2, 10, 11, 12, 3 };
   int32_t mask[4 * 5] = { 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 };
   int32_t idx[4] = { 1, 2, 1, 3 }; /* pairs 0 and 2: the same caption */
-  c.b = (PretrainBatch) { B, T, px, ids, ids, ids, mask, idx, 0, 1, 0, 0 };
+  c.b = (PretrainBatch) { B, T, px, ids, ids, ids, mask, idx, 0, 1, 0, 0, NULL, NULL };
   itc_loss (&c);
   /* analytic gradients of a few parameters, then their numeric ones */
   /* the temperature: BLIP's distillation targets use it without gradient,

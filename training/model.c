@@ -94,13 +94,16 @@ train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const 
   return s;
 }
 
-/* The retrieval model's name of a parameter of the pretraining model
- * (NULL: not part of it). */
-static char *
-retrieval_name (const char *name)
+char *
+train_model_hf_name (const char *name, BlipCheckpointKind kind)
 {
   if (g_str_equal (name, "temp"))
     return NULL;
+  if (kind == BLIP_CHECKPOINT_CAPTION)
+    return g_str_has_prefix (name, "text_decoder.") || g_str_has_prefix (name, "vision_model.")
+        ? g_strdup (name) : NULL;
+  /* the retrieval model's text encoder: the decoder's shared parameters
+   * under its name, and the encoder's own self-attention */
   if (g_str_has_prefix (name, "text_decoder.cls.")
       || (strstr (name, "text_decoder.bert.encoder.layer.") && strstr (name, ".attention.")))
     return NULL;
@@ -154,12 +157,7 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gb
     GPtrArray *halves = g_ptr_array_new_with_free_func (g_free);
     for (guint i = 0; i < m->params->len; i++) {
       const TrainParam *p = m->params->pdata[i];
-      char *name;
-      if (k == 0)
-        name = g_str_has_prefix (p->name, "text_decoder.") || g_str_has_prefix (p->name, "vision_model.")
-            ? g_strdup (p->name) : NULL;
-      else
-        name = retrieval_name (p->name);
+      char *name = train_model_hf_name (p->name, k == 0 ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL);
       if (!name)
         continue;
       g_ptr_array_add (names, name);

@@ -566,15 +566,11 @@ train_run (const TrainOptions *o)
           memcpy (bm + (gsize) k * Tb, mask + (gsize) it * T, sizeof (int32_t) * Tb);
           bx[k] = idx[it];
         }
-        memcpy (be, bi, sizeof (int32_t) * B * Tb);
-        memcpy (bd, bi, sizeof (int32_t) * B * Tb);
-        for (int k = 0; k < B; k++) {
-          be[(gsize) k * Tb] = enc;
-          bd[(gsize) k * Tb] = dec;
-        }
+        pretrain_text_ids (be, bd, bi, B, Tb, enc, dec);
         const double w_lm = o->task == TRAIN_FINETUNE_RETRIEVAL ? 0 : 1.0 / A;
         const double w_vl = o->task == TRAIN_FINETUNE_CAPTION ? 0 : 1.0 / A;
-        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
+        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len, NULL, NULL };
+        /* the objective `blip-train grad --loss pretrain` and tests/test-grad.c check */
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
         sum.itc += l.itc / A;
         sum.itm += l.itm / A;
