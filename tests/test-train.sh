@@ -248,6 +248,71 @@ import json,sys; r=[json.loads(l) for l in open(\"$tmp/cap/metrics.jsonl\")]; sy
 check "finetune-retrieval ran (ITC + ITM only) and exported" '[ -f "$tmp/ret/retrieval/model.safetensors" ] && $py -c "
 import json,sys; r=[json.loads(l) for l in open(\"$tmp/ret/metrics.jsonl\")]; sys.exit(0 if r[-1][\"lm\"] == 0 and r[-1][\"itm\"] > 0 else 1)"'
 
+# --init from Hugging Face folders (the demo model's, which the elements
+# load), one of them given what transformers' own folders hold beyond
+# libblip's parameters: a position_ids buffer, the tied LM decoder weight
+# and config fields blip-train does not write
+shapes=$(realpath "$(dirname "$0")/../models/shapes")
+$py - "$shapes/caption" "$tmp/hfcap" <<'PY'
+import json, os, shutil, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(src, dst)
+b = open(src + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n]); meta = head.pop("__metadata__", None); data = b[8 + n:]
+blobs = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in head.items()}
+cfg = json.load(open(src + "/config.json"))
+P = cfg["text_config"]["max_position_embeddings"]
+head["text_decoder.bert.embeddings.position_ids"] = {"dtype": "I64", "shape": [1, P]}
+blobs["text_decoder.bert.embeddings.position_ids"] = struct.pack("<%dq" % P, *range(P))
+we = "text_decoder.bert.embeddings.word_embeddings.weight"
+head["text_decoder.cls.predictions.decoder.weight"] = dict(head[we]); blobs["text_decoder.cls.predictions.decoder.weight"] = blobs[we]
+out = b""
+for k in head:
+    head[k] = {"dtype": head[k]["dtype"], "shape": head[k]["shape"], "data_offsets": [len(out), len(out) + len(blobs[k])]}; out += blobs[k]
+h = json.dumps(head).encode(); h += b" " * (-len(h) % 8)
+open(dst + "/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + out)
+cfg["torch_dtype"] = "float16"; cfg["transformers_version"] = "4.44.0"; cfg["text_config"]["label_smoothing"] = 0.0
+json.dump(cfg, open(dst + "/config.json", "w"), indent=2)
+json.dump({"do_resize": True, "size": {"height": 64, "width": 64}}, open(dst + "/preprocessor_config.json", "w"))
+PY
+cat > "$tmp/same-layout.py" <<'PY'
+import json, struct, sys
+def read(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return h, b[8 + n:]
+(ha, da), (hb, db) = read(sys.argv[1] + "/model.safetensors"), read(sys.argv[2] + "/model.safetensors")
+ok = {k: v["shape"] for k, v in ha.items()} == {k: v["shape"] for k, v in hb.items()}
+ok &= json.load(open(sys.argv[1] + "/config.json")) == json.load(open(sys.argv[2] + "/config.json"))
+blob = lambda h, d, k: d[h[k]["data_offsets"][0]:h[k]["data_offsets"][1]]
+if "text_decoder.bert.embeddings.position_ids" in ha:
+    # a buffer as it was; the tied decoder weight is the trained word embeddings
+    ok &= blob(ha, da, "text_decoder.bert.embeddings.position_ids") == blob(hb, db, "text_decoder.bert.embeddings.position_ids")
+    ok &= blob(hb, db, "text_decoder.cls.predictions.decoder.weight") == blob(hb, db, "text_decoder.bert.embeddings.word_embeddings.weight")
+    ok &= open(sys.argv[1] + "/preprocessor_config.json").read() == open(sys.argv[2] + "/preprocessor_config.json").read()
+# and the weights were trained
+ok &= any(blob(ha, da, k) != blob(hb, db, k) for k in ha if k.startswith("vision_model."))
+print("# %d tensors, %s" % (len(hb), "same names, shapes and config" if ok else "differ"))
+sys.exit(0 if ok else 1)
+PY
+"$train" finetune-caption "${common[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
+rc=$?
+check "finetune-caption --init a BlipForConditionalGeneration folder names what it initialised, in one line" '[ $rc = 0 ] && [ "$(grep -c "initialised as BLIP does" "$tmp/fcap.log")" = 1 ] && grep -q "not in .*hfcap: the text encoder.s self-attention, the ITC projections, the ITM head" "$tmp/fcap.log"'
+check "the finetuned captioner keeps every tensor name and config field of the folder it started from" '$py "$tmp/same-layout.py" "$tmp/hfcap" "$tmp/fcap/caption"'
+check "the finetuned captioner loads in libblip and captions with the prompt" '"$blip" caption --model "$tmp/fcap/caption" --prompt "a picture of" --max-new-tokens 5 "$tmp/data/images/000000.png" > /dev/null'
+"$train" finetune-retrieval "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
+rc=$?
+check "finetune-retrieval --init a BlipForImageTextRetrieval folder keeps its names and config" '[ $rc = 0 ] && grep -q "not in .*retrieval: the decoder.s self-attention, the LM head" "$tmp/fret.log" && $py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret/retrieval"'
+"$train" export --run "$tmp/fret" --out "$tmp/fret-export" > /dev/null 2>&1
+check "export of that run keeps the layout too, and the matcher loads in libblip" '$py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret-export/retrieval" && "$blip" match --model "$tmp/fret/retrieval" "$tmp/data/images/000000.png" "a red circle" > /dev/null'
+"$train" finetune-caption "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
+rc1=$?
+"$train" finetune-retrieval "${common[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
+rc2=$?
+check "a folder without the part the task trains is refused, naming it" '[ $rc1 = 1 ] && grep -q "lacks the decoder.s self-attention .* which finetune-caption trains" "$tmp/fbad.log" && [ $rc2 = 1 ] && grep -q "lacks the text encoder.s self-attention .* which finetune-retrieval trains" "$tmp/fbad2.log"'
+"$train" pretrain "${common[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
+check "pretrain --init a Hugging Face folder" '[ $? = 0 ] && grep -q "initialised as BLIP does" "$tmp/hfpre.log" && [ -f "$tmp/hfpre/caption/model.safetensors" ]'
+
 "$train" export --run "$tmp/run" --out "$tmp/exported" > /dev/null 2>&1
 check "export writes both Hugging Face folders" 'cmp -s "$tmp/exported/caption/model.safetensors" "$tmp/run/caption/model.safetensors" && [ -f "$tmp/exported/retrieval/config.json" ]'
 

@@ -310,7 +310,7 @@ static gboolean opt_resume, opt_no_momentum;
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &topt.data, "Data folder: train.json (val.json, test.json) in BLIP/COCO style", "DIR" }, \
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &topt.out, "Run folder: model/, checkpoint.safetensors, metrics.jsonl, caption/, retrieval/", "DIR" }, \
   { "resume", 0, 0, G_OPTION_ARG_NONE, &opt_resume, "Continue the run in --out from its checkpoint", NULL }, \
-  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Start from the weights of this run folder", "DIR" }, \
+  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Start from a run folder or a Hugging Face BLIP folder (BlipForConditionalGeneration for finetune-caption, BlipForImageTextRetrieval for finetune-retrieval, either for pretrain)", "DIR" }, \
   { "epochs", 0, 0, G_OPTION_ARG_INT, &topt.epochs, "Epochs", "N" }, \
   { "steps", 0, 0, G_OPTION_ARG_INT, &topt.steps, "Stop after this many steps (0: no limit)", "N" }, \
   { "minutes", 0, 0, G_OPTION_ARG_DOUBLE, &topt.minutes, "Stop after this much training time (0: no limit)", "M" }, \
@@ -353,7 +353,7 @@ run_task (TrainTask task)
     return 2;
   }
   if (task != TRAIN_PRETRAIN && !opt_init && !opt_resume) {
-    g_printerr ("blip-train: finetuning needs --init RUN (a pretraining run folder)\n");
+    g_printerr ("blip-train: finetuning needs --init DIR (a run folder or a Hugging Face BLIP folder)\n");
     return 2;
   }
   if (opt_schedule && !g_str_equal (opt_schedule, "step") && !g_str_equal (opt_schedule, "cosine")) {
@@ -455,7 +455,14 @@ cmd_export (void)
     g_printerr ("blip-train export: --dtype is f32 or f16\n");
     return 2;
   }
-  gboolean ok = train_model_export (m, tok, opt_out, opt_dtype && g_str_equal (opt_dtype, "f16"), &error);
+  /* in the layout of the Hugging Face folder the run started from, if it did */
+  char *model_dir = g_build_filename (opt_run, "model", NULL);
+  BlipCheckpointKind like_kind = BLIP_CHECKPOINT_CAPTION;
+  char *like = init_recorded_origin (model_dir, &like_kind);
+  gboolean ok = train_model_export_like (m, tok, opt_out, opt_dtype && g_str_equal (opt_dtype, "f16"), like, like_kind,
+                                         &error);
+  g_free (like);
+  g_free (model_dir);
   train_model_free (m);
   blip_tokenizer_free (tok);
   if (!ok)

@@ -5,6 +5,7 @@
 #include "train-state.h"
 #include "../core/safetensors.h"
 
+#include <glib/gstdio.h>
 #include <string.h>
 
 static gboolean
@@ -107,7 +108,7 @@ load_hf (TrainModel *m, const char *path, InitSource source, TrainTask task, cha
       if (g_str_equal (p->name, "temp"))
         ; /* not exported: BLIP's 0.07 */
       else if (task_needs (task, p->name)) {
-        g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s has no %s (%s), which %s trains: give a %s folder or a run",
+        g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s lacks %s (%s), which %s trains: give a %s folder or a run",
                      path, part, hf ? hf : p->name,
                      task == TRAIN_FINETUNE_CAPTION ? "finetune-caption" : "finetune-retrieval",
                      task == TRAIN_FINETUNE_CAPTION ? "BlipForConditionalGeneration" : "BlipForImageTextRetrieval");
@@ -158,5 +159,56 @@ init_load_weights (TrainModel *m, const char *path, TrainTask task, char **note,
   char *ckpt = g_build_filename (path, "checkpoint.safetensors", NULL);
   const gboolean ok = train_state_load_weights (m, ckpt, error);
   g_free (ckpt);
+  return ok;
+}
+
+#define ORIGIN_FILE "init-origin.txt"
+
+char *
+init_recorded_origin (const char *model_dir, BlipCheckpointKind *kind)
+{
+  char *file = g_build_filename (model_dir, ORIGIN_FILE, NULL), *path = NULL;
+  if (g_file_get_contents (file, &path, NULL, NULL)) {
+    g_strchomp (path);
+    InitSource source;
+    GError *e = NULL;
+    if (!init_probe (path, &source, NULL, &e) || source == INIT_FROM_RUN) {
+      g_warning ("%s: %s is no longer a Hugging Face folder%s%s: exporting in blip-train's own layout", file, path,
+                 e ? ": " : "", e ? e->message : "");
+      g_clear_error (&e);
+      g_clear_pointer (&path, g_free);
+    } else
+      *kind = source == INIT_FROM_CAPTION ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL;
+  }
+  g_free (file);
+  return path;
+}
+
+gboolean
+init_record_origin (const char *model_dir, const char *init, GError **error)
+{
+  InitSource source;
+  if (init && !init_probe (init, &source, NULL, error))
+    return FALSE;
+  char *origin = NULL;
+  if (!init)
+    ; /* a fresh model */
+  else if (source == INIT_FROM_RUN) {
+    char *dir = g_build_filename (init, "model", NULL);
+    BlipCheckpointKind kind;
+    origin = init_recorded_origin (dir, &kind);
+    g_free (dir);
+  } else
+    origin = g_canonicalize_filename (init, NULL);
+  char *file = g_build_filename (model_dir, ORIGIN_FILE, NULL);
+  gboolean ok = TRUE;
+  if (origin) {
+    char *line = g_strconcat (origin, "\n", NULL);
+    ok = g_file_set_contents (file, line, -1, error);
+    g_free (line);
+  } else
+    g_unlink (file); /* a run folder reused: no stale origin */
+  g_free (file);
+  g_free (origin);
   return ok;
 }

@@ -24,4 +24,15 @@ gboolean init_probe (const char *path, InitSource *source, char **config_dir, GE
  * decoder, finetune-retrieval the text encoder, projections and ITM head). */
 gboolean init_load_weights (TrainModel *m, const char *path, TrainTask task, char **note, GError **error);
 
+/* Remembers in a run's model_dir the Hugging Face folder it started from
+ * (init itself, or the one the run init started from; nothing otherwise,
+ * and nothing for init NULL, a fresh model),
+ * so that its exports keep that folder's layout (train_model_export_like). */
+gboolean init_record_origin (const char *model_dir, const char *init, GError **error);
+
+/* The Hugging Face folder recorded in model_dir ((transfer full)) and its
+ * kind; NULL when none was, or when it is gone or no longer one (with a
+ * warning: the export is then blip-train's own). */
+char *init_recorded_origin (const char *model_dir, BlipCheckpointKind *kind);
+
 #endif
