@@ -138,7 +138,7 @@ cmd_grad (void)
       || (loss == GRAD_ITC_ITM && (!il || il->numel != ii->shape[0]))
       || (loss == GRAD_PRETRAIN && ix && ix->numel != ii->shape[0])) {
     g_printerr ("blip-train grad: %s needs pixel_values [B,3,%d,%d], input_ids [B,T] (T at most %d), an "
-                  "attention_mask [B,T] if any%s\n", opt_inputs, S, S, m->c.text.max_position_embeddings,
+                "attention_mask [B,T] if any%s\n", opt_inputs, S, S, m->c.text.max_position_embeddings,
                 loss == GRAD_ITC_ITM ? " and itm_labels [B]" : loss == GRAD_PRETRAIN ? " and idx [B] if any" : "");
     blip_safetensors_free (in);
     train_model_free (m);
