@@ -390,7 +390,7 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   if (b->B <= 0 || b->T <= 0 || b->B > 4096 || !b->mask)
     return FALSE;
   const ItmPairs *given = b->itm_given;
-  if (given && (given->n < 0 || given->n > 3 * b->B))
+  if ((given && (given->n < 0 || given->n > 3 * b->B)) || (b->w_itm > 0 && !given && !rng))
     return FALSE;
   for (int k = 0; given && k < given->n; k++)
     if (given->image[k] < 0 || given->image[k] >= b->B || given->text[k] < 0 || given->text[k] >= b->B)

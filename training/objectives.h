@@ -38,6 +38,8 @@ typedef struct {
   int32_t *label;
 } ItmPairs;
 
+/* Room for the pairs of a batch of B, n = 0.  (transfer full): free with
+ * itm_pairs_free. */
 ItmPairs *itm_pairs_new (int B);
 void itm_pairs_free (ItmPairs *p);
 
@@ -57,10 +59,11 @@ void lm_labels (int32_t *labels, const int32_t *ids, const int32_t *mask, int B,
  *        [0.001, 0.5] first, as BLIP), else temp; with the momentum encoder,
  *        queue and distillation when mo and mo->momentum, in-batch otherwise.
  *   ITM: the pairs itm_given when not NULL (as they are: the fixtures'
- *        labelled pairs, or a check's fixed negatives); else B positives,
- *        one hard negative text per image and one hard negative image per
- *        text drawn from rng out of softmax(sim) + 1e-4, the positives'
- *        group weighted 0.  itm_drawn (may be NULL) gets the pairs used.
+ *        labelled pairs, or a check's fixed negatives; rng may then be
+ *        NULL); else B positives, one hard negative text per image and one
+ *        hard negative image per text drawn from rng out of softmax(sim) +
+ *        1e-4, the positives' group weighted 0.  itm_drawn (may be NULL)
+ *        gets the pairs drawn.
  *   LM:  the decoder's logits against lm_labels (), label smoothing.
  * itc_ids start with [CLS], itm_ids with [ENC], lm_ids with [DEC] (all
  * [B,T], one mask, not NULL); idx [B] group ids (NULL: every pair its own
