@@ -248,8 +248,127 @@ import json,sys; r=[json.loads(l) for l in open(\"$tmp/cap/metrics.jsonl\")]; sy
 check "finetune-retrieval ran (ITC + ITM only) and exported" '[ -f "$tmp/ret/retrieval/model.safetensors" ] && $py -c "
 import json,sys; r=[json.loads(l) for l in open(\"$tmp/ret/metrics.jsonl\")]; sys.exit(0 if r[-1][\"lm\"] == 0 and r[-1][\"itm\"] > 0 else 1)"'
 
+# --init from Hugging Face folders (the demo model's, which the elements
+# load), one of them given what transformers' own folders hold beyond
+# libblip's parameters: a position_ids buffer, the tied LM decoder weight
+# and config fields blip-train does not write
+shapes=$(realpath "$(dirname "$0")/../models/shapes")
+$py - "$shapes/caption" "$tmp/hfcap" <<'PY'
+import json, os, shutil, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+shutil.copytree(src, dst)
+b = open(src + "/model.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+head = json.loads(b[8:8 + n]); meta = head.pop("__metadata__", None); data = b[8 + n:]
+blobs = {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in head.items()}
+cfg = json.load(open(src + "/config.json"))
+P = cfg["text_config"]["max_position_embeddings"]
+head["text_decoder.bert.embeddings.position_ids"] = {"dtype": "I64", "shape": [1, P]}
+blobs["text_decoder.bert.embeddings.position_ids"] = struct.pack("<%dq" % P, *range(P))
+we = "text_decoder.bert.embeddings.word_embeddings.weight"
+head["text_decoder.cls.predictions.decoder.weight"] = dict(head[we]); blobs["text_decoder.cls.predictions.decoder.weight"] = blobs[we]
+out = b""
+for k in head:
+    head[k] = {"dtype": head[k]["dtype"], "shape": head[k]["shape"], "data_offsets": [len(out), len(out) + len(blobs[k])]}; out += blobs[k]
+h = json.dumps(head).encode(); h += b" " * (-len(h) % 8)
+open(dst + "/model.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + out)
+cfg["torch_dtype"] = "float16"; cfg["transformers_version"] = "4.44.0"; cfg["text_config"]["label_smoothing"] = 0.0
+json.dump(cfg, open(dst + "/config.json", "w"), indent=2)
+json.dump({"do_resize": True, "size": {"height": 64, "width": 64}}, open(dst + "/preprocessor_config.json", "w"))
+PY
+cat > "$tmp/same-layout.py" <<'PY'
+import json, struct, sys
+def read(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return h, b[8 + n:]
+(ha, da), (hb, db) = read(sys.argv[1] + "/model.safetensors"), read(sys.argv[2] + "/model.safetensors")
+ok = {k: v["shape"] for k, v in ha.items()} == {k: v["shape"] for k, v in hb.items()}
+ok &= json.load(open(sys.argv[1] + "/config.json")) == json.load(open(sys.argv[2] + "/config.json"))
+blob = lambda h, d, k: d[h[k]["data_offsets"][0]:h[k]["data_offsets"][1]]
+if "text_decoder.bert.embeddings.position_ids" in ha:
+    # a buffer as it was; the tied decoder weight is the trained word embeddings
+    ok &= blob(ha, da, "text_decoder.bert.embeddings.position_ids") == blob(hb, db, "text_decoder.bert.embeddings.position_ids")
+    ok &= blob(hb, db, "text_decoder.cls.predictions.decoder.weight") == blob(hb, db, "text_decoder.bert.embeddings.word_embeddings.weight")
+    ok &= open(sys.argv[1] + "/preprocessor_config.json").read() == open(sys.argv[2] + "/preprocessor_config.json").read()
+# and the weights were trained
+ok &= any(blob(ha, da, k) != blob(hb, db, k) for k in ha if k.startswith("vision_model."))
+print("# %d tensors, %s" % (len(hb), "same names, shapes and config" if ok else "differ"))
+sys.exit(0 if ok else 1)
+PY
+"$train" finetune-caption "${common[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
+rc=$?
+check "finetune-caption --init a BlipForConditionalGeneration folder names what it initialised, in one line" '[ $rc = 0 ] && [ "$(grep -c "initialised as BLIP does" "$tmp/fcap.log")" = 1 ] && grep -q "not in .*hfcap: the text encoder.s self-attention, the ITC projections, the ITM head" "$tmp/fcap.log"'
+check "the finetuned captioner keeps every tensor name and config field of the folder it started from" '$py "$tmp/same-layout.py" "$tmp/hfcap" "$tmp/fcap/caption"'
+check "the finetuned captioner loads in libblip and captions with the prompt" '"$blip" caption --model "$tmp/fcap/caption" --prompt "a picture of" --max-new-tokens 5 "$tmp/data/images/000000.png" > /dev/null'
+"$train" finetune-retrieval "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
+rc=$?
+check "finetune-retrieval --init a BlipForImageTextRetrieval folder keeps its names and config" '[ $rc = 0 ] && grep -q "not in .*retrieval: the decoder.s self-attention, the LM head" "$tmp/fret.log" && $py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret/retrieval"'
+"$train" export --run "$tmp/fret" --out "$tmp/fret-export" > /dev/null 2>&1
+check "export of that run keeps the layout too, and the matcher loads in libblip" '$py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret-export/retrieval" && "$blip" match --model "$tmp/fret/retrieval" "$tmp/data/images/000000.png" "a red circle" > /dev/null'
+"$train" finetune-caption "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
+rc1=$?
+"$train" finetune-retrieval "${common[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
+rc2=$?
+check "a folder without the part the task trains is refused, naming it" '[ $rc1 = 1 ] && grep -q "lacks the decoder.s self-attention .* which finetune-caption trains" "$tmp/fbad.log" && [ $rc2 = 1 ] && grep -q "lacks the text encoder.s self-attention .* which finetune-retrieval trains" "$tmp/fbad2.log"'
+"$train" pretrain "${common[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
+check "pretrain --init a Hugging Face folder" '[ $? = 0 ] && grep -q "initialised as BLIP does" "$tmp/hfpre.log" && [ -f "$tmp/hfpre/caption/model.safetensors" ]'
+
 "$train" export --run "$tmp/run" --out "$tmp/exported" > /dev/null 2>&1
 check "export writes both Hugging Face folders" 'cmp -s "$tmp/exported/caption/model.safetensors" "$tmp/run/caption/model.safetensors" && [ -f "$tmp/exported/retrieval/config.json" ]'
+
+# grad --loss pretrain: the trainer's objective (objective_pretrain) on a
+# run, without the update: deterministic for a seed, a gradient for every
+# parameter and every part, BLIP's 3B ITM pairs
+cat > "$tmp/grad-inputs.py" <<'PY'
+import json, random, struct, sys
+run, out = sys.argv[1], sys.argv[2]
+S = json.load(open(run + "/model/config.json"))["vision_config"]["image_size"]
+vocab = [l.strip() for l in open(run + "/model/vocab.txt")]
+w = [vocab.index(x) for x in ("a", "red", "circle", "square", "blue")]
+cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
+ids = [[cls, w[0], w[1], w[2], sep, 0], [cls, w[0], w[4], w[3], sep, 0], [cls, w[0], w[1], w[3], w[2], sep], [cls, w[0], w[4], w[2], sep, 0]]
+B, T = len(ids), len(ids[0])
+random.seed(1)
+px = [random.uniform(-1, 1) for _ in range(B * 3 * S * S)]
+ts = {"pixel_values": ("F32", [B, 3, S, S], struct.pack("<%df" % len(px), *px)),
+      "input_ids": ("I64", [B, T], struct.pack("<%dq" % (B * T), *sum(ids, []))),
+      "attention_mask": ("I64", [B, T], struct.pack("<%dq" % (B * T), *[int(t != 0) for t in sum(ids, [])]))}
+head, data = {}, b""
+for k, (dt, sh, b) in ts.items():
+    head[k] = {"dtype": dt, "shape": sh, "data_offsets": [len(data), len(data) + len(b)]}
+    data += b
+h = json.dumps(head).encode(); h += b" " * (-len(h) % 8)
+open(out, "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+$py "$tmp/grad-inputs.py" "$tmp/run" "$tmp/grad-in.safetensors"
+for k in 1 2; do
+  "$train" grad --model "$tmp/run" --inputs "$tmp/grad-in.safetensors" --loss pretrain --seed 4 --out "$tmp/grad$k.safetensors" > "$tmp/grad$k.json" 2> "$tmp/grad$k.log"
+done
+check "grad --loss pretrain is deterministic for a seed" '[ -s "$tmp/grad1.safetensors" ] && cmp -s "$tmp/grad1.safetensors" "$tmp/grad2.safetensors" && grep -q "\"itm_pairs\": 12" "$tmp/grad1.json"'
+check "grad --loss pretrain: every parameter's gradient, finite, non-zero in every part; 3B ITM pairs" '$py - "$tmp/run/checkpoint.safetensors" "$tmp/grad1.safetensors" <<PY
+import json, math, struct, sys
+def read(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return h, b[8 + n:]
+ck, _ = read(sys.argv[1]); g, data = read(sys.argv[2])
+params = {k[6:] for k in ck if k.startswith("param.")}
+grads = {k[5:] for k in g if k.startswith("grad.")}
+def vals(k, f="f"):
+    o = g[k]["data_offsets"]; n = (o[1] - o[0]) // 4
+    return struct.unpack("<%d%s" % (n, f), data[o[0]:o[1]])
+norm = {k: math.sqrt(sum(x * x for x in vals("grad." + k))) for k in grads}
+parts = {"vision": "vision_model.", "text encoder": "text_encoder.", "decoder": "text_decoder.cls.", "projections": "_proj.", "ITM head": "itm_head."}
+seen = {p: any(s in k and norm[k] > 0 for k in norm) for p, s in parts.items()}
+pairs = vals("itm_pairs", "i"); rows = [pairs[i:i + 3] for i in range(0, len(pairs), 3)]
+ok = grads == params and all(math.isfinite(v) for v in norm.values()) and all(seen.values())
+ok &= len(rows) == 12 and [r[2] for r in rows] == [1] * 4 + [0] * 8 and all(r[0] != r[1] for r in rows[4:])
+print("# %d gradients, parts %s, losses %s" % (len(grads), seen, open(sys.argv[2].replace("grad1.safetensors", "grad1.json")).read().strip()))
+sys.exit(0 if ok else 1)
+PY'
+"$train" grad --model "$tmp/run/caption" --inputs "$tmp/grad-in.safetensors" --loss pretrain --out "$tmp/grad-hf.safetensors" > /dev/null 2> "$tmp/grad-hf.log"
+rc=$?
+check "grad --loss pretrain from a captioning folder says, in one line, what it initialised" '[ $rc = 0 ] && [ "$(wc -l < "$tmp/grad-hf.log")" = 1 ] && grep -q "initialised as BLIP does.*the ITC projections, the ITM head" "$tmp/grad-hf.log"'
 
 "$train" eval --data "$tmp/data/test.json" --model "$tmp/run" > "$tmp/eval.txt" 2>&1
 check "eval reports recall, exact match, BLEU-4 and CIDEr" 'grep -q "\"i2t_r1\"" "$tmp/eval.txt" && grep -q "caption_exact_match" "$tmp/eval.txt" && grep -q "bleu4" "$tmp/eval.txt" && grep -q "cider" "$tmp/eval.txt"'

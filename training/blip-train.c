@@ -1,9 +1,13 @@
 /* blip-train: BLIP training in C.
- *   blip-train grad --model DIR --inputs REF.safetensors --loss lm|itc+itm --out GRADS.safetensors
- * computes the losses and every parameter's gradient on the inputs (the
- * fixtures' definitions: LM with label smoothing 0.1; ITC at temperature
- * 0.07 without momentum or queue plus ITM on the given labels) and writes
- * them as grad.<parameter name> and the loss values. */
+ *   blip-train grad --model DIR --inputs REF.safetensors --loss lm|itc+itm|pretrain --out GRADS.safetensors
+ * computes the losses and every parameter's gradient on the inputs with
+ * objective_pretrain, the function the trainer calls: lm and itc+itm are
+ * the fixtures' definitions (LM with label smoothing 0.1 on a captioning
+ * model; ITC at temperature 0.07 without momentum or queue plus ITM on the
+ * given labels, on a retrieval model); pretrain is a training step's
+ * objective on a run or Hugging Face folder (ITC with the momentum encoder
+ * and queue, ITM with hard negatives drawn from --seed, LM) without the
+ * update.  Writes grad.<parameter name> and the loss values. */
 #include "augment.h"
 #include "capfilt.h"
 #include "dataset.h"
@@ -14,6 +18,7 @@
 #include "distributed.h"
 #include "plot.h"
 #include "train-state.h"
+#include "init-weights.h"
 #include "../core/checkpoint.h"
 #include "../core/safetensors.h"
 
@@ -25,12 +30,18 @@
 #include <unistd.h>
 
 static gchar *opt_model, *opt_inputs, *opt_loss, *opt_out;
+static gint64 opt_grad_seed = 0;
+static int opt_grad_queue = 16;
+static double opt_grad_alpha = 0.4;
 
 static GOptionEntry grad_entries[] = {
-  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_model, "Hugging Face BLIP checkpoint folder", "DIR" },
-  { "inputs", 'i', 0, G_OPTION_ARG_FILENAME, &opt_inputs, "pixel_values, input_ids, attention_mask (and itm_labels)", "FILE" },
-  { "loss", 'l', 0, G_OPTION_ARG_STRING, &opt_loss, "lm or itc+itm", "LOSS" },
-  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output safetensors: grad.<name> and the losses", "FILE" },
+  { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_model, "Hugging Face BLIP folder (or, for pretrain, a run folder)", "DIR" },
+  { "inputs", 'i', 0, G_OPTION_ARG_FILENAME, &opt_inputs, "pixel_values, input_ids, attention_mask (itm_labels for itc+itm; idx, group ids, optional for pretrain)", "FILE" },
+  { "loss", 'l', 0, G_OPTION_ARG_STRING, &opt_loss, "lm, itc+itm or pretrain", "LOSS" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output safetensors: grad.<name>, the losses (and itm_pairs)", "FILE" },
+  { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_grad_seed, "pretrain: seed of the hard negatives and the random queue (default 0)", "S" },
+  { "queue-size", 0, 0, G_OPTION_ARG_INT, &opt_grad_queue, "pretrain: ITC queue length (default 16)", "N" },
+  { "alpha", 0, 0, G_OPTION_ARG_DOUBLE, &opt_grad_alpha, "pretrain: momentum distillation weight (default 0.4)", "A" },
   { NULL }
 };
 
@@ -42,6 +53,32 @@ fail (GError *error)
   return 1;
 }
 
+/* The pretraining model of a run or Hugging Face folder (what it lacks
+ * initialised as BLIP does), and its tokenizer. */
+static TrainModel *
+load_pretraining (const char *path, BlipTokenizer **tok, GError **error)
+{
+  InitSource source;
+  char *dir = NULL, *note = NULL;
+  BlipConfig c;
+  TrainModel *m = NULL;
+  if (init_probe (path, &source, &dir, error) && blip_config_load (dir, &c, error)
+      && (*tok = blip_tokenizer_load (dir, error))) {
+    m = train_model_new (&c, 0);
+    if (!init_load_weights (m, path, TRAIN_PRETRAIN, &note, error)) {
+      train_model_free (m);
+      m = NULL;
+      g_clear_pointer (tok, blip_tokenizer_free);
+    } else if (note)
+      g_printerr ("blip-train: %s\n", note);
+  }
+  g_free (dir);
+  g_free (note);
+  return m;
+}
+
+typedef enum { GRAD_LM, GRAD_ITC_ITM, GRAD_PRETRAIN } GradLoss;
+
 static int
 cmd_grad (void)
 {
@@ -50,16 +87,37 @@ cmd_grad (void)
     g_printerr ("blip-train grad: --model, --inputs, --loss and --out are required\n");
     return 2;
   }
-  const gboolean lm = g_str_equal (opt_loss, "lm");
-  if (!lm && !g_str_equal (opt_loss, "itc+itm")) {
-    g_printerr ("blip-train grad: --loss is lm or itc+itm\n");
+  GradLoss loss;
+  if (g_str_equal (opt_loss, "lm"))
+    loss = GRAD_LM;
+  else if (g_str_equal (opt_loss, "itc+itm"))
+    loss = GRAD_ITC_ITM;
+  else if (g_str_equal (opt_loss, "pretrain"))
+    loss = GRAD_PRETRAIN;
+  else {
+    g_printerr ("blip-train grad: --loss is lm, itc+itm or pretrain\n");
     return 2;
   }
-  TrainModel *m = train_model_load (opt_model, &error);
+  if (loss == GRAD_PRETRAIN && (opt_grad_queue < 1 || !(opt_grad_alpha >= 0 && opt_grad_alpha <= 1))) {
+    g_printerr ("blip-train grad: --queue-size must be positive and --alpha in [0, 1]\n");
+    return 2;
+  }
+  BlipTokenizer *tok = NULL;
+  TrainModel *m = loss == GRAD_PRETRAIN ? load_pretraining (opt_model, &tok, &error)
+      : train_model_load (opt_model, &error);
   if (!m)
     return fail (error);
-  if (lm != g_str_equal (m->text, "text_decoder.bert")) {
-    g_printerr ("blip-train grad: %s needs a %s model\n", opt_loss, lm ? "captioning" : "retrieval");
+  int enc = -1, dec = -1;
+  if (tok) {
+    enc = blip_tokenizer_token_id (tok, "[ENC]");
+    dec = blip_tokenizer_token_id (tok, "[DEC]");
+    blip_tokenizer_free (tok);
+  }
+  if ((loss != GRAD_PRETRAIN && (loss == GRAD_LM) != g_str_equal (m->text, "text_decoder.bert"))
+      || (loss == GRAD_PRETRAIN && (enc < 0 || dec < 0))) {
+    g_printerr ("blip-train grad: %s needs %s\n", opt_loss,
+                loss == GRAD_LM ? "a captioning model" : loss == GRAD_ITC_ITM ? "a retrieval model"
+                : "a tokenizer with BLIP's [ENC] and [DEC]");
     train_model_free (m);
     return 2;
   }
@@ -72,37 +130,76 @@ cmd_grad (void)
   const BlipTensorInfo *ii = blip_safetensors_get (in, "input_ids");
   const BlipTensorInfo *am = blip_safetensors_get (in, "attention_mask");
   const BlipTensorInfo *il = blip_safetensors_get (in, "itm_labels");
+  const BlipTensorInfo *ix = blip_safetensors_get (in, "idx");
   const int S = m->c.vision.image_size;
   if (!pv || !ii || pv->ndim != 4 || pv->shape[1] != 3 || pv->shape[2] != S || pv->shape[3] != S
-      || ii->ndim != 2 || ii->shape[0] != pv->shape[0] || (am && am->numel != ii->numel)
-      || (!lm && (!il || il->numel != ii->shape[0]))) {
-    g_printerr ("blip-train grad: %s needs pixel_values [B,3,%d,%d], input_ids [B,T], an attention_mask "
-                "[B,T] if any%s\n", opt_inputs, S, S, lm ? "" : " and itm_labels [B]");
+      || ii->ndim != 2 || ii->shape[0] != pv->shape[0] || ii->shape[0] < 1 || ii->shape[0] > 4096
+      || ii->shape[1] < 1 || ii->shape[1] > m->c.text.max_position_embeddings || (am && am->numel != ii->numel)
+      || (loss == GRAD_ITC_ITM && (!il || il->numel != ii->shape[0]))
+      || (loss == GRAD_PRETRAIN && ix && ix->numel != ii->shape[0])) {
+    g_printerr ("blip-train grad: %s needs pixel_values [B,3,%d,%d], input_ids [B,T] (T at most %d), an "
+                "attention_mask [B,T] if any%s\n", opt_inputs, S, S, m->c.text.max_position_embeddings,
+                loss == GRAD_ITC_ITM ? " and itm_labels [B]" : loss == GRAD_PRETRAIN ? " and idx [B] if any" : "");
     blip_safetensors_free (in);
     train_model_free (m);
     return 2;
   }
+  const int B = (int) ii->shape[0], T = (int) ii->shape[1];
   float *pix_owned = NULL;
   const float *pixels = blip_tensor_as_f32 (pv, &pix_owned, &error);
-  int32_t *ids = blip_tensor_to_i32 (ii, &error);
-  int32_t *mask = am ? blip_tensor_to_i32 (am, &error) : NULL;
-  int32_t *labels = il ? blip_tensor_to_i32 (il, &error) : NULL;
+  int32_t *ids = pixels ? blip_tensor_to_i32 (ii, &error) : NULL;
+  int32_t *mask = am && ids ? blip_tensor_to_i32 (am, &error) : NULL;
+  int32_t *labels = il && !error ? blip_tensor_to_i32 (il, &error) : NULL;
+  int32_t *idx = ix && loss == GRAD_PRETRAIN && !error ? blip_tensor_to_i32 (ix, &error) : NULL;
   if (error) {
+    g_free (pix_owned); g_free (ids); g_free (mask); g_free (labels);
     blip_safetensors_free (in);
     train_model_free (m);
     return fail (error);
   }
-  for (int64_t i = 0; i < ii->numel; i++)
+  int rc = 0;
+  for (int64_t i = 0; i < ii->numel && !rc; i++)
     if (ids[i] < 0 || ids[i] >= m->c.text.vocab_size) {
       g_printerr ("blip-train grad: token id %d outside the vocabulary\n", ids[i]);
-      return 2;
+      rc = 2;
     }
-  TrainBatch batch = { (int) ii->shape[0], (int) ii->shape[1], pixels, ids, mask, labels };
+  for (int i = 0; labels && i < B && !rc; i++)
+    if (labels[i] != 0 && labels[i] != 1) {
+      g_printerr ("blip-train grad: itm_labels are 0 or 1\n");
+      rc = 2;
+    }
+  if (!mask) {
+    mask = g_new (int32_t, (gsize) B * T);
+    for (gsize k = 0; k < (gsize) B * T; k++)
+      mask[k] = 1;
+  }
+  /* the fixtures give the texts as each pass reads them; pretraining
+   * derives [ENC] and [DEC] first as the trainer does */
+  int32_t *itm_ids = g_memdup2 (ids, sizeof (int32_t) * B * T), *lm_ids = g_memdup2 (ids, sizeof (int32_t) * B * T);
+  if (loss == GRAD_PRETRAIN)
+    pretrain_text_ids (itm_ids, lm_ids, ids, B, T, enc, dec);
+  ItmPairs *pairs = itm_pairs_new (B);
+  if (loss == GRAD_ITC_ITM) {
+    pairs->n = B;
+    for (int i = 0; i < B; i++)
+      pairs->image[i] = pairs->text[i] = i, pairs->label[i] = labels[i];
+  }
+  const double w_lm = loss != GRAD_ITC_ITM, w_vl = loss != GRAD_LM;
+  PretrainBatch batch = { B, T, pixels, ids, itm_ids, lm_ids, mask, idx, w_lm, w_vl, w_vl, 0,
+                          loss == GRAD_ITC_ITM ? pairs : NULL, loss == GRAD_PRETRAIN ? pairs : NULL };
+  ItcMomentum mo = { 0 };
+  if (loss == GRAD_PRETRAIN) {
+    /* BLIP's start: the momentum encoder a copy of the model, random queues */
+    itc_momentum_init (&mo, m, opt_grad_queue, (guint64) opt_grad_seed);
+    mo.alpha = opt_grad_alpha;
+  }
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) opt_grad_seed, (guint32) ((guint64) opt_grad_seed >> 32) }, 2);
   TrainLosses losses = { 0 };
-  if (lm)
-    objective_lm (m, &batch, 0.1, &losses);
-  else
-    objective_itc_itm (m, &batch, 0.07, &losses);
+  if (!rc && !objective_pretrain (m, loss == GRAD_PRETRAIN ? &mo : NULL, &batch, 0.07, 0.1, rng, &losses)) {
+    g_printerr ("blip-train grad: the inputs' sizes are out of range\n");
+    rc = 2;
+  }
+  g_rand_free (rng);
 
   BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
   GPtrArray *keep = g_ptr_array_new_with_free_func (g_free);
@@ -114,29 +211,50 @@ cmd_grad (void)
   }
   float loss_values[4] = { (float) losses.lm, (float) losses.lm_nosmooth, (float) losses.itc, (float) losses.itm };
   const int64_t one = 1;
-  if (lm) {
+  if (loss != GRAD_ITC_ITM) {
     blip_safetensors_writer_add (w, "lm_loss", BLIP_DTYPE_F32, 1, &one, &loss_values[0]);
     blip_safetensors_writer_add (w, "lm_loss_nosmooth", BLIP_DTYPE_F32, 1, &one, &loss_values[1]);
-  } else {
+  }
+  if (loss != GRAD_LM) {
     blip_safetensors_writer_add (w, "itc_loss", BLIP_DTYPE_F32, 1, &one, &loss_values[2]);
     blip_safetensors_writer_add (w, "itm_loss", BLIP_DTYPE_F32, 1, &one, &loss_values[3]);
   }
-  gboolean ok = blip_safetensors_writer_write (w, opt_out, &error);
-  char nb[2][G_ASCII_DTOSTR_BUF_SIZE];
-  if (lm)
+  /* the ITM pairs drawn: (image, text, label) rows */
+  int32_t *rows = g_new (int32_t, 3 * (gsize) MAX (pairs->n, 1));
+  for (int k = 0; k < pairs->n; k++)
+    rows[3 * k] = pairs->image[k], rows[3 * k + 1] = pairs->text[k], rows[3 * k + 2] = pairs->label[k];
+  const int64_t pair_shape[2] = { pairs->n, 3 };
+  if (loss == GRAD_PRETRAIN && pairs->n)
+    blip_safetensors_writer_add (w, "itm_pairs", BLIP_DTYPE_I32, 2, pair_shape, rows);
+  gboolean ok = rc == 0 && blip_safetensors_writer_write (w, opt_out, &error);
+  char nb[4][G_ASCII_DTOSTR_BUF_SIZE];
+  if (ok && loss == GRAD_LM)
     printf ("{\"lm_loss\": %s, \"lm_loss_nosmooth\": %s}\n", json_number (nb[0], "%.8f", losses.lm),
             json_number (nb[1], "%.8f", losses.lm_nosmooth));
-  else
+  else if (ok && loss == GRAD_ITC_ITM)
     printf ("{\"itc_loss\": %s, \"itm_loss\": %s}\n", json_number (nb[0], "%.8f", losses.itc),
             json_number (nb[1], "%.8f", losses.itm));
+  else if (ok)
+    printf ("{\"itc_loss\": %s, \"itm_loss\": %s, \"lm_loss\": %s, \"itm_pairs\": %d}\n",
+            json_number (nb[0], "%.8f", losses.itc), json_number (nb[1], "%.8f", losses.itm),
+            json_number (nb[2], "%.8f", losses.lm), pairs->n);
   blip_safetensors_writer_free (w);
   g_ptr_array_unref (keep);
+  g_free (rows);
+  itm_pairs_free (pairs);
+  if (mo.momentum)
+    itc_momentum_clear (&mo);
   g_free (pix_owned);
   g_free (ids);
   g_free (mask);
   g_free (labels);
+  g_free (idx);
+  g_free (itm_ids);
+  g_free (lm_ids);
   blip_safetensors_free (in);
   train_model_free (m);
+  if (rc)
+    return rc;
   return ok ? 0 : fail (error);
 }
 
@@ -192,7 +310,7 @@ static gboolean opt_resume, opt_no_momentum;
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &topt.data, "Data folder: train.json (val.json, test.json) in BLIP/COCO style", "DIR" }, \
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &topt.out, "Run folder: model/, checkpoint.safetensors, metrics.jsonl, caption/, retrieval/", "DIR" }, \
   { "resume", 0, 0, G_OPTION_ARG_NONE, &opt_resume, "Continue the run in --out from its checkpoint", NULL }, \
-  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Start from the weights of this run folder", "DIR" }, \
+  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Start from a run folder or a Hugging Face BLIP folder (BlipForConditionalGeneration for finetune-caption, BlipForImageTextRetrieval for finetune-retrieval, either for pretrain)", "DIR" }, \
   { "epochs", 0, 0, G_OPTION_ARG_INT, &topt.epochs, "Epochs", "N" }, \
   { "steps", 0, 0, G_OPTION_ARG_INT, &topt.steps, "Stop after this many steps (0: no limit)", "N" }, \
   { "minutes", 0, 0, G_OPTION_ARG_DOUBLE, &topt.minutes, "Stop after this much training time (0: no limit)", "M" }, \
@@ -235,7 +353,7 @@ run_task (TrainTask task)
     return 2;
   }
   if (task != TRAIN_PRETRAIN && !opt_init && !opt_resume) {
-    g_printerr ("blip-train: finetuning needs --init RUN (a pretraining run folder)\n");
+    g_printerr ("blip-train: finetuning needs --init DIR (a run folder or a Hugging Face BLIP folder)\n");
     return 2;
   }
   if (opt_schedule && !g_str_equal (opt_schedule, "step") && !g_str_equal (opt_schedule, "cosine")) {
@@ -337,7 +455,14 @@ cmd_export (void)
     g_printerr ("blip-train export: --dtype is f32 or f16\n");
     return 2;
   }
-  gboolean ok = train_model_export (m, tok, opt_out, opt_dtype && g_str_equal (opt_dtype, "f16"), &error);
+  /* in the layout of the Hugging Face folder the run started from, if it did */
+  char *model_dir = g_build_filename (opt_run, "model", NULL);
+  BlipCheckpointKind like_kind = BLIP_CHECKPOINT_CAPTION;
+  char *like = init_recorded_origin (model_dir, &like_kind);
+  gboolean ok = train_model_export_like (m, tok, opt_out, opt_dtype && g_str_equal (opt_dtype, "f16"), like, like_kind,
+                                         &error);
+  g_free (like);
+  g_free (model_dir);
   train_model_free (m);
   blip_tokenizer_free (tok);
   if (!ok)

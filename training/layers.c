@@ -296,13 +296,13 @@ add_inplace (float *dst, const float *src, gsize n)
 }
 
 double
-crossentropy_forward_backward (float *dlogits, const float *logits, const int32_t *labels,
+crossentropy_forward_backward (float *dlogits, double *nll, const float *logits, const int32_t *labels,
                                int M, int V, double eps, double dloss)
 {
   int counted = 0;
   for (int i = 0; i < M; i++)
     counted += labels[i] >= 0;
-  double loss = 0;
+  double loss = 0, plain = 0;
   for (int i = 0; i < M; i++) {
     const float *z = logits + (gsize) i * V;
     if (labels[i] < 0) {
@@ -321,12 +321,15 @@ crossentropy_forward_backward (float *dlogits, const float *logits, const int32_
       sum_logp += z[j] - lse;
     /* smoothed target: (1 - eps) on the label, eps spread over all V */
     loss += (1 - eps) * (lse - z[labels[i]]) - eps * sum_logp / V;
+    plain += lse - z[labels[i]];
     if (dlogits)
       for (int j = 0; j < V; j++) {
         const double target = (j == labels[i] ? 1 - eps : 0) + eps / V;
         dlogits[(gsize) i * V + j] = (float) ((exp (z[j] - lse) - target) * dloss / MAX (counted, 1));
       }
   }
+  if (nll)
+    *nll = counted ? plain / counted : 0.0;
   return counted ? loss / counted : 0.0;
 }
 

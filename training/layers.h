@@ -41,8 +41,9 @@ void add_inplace (float *dst, const float *src, gsize n);
 
 /* Cross-entropy of logits [M,V] against labels [M] (-100: ignored) with
  * label smoothing eps, averaged over the counted rows; dlogits (may be NULL)
- * gets d(loss)/d(logits) scaled by dloss. Returns the loss. */
-double crossentropy_forward_backward (float *dlogits, const float *logits, const int32_t *labels,
+ * gets d(loss)/d(logits) scaled by dloss; nll (may be NULL) the same rows'
+ * loss without smoothing, from the same pass.  Returns the loss. */
+double crossentropy_forward_backward (float *dlogits, double *nll, const float *logits, const int32_t *labels,
                                       int M, int V, double eps, double dloss);
 
 /* x [M,C] row-wise L2-normalised into out; backward from dout. */

@@ -94,13 +94,16 @@ train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const 
   return s;
 }
 
-/* The retrieval model's name of a parameter of the pretraining model
- * (NULL: not part of it). */
-static char *
-retrieval_name (const char *name)
+char *
+train_model_hf_name (const char *name, BlipCheckpointKind kind)
 {
   if (g_str_equal (name, "temp"))
     return NULL;
+  if (kind == BLIP_CHECKPOINT_CAPTION)
+    return g_str_has_prefix (name, "text_decoder.") || g_str_has_prefix (name, "vision_model.")
+        ? g_strdup (name) : NULL;
+  /* the retrieval model's text encoder: the decoder's shared parameters
+   * under its name, and the encoder's own self-attention */
   if (g_str_has_prefix (name, "text_decoder.cls.")
       || (strstr (name, "text_decoder.bert.encoder.layer.") && strstr (name, ".attention.")))
     return NULL;
@@ -138,31 +141,101 @@ float_to_half (float f)
   return (guint16) (sign | h);
 }
 
+/* The parameter a tensor of a Hugging Face folder of this kind is tied to,
+ * for the names transformers saves a tied copy under (the LM head's
+ * decoder: the word embeddings and the head's bias), else NULL. */
+static TrainParam *
+tied_param (TrainModel *m, const char *hf, BlipCheckpointKind kind)
+{
+  if (kind != BLIP_CHECKPOINT_CAPTION)
+    return NULL;
+  if (g_str_equal (hf, "text_decoder.cls.predictions.decoder.weight"))
+    return g_hash_table_lookup (m->by_name, "text_decoder.bert.embeddings.word_embeddings.weight");
+  if (g_str_equal (hf, "text_decoder.cls.predictions.decoder.bias"))
+    return g_hash_table_lookup (m->by_name, "text_decoder.cls.predictions.bias");
+  return NULL;
+}
+
+/* like's files other than its weights and config.json (tokenizer,
+ * preprocessor) into sub, as they are */
+static gboolean
+copy_folder_files (const char *like, const char *sub, GError **error)
+{
+  GDir *d = g_dir_open (like, 0, error);
+  if (!d)
+    return FALSE;
+  gboolean ok = TRUE;
+  for (const char *f; ok && (f = g_dir_read_name (d));) {
+    char *from = g_build_filename (like, f, NULL), *to = g_build_filename (sub, f, NULL);
+    if (g_file_test (from, G_FILE_TEST_IS_REGULAR) && !strstr (f, ".safetensors") && !g_str_has_suffix (f, ".bin")
+        && !g_str_has_suffix (f, ".index.json")) {
+      char *data = NULL;
+      gsize n = 0;
+      ok = g_file_get_contents (from, &data, &n, error) && g_file_set_contents (to, data, (gssize) n, error);
+      g_free (data);
+    }
+    g_free (from);
+    g_free (to);
+  }
+  g_dir_close (d);
+  return ok;
+}
+
 gboolean
 train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16, GError **error)
 {
+  return train_model_export_like (m, tok, dir, f16, NULL, BLIP_CHECKPOINT_CAPTION, error);
+}
+
+gboolean
+train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16, const char *like,
+                         BlipCheckpointKind like_kind, GError **error)
+{
   const char *kinds[2] = { "caption", "retrieval" };
   for (int k = 0; k < 2; k++) {
+    const BlipCheckpointKind kind = k == 0 ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL;
+    BlipSafetensors *orig = NULL;
+    if (like && kind == like_kind && !(orig = blip_safetensors_open_dir (like, error)))
+      return FALSE;
     char *sub = g_build_filename (dir, kinds[k], NULL);
     if (g_mkdir_with_parents (sub, 0755) != 0) {
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: cannot create", sub);
       g_free (sub);
+      blip_safetensors_free (orig);
       return FALSE;
     }
     BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
     GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
     GPtrArray *halves = g_ptr_array_new_with_free_func (g_free);
-    for (guint i = 0; i < m->params->len; i++) {
-      const TrainParam *p = m->params->pdata[i];
+    GHashTable *written = g_hash_table_new (g_str_hash, g_str_equal);
+    /* the parameters under their names; then, writing like a Hugging Face
+     * folder, its other tensors: tied copies from the parameters they are
+     * tied to, the rest (buffers such as position_ids) as they were */
+    GPtrArray *extra = orig ? blip_safetensors_names (orig) : g_ptr_array_new ();
+    const guint n_own = m->params->len;
+    for (guint i = 0; i < n_own + extra->len; i++) {
+      const TrainParam *p;
       char *name;
-      if (k == 0)
-        name = g_str_has_prefix (p->name, "text_decoder.") || g_str_has_prefix (p->name, "vision_model.")
-            ? g_strdup (p->name) : NULL;
-      else
-        name = retrieval_name (p->name);
-      if (!name)
-        continue;
+      if (i < n_own) {
+        p = m->params->pdata[i];
+        if (!(name = train_model_hf_name (p->name, kind)))
+          continue;
+      } else {
+        name = g_strdup (extra->pdata[i - n_own]);
+        if (g_hash_table_contains (written, name)) {
+          g_free (name);
+          continue;
+        }
+        const BlipTensorInfo *t = blip_safetensors_get (orig, name);
+        if (!(p = tied_param (m, name, kind)) || (int64_t) p->numel != t->numel) {
+          g_ptr_array_add (names, name);
+          g_hash_table_add (written, name);
+          blip_safetensors_writer_add (w, name, t->dtype, t->ndim, t->shape, t->data);
+          continue;
+        }
+      }
       g_ptr_array_add (names, name);
+      g_hash_table_add (written, name);
       if (f16) {
         /* half the size; libblip computes in float32 from it */
         guint16 *h = g_new (guint16, MAX (p->numel, 1));
@@ -175,11 +248,25 @@ train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gb
     }
     char *path = g_build_filename (sub, "model.safetensors", NULL);
     gboolean ok = blip_safetensors_writer_write (w, path, error)
-        && blip_checkpoint_write_config (sub, &m->c, k == 0 ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL, error)
+        && blip_checkpoint_write_config (sub, &m->c, kind, error)
         && blip_tokenizer_write (tok, sub, error);
+    if (ok && orig) {
+      /* its config.json, tokenizer and preprocessor files as they were */
+      char *config = g_build_filename (like, "config.json", NULL), *to = g_build_filename (sub, "config.json", NULL);
+      char *data = NULL;
+      gsize n = 0;
+      ok = g_file_get_contents (config, &data, &n, error) && g_file_set_contents (to, data, (gssize) n, error)
+          && copy_folder_files (like, sub, error);
+      g_free (data);
+      g_free (config);
+      g_free (to);
+    }
+    g_hash_table_destroy (written);
+    g_ptr_array_unref (extra);
     blip_safetensors_writer_free (w);
     g_ptr_array_unref (names);
     g_ptr_array_unref (halves);
+    blip_safetensors_free (orig);
     g_free (path);
     g_free (sub);
     if (!ok)

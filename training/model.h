@@ -6,6 +6,7 @@
 
 #include <blip.h>
 #include "layers.h"
+#include "../core/checkpoint.h"
 
 /* One parameter tensor and its gradient. */
 typedef struct {
@@ -34,6 +35,20 @@ TrainModel *train_model_new (const BlipConfig *config, guint64 seed);
  * weights in float16 when f16, else float32. */
 gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16,
                              GError **error);
+/* The same, with the folder of kind like_kind written like the Hugging
+ * Face folder like (a run's --init; NULL: as train_model_export): every
+ * tensor name like has (tied copies, such as the LM head's decoder weight,
+ * from the parameters they are tied to; tensors the model has no parameter
+ * for, as they were), and its config.json, tokenizer and other files as
+ * they were. */
+gboolean train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16,
+                                  const char *like, BlipCheckpointKind like_kind, GError **error);
+
+/* The name a parameter of the pretraining model has in a Hugging Face
+ * folder of this kind (the caption model's decoder, the retrieval model's
+ * text encoder with the shared parameters), NULL if that kind has none.
+ * The one mapping export and --init use.  (transfer full) */
+char *train_model_hf_name (const char *name, BlipCheckpointKind kind);
 
 TrainModel *train_model_load (const char *dir, GError **error);
 /* A copy of the parameters keep() accepts, without gradients (the momentum

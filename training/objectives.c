@@ -267,42 +267,6 @@ itc_momentum_update (ItcMomentum *mo, TrainModel *m)
   }
 }
 
-gboolean
-objective_lm (TrainModel *m, const TrainBatch *b, double smoothing, TrainLosses *out)
-{
-  const int B = b->B, T = b->T, D = m->c.text.hidden_size, V = m->c.text.vocab_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
-  float *embeds = g_new (float, (gsize) B * P * Dv), *dembeds = g_new0 (float, (gsize) B * P * Dv);
-  float *hidden = g_new (float, (gsize) B * T * D), *dhidden = g_new0 (float, (gsize) B * T * D);
-  float *logits = g_new (float, (gsize) B * T * V), *dlogits = g_new0 (float, (gsize) B * T * V);
-  VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
-  TextTape *tt = text_forward (m, b->ids, b->mask, B, T, embeds, TRUE, hidden);
-  HeadTape *ht = lm_head_forward (m, hidden, B * T, logits);
-  /* position t predicts token t+1; the last position predicts nothing */
-  int32_t *labels = g_new (int32_t, (gsize) B * T);
-  for (int i = 0; i < B; i++)
-    for (int t = 0; t < T; t++) {
-      const gsize r = (gsize) i * T + t;
-      labels[r] = t + 1 < T && (!b->mask || b->mask[r + 1]) ? b->ids[r + 1] : -100;
-    }
-  out->lm_nosmooth = crossentropy_forward_backward (NULL, logits, labels, B * T, V, 0.0, 0.0);
-  out->lm = crossentropy_forward_backward (dlogits, logits, labels, B * T, V, smoothing, 1.0);
-  lm_head_backward (m, ht, dlogits, dhidden);
-  text_backward (m, tt, dhidden, dembeds);
-  vision_backward (m, vt, dembeds);
-  head_tape_free (ht);
-  text_tape_free (tt);
-  vision_tape_free (vt);
-  g_free (labels);
-  g_free (embeds);
-  g_free (dembeds);
-  g_free (hidden);
-  g_free (dhidden);
-  g_free (logits);
-  g_free (dlogits);
-  return TRUE;
-}
-
 /* the first token's row of each of B sequences [B,T,D] into first [B,D] */
 static void
 first_tokens (float *first, const float *hidden, int B, int T, int D)
@@ -318,57 +282,6 @@ first_tokens_backward (float *dhidden, const float *dfirst, int B, int T, int D)
   memset (dhidden, 0, sizeof (float) * B * T * D);
   for (int i = 0; i < B; i++)
     memcpy (dhidden + (gsize) i * T * D, dfirst + (gsize) i * D, sizeof (float) * D);
-}
-
-gboolean
-objective_itc_itm (TrainModel *m, const TrainBatch *b, double temp, TrainLosses *out)
-{
-  const int B = b->B, T = b->T, D = m->c.text.hidden_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
-  float *embeds = g_new (float, (gsize) B * P * Dv), *dembeds = g_new0 (float, (gsize) B * P * Dv);
-  float *mh = g_new (float, (gsize) B * T * D), *uh = g_new (float, (gsize) B * T * D);
-  float *first = g_new (float, (gsize) B * D), *ufirst = g_new (float, (gsize) B * D);
-  float *cls = g_new (float, (gsize) B * Dv);
-  VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
-  TextTape *mt = text_forward (m, b->ids, b->mask, B, T, embeds, FALSE, mh);
-  TextTape *ut = text_forward (m, b->ids, b->mask, B, T, NULL, FALSE, uh);
-  first_tokens (first, mh, B, T, D);
-  first_tokens (ufirst, uh, B, T, D);
-  first_tokens (cls, embeds, B, P, Dv);
-
-  /* ITM: cross-entropy of itm_head(first token) against the labels */
-  float *itm_logits = g_new (float, 2 * B), *ditm = g_new0 (float, 2 * B);
-  linear_forward (itm_logits, first, train_param (m, "itm_head.weight"), train_param (m, "itm_head.bias"), B, D, 2);
-  out->itm = crossentropy_forward_backward (ditm, itm_logits, b->itm_labels, B, 2, 0.0, 1.0);
-  float *dfirst = g_new0 (float, (gsize) B * D);
-  linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
-                   train_param (m, "itm_head.weight"), B, D, 2);
-
-  /* ITC */
-  float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
-  float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
-  const ItcInputs in = { cls, ufirst, NULL, NULL, NULL, B, temp };
-  out->itc = itc_forward_backward (m, NULL, &in, i2t, t2i, dcls, dufirst, NULL);
-  g_free (i2t);
-  g_free (t2i);
-
-  /* back through the text encoder (twice: shared weights, summed grads) and the ViT */
-  float *dh = g_new (float, (gsize) B * T * D);
-  first_tokens_backward (dh, dfirst, B, T, D);
-  text_backward (m, mt, dh, dembeds);
-  first_tokens_backward (dh, dufirst, B, T, D);
-  text_backward (m, ut, dh, NULL);
-  for (int i = 0; i < B; i++)
-    for (int d = 0; d < Dv; d++)
-      dembeds[(gsize) i * P * Dv + d] += dcls[(gsize) i * Dv + d];
-  vision_backward (m, vt, dembeds);
-  text_tape_free (mt);
-  text_tape_free (ut);
-  vision_tape_free (vt);
-  g_free (dh); g_free (dcls); g_free (dufirst); g_free (itm_logits); g_free (ditm); g_free (dfirst);
-  g_free (first); g_free (ufirst); g_free (cls); g_free (mh); g_free (uh);
-  g_free (embeds); g_free (dembeds);
-  return TRUE;
 }
 
 /* Draws an index from weights w[n] (not all zero). */
@@ -406,12 +319,82 @@ hard_negative (GRand *rng, const float *row, int i, const int32_t *idx, int B, d
   return any ? draw (rng, w, B) : -1;
 }
 
+ItmPairs *
+itm_pairs_new (int B)
+{
+  ItmPairs *p = g_new0 (ItmPairs, 1);
+  p->image = g_new (int, 3 * MAX (B, 1));
+  p->text = g_new (int, 3 * MAX (B, 1));
+  p->label = g_new (int32_t, 3 * MAX (B, 1));
+  return p;
+}
+
+void
+itm_pairs_free (ItmPairs *p)
+{
+  if (!p)
+    return;
+  g_free (p->image);
+  g_free (p->text);
+  g_free (p->label);
+  g_free (p);
+}
+
+/* BLIP's ITM pairs: B positives, then for each i a hard negative text for
+ * image i and a hard negative image for text i (from the batch columns of
+ * the similarities i2t, t2i [B,B]), labels [1]*B + [0]*(the negatives) */
+static void
+draw_itm_pairs (ItmPairs *p, GRand *rng, const float *i2t, const float *t2i, const int32_t *idx, int B)
+{
+  double *w = g_new (double, B);
+  p->n = 0;
+  for (int i = 0; i < B; i++, p->n++)
+    p->image[p->n] = i, p->text[p->n] = i, p->label[p->n] = 1;
+  for (int i = 0; i < B; i++) {
+    const int neg_text = hard_negative (rng, i2t + (gsize) i * B, i, idx, B, w);
+    if (neg_text >= 0)
+      p->image[p->n] = i, p->text[p->n] = neg_text, p->label[p->n++] = 0;
+    const int neg_image = hard_negative (rng, t2i + (gsize) i * B, i, idx, B, w);
+    if (neg_image >= 0)
+      p->image[p->n] = neg_image, p->text[p->n] = i, p->label[p->n++] = 0;
+  }
+  g_free (w);
+}
+
+void
+pretrain_text_ids (int32_t *itm_ids, int32_t *lm_ids, const int32_t *ids, int B, int T, int enc, int dec)
+{
+  memcpy (itm_ids, ids, sizeof (int32_t) * B * T);
+  memcpy (lm_ids, ids, sizeof (int32_t) * B * T);
+  for (int i = 0; i < B; i++) {
+    itm_ids[(gsize) i * T] = enc;
+    lm_ids[(gsize) i * T] = dec;
+  }
+}
+
+void
+lm_labels (int32_t *labels, const int32_t *ids, const int32_t *mask, int B, int T, int prompt_len)
+{
+  for (int i = 0; i < B; i++)
+    for (int t = 0; t < T; t++) {
+      const gsize r = (gsize) i * T + t;
+      labels[r] = t + 1 < T && t + 1 >= prompt_len && mask[r + 1] ? ids[r + 1] : -100;
+    }
+}
+
 gboolean
 objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, double temp,
                     double smoothing, GRand *rng, TrainLosses *out)
 {
-  if (b->B <= 0 || b->T <= 0 || b->B > 4096)
+  memset (out, 0, sizeof *out);
+  if (b->B <= 0 || b->T <= 0 || b->B > 4096 || !b->mask)
     return FALSE;
+  const ItmPairs *given = b->itm_given;
+  if ((given && (given->n < 0 || given->n > 3 * b->B)) || (b->w_itm > 0 && !given && !rng))
+    return FALSE;
+  for (int k = 0; given && k < given->n; k++)
+    if (given->image[k] < 0 || given->image[k] >= b->B || given->text[k] < 0 || given->text[k] >= b->B)
+      return FALSE;
   const int B = b->B, T = b->T, D = m->c.text.hidden_size, V = m->c.text.vocab_size;
   const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
   const gsize img = (gsize) P * Dv;
@@ -421,16 +404,16 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     temp_param->value[0] = CLAMP (temp_param->value[0], 0.001f, 0.5f);
     temp = temp_param->value[0];
   }
-  memset (out, 0, sizeof *out);
   float *embeds = g_new (float, (gsize) B * img), *dembeds = g_new0 (float, (gsize) B * img);
   VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
 
-  /* ---- ITC ---- */
-  float *uh = g_new (float, (gsize) B * T * D), *ufirst = g_new (float, (gsize) B * D);
+  /* ---- ITC (also when only ITM is wanted: its similarities choose the hard negatives) ---- */
+  const gboolean do_itm = b->w_itm > 0, do_itc = b->w_itc > 0 || (do_itm && !given);
+  float *uh = g_new (float, (gsize) B * T * D), *ufirst = g_new0 (float, (gsize) B * D);
   float *cls = g_new (float, (gsize) B * Dv);
-  const gboolean do_itm = b->w_itm > 0, do_itc = do_itm || b->w_itc > 0;
   TextTape *ut = do_itc ? text_forward (m, b->itc_ids, b->mask, B, T, NULL, FALSE, uh) : NULL;
-  first_tokens (ufirst, uh, B, T, D);
+  if (ut)
+    first_tokens (ufirst, uh, B, T, D);
   first_tokens (cls, embeds, B, P, Dv);
   float *cls_m = NULL, *ufirst_m = NULL;
   if (do_itc && mo && mo->momentum) {
@@ -445,7 +428,7 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     g_free (e_m);
     g_free (h_m);
   }
-  float *i2t = g_new (float, (gsize) B * B), *t2i = g_new (float, (gsize) B * B);
+  float *i2t = g_new0 (float, (gsize) B * B), *t2i = g_new0 (float, (gsize) B * B);
   float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
   double dtemp = 0;
   const ItcInputs in = { cls, ufirst, cls_m, ufirst_m, b->idx, B, temp };
@@ -458,28 +441,21 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   if (temp_param)
     temp_param->grad[0] += (float) (b->w_itc * dtemp);
 
-  /* ---- ITM: B positives, B (image i, hard negative text), B (hard negative image, text i) ---- */
-  const int NP = 3 * B;
-  int *pair_image = g_new (int, NP), *pair_text = g_new (int, NP);
-  int32_t *itm_labels = g_new (int32_t, NP);
-  double *w = g_new (double, B);
-  int np = 0;
-  for (int i = 0; i < B && do_itm; i++, np++)
-    pair_image[np] = i, pair_text[np] = i, itm_labels[np] = 1;
-  for (int i = 0; i < B && do_itm; i++) {
-    const int neg_text = hard_negative (rng, i2t + (gsize) i * B, i, b->idx, B, w);
-    if (neg_text >= 0)
-      pair_image[np] = i, pair_text[np] = neg_text, itm_labels[np++] = 0;
-    const int neg_image = hard_negative (rng, t2i + (gsize) i * B, i, b->idx, B, w);
-    if (neg_image >= 0)
-      pair_image[np] = neg_image, pair_text[np] = i, itm_labels[np++] = 0;
+  /* ---- ITM ---- */
+  ItmPairs *drawn = NULL;
+  const ItmPairs *pairs = given;
+  if (do_itm && !given) {
+    drawn = b->itm_drawn ? b->itm_drawn : itm_pairs_new (B);
+    draw_itm_pairs (drawn, rng, i2t, t2i, b->idx, B);
+    pairs = drawn;
   }
+  const int np = do_itm ? pairs->n : 0;
   float *itm_embeds = g_new (float, (gsize) np * img), *ditm_embeds = g_new0 (float, (gsize) np * img);
   int32_t *itm_ids = g_new (int32_t, (gsize) np * T), *itm_mask = g_new (int32_t, (gsize) np * T);
   for (int k = 0; k < np; k++) {
-    memcpy (itm_embeds + k * img, embeds + pair_image[k] * img, sizeof (float) * img);
-    memcpy (itm_ids + (gsize) k * T, b->itm_ids + (gsize) pair_text[k] * T, sizeof (int32_t) * T);
-    memcpy (itm_mask + (gsize) k * T, b->mask + (gsize) pair_text[k] * T, sizeof (int32_t) * T);
+    memcpy (itm_embeds + k * img, embeds + pairs->image[k] * img, sizeof (float) * img);
+    memcpy (itm_ids + (gsize) k * T, b->itm_ids + (gsize) pairs->text[k] * T, sizeof (int32_t) * T);
+    memcpy (itm_mask + (gsize) k * T, b->mask + (gsize) pairs->text[k] * T, sizeof (int32_t) * T);
   }
   float *mh = g_new (float, (gsize) np * T * D), *first = g_new (float, (gsize) np * D);
   TextTape *mt = np ? text_forward (m, itm_ids, itm_mask, np, T, itm_embeds, FALSE, mh) : NULL;
@@ -488,24 +464,21 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   float *dfirst = g_new0 (float, (gsize) np * D);
   if (np) {
     linear_forward (itm_logits, first, train_param (m, "itm_head.weight"), train_param (m, "itm_head.bias"), np, D, 2);
-    out->itm = crossentropy_forward_backward (ditm, itm_logits, itm_labels, np, 2, 0.0, b->w_itm);
+    out->itm = crossentropy_forward_backward (ditm, NULL, itm_logits, pairs->label, np, 2, 0.0, b->w_itm);
     linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
                      train_param (m, "itm_head.weight"), np, D, 2);
   }
 
   /* ---- LM ---- */
+  const gboolean do_lm = b->w_lm > 0;
   float *lh = g_new (float, (gsize) B * T * D), *logits = g_new (float, (gsize) B * T * V);
   float *dlogits = g_new0 (float, (gsize) B * T * V);
-  TextTape *dt = b->w_lm > 0 ? text_forward (m, b->lm_ids, b->mask, B, T, embeds, TRUE, lh) : NULL;
+  TextTape *dt = do_lm ? text_forward (m, b->lm_ids, b->mask, B, T, embeds, TRUE, lh) : NULL;
   HeadTape *ht = dt ? lm_head_forward (m, lh, B * T, logits) : NULL;
   int32_t *labels = g_new (int32_t, (gsize) B * T);
-  for (int i = 0; i < B; i++)
-    for (int t = 0; t < T; t++) {
-      const gsize r = (gsize) i * T + t;
-      labels[r] = t + 1 < T && t + 1 >= b->prompt_len && b->mask[r + 1] ? b->lm_ids[r + 1] : -100;
-    }
+  lm_labels (labels, b->lm_ids, b->mask, B, T, b->prompt_len);
   if (dt)
-    out->lm = crossentropy_forward_backward (dlogits, logits, labels, B * T, V, smoothing, b->w_lm);
+    out->lm = crossentropy_forward_backward (dlogits, &out->lm_nosmooth, logits, labels, B * T, V, smoothing, b->w_lm);
 
   /* ---- backward: each text pass, then the ViT once with the summed gradients ---- */
   float *dh = g_new0 (float, (gsize) MAX (np, B) * T * D);
@@ -518,7 +491,7 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     first_tokens_backward (dh, dfirst, np, T, D);
     text_backward (m, mt, dh, ditm_embeds);
     for (int k = 0; k < np; k++)
-      add_inplace (dembeds + pair_image[k] * img, ditm_embeds + k * img, img);
+      add_inplace (dembeds + pairs->image[k] * img, ditm_embeds + k * img, img);
   }
   if (ut) {
     first_tokens_backward (dh, dufirst, B, T, D);
@@ -533,9 +506,10 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   text_tape_free (mt);
   text_tape_free (dt);
   head_tape_free (ht);
+  if (drawn != b->itm_drawn)
+    itm_pairs_free (drawn);
   g_free (embeds); g_free (dembeds); g_free (uh); g_free (ufirst); g_free (cls);
   g_free (cls_m); g_free (ufirst_m); g_free (i2t); g_free (t2i); g_free (dcls); g_free (dufirst);
-  g_free (pair_image); g_free (pair_text); g_free (itm_labels); g_free (w);
   g_free (itm_embeds); g_free (ditm_embeds); g_free (itm_ids); g_free (itm_mask);
   g_free (mh); g_free (first); g_free (itm_logits); g_free (ditm); g_free (dfirst);
   g_free (lh); g_free (logits); g_free (dlogits); g_free (labels); g_free (dh);

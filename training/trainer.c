@@ -9,6 +9,7 @@
 #include "json-fields.h"
 #include "distributed.h"
 #include "train-state.h"
+#include "init-weights.h"
 #include <image-load.h>
 #include "../core/checkpoint.h"
 
@@ -326,7 +327,7 @@ train_run (const TrainOptions *o)
   GError *error = NULL;
   int rc = 0;
   /* everything the run owns, freed at out: on success and on every error */
-  char *model_dir = NULL, *ckpt = NULL, *init_model = NULL, *init_ckpt = NULL, *train_path = NULL;
+  char *model_dir = NULL, *ckpt = NULL, *init_model = NULL, *train_path = NULL;
   BlipTokenizer *tok = NULL;
   Dataset *train = NULL;
   GPtrArray *tokens = NULL;
@@ -347,10 +348,11 @@ train_run (const TrainOptions *o)
   const gboolean lead = R == 0; /* rank 0 prints, writes metrics and checkpoints */
   model_dir = g_build_filename (o->out, "model", NULL);
   ckpt = g_build_filename (o->out, "checkpoint.safetensors", NULL);
-  if (o->init) {
-    /* a run folder (its model/ and checkpoint) */
-    init_model = g_build_filename (o->init, "model", NULL);
-    init_ckpt = g_build_filename (o->init, "checkpoint.safetensors", NULL);
+  InitSource init_source = INIT_FROM_RUN;
+  if (o->init && !o->resume && !init_probe (o->init, &init_source, &init_model, &error)) {
+    /* a run folder (its model/ and checkpoint) or a Hugging Face folder */
+    rc = fail (error);
+    goto out;
   }
 
   /* the geometry: the resumed run's, the initial run's, or a preset */
@@ -433,7 +435,8 @@ train_run (const TrainOptions *o)
     goto out;
   }
   if (lead && !o->resume && (!blip_checkpoint_write_config (model_dir, &c, BLIP_CHECKPOINT_CAPTION, &error)
-                     || !blip_tokenizer_write (tok, model_dir, &error))) {
+                     || !blip_tokenizer_write (tok, model_dir, &error)
+                     || !init_record_origin (model_dir, o->init, &error))) {
     rc = fail (error);
     goto out;
   }
@@ -451,13 +454,26 @@ train_run (const TrainOptions *o)
       goto out;
     }
     prompt_len = (int) a->len - 1; /* [CLS] and the prompt's tokens, without [SEP] */
+    const int unk = blip_tokenizer_token_id (tok, "[UNK]");
+    int n_unk = 0;
+    for (guint k = 0; k < a->len; k++)
+      n_unk += g_array_index (a, gint32, k) == unk;
+    if (n_unk && lead)
+      g_printerr ("blip-train: --prompt: %d of its words are not in the vocabulary of %s (read as [UNK])\n", n_unk,
+                  init_model ? init_model : model_dir);
     g_array_unref (a);
   }
 
   s = train_state_new (train_model_new (&c, (guint64) o->seed), o->seed);
-  if (init_ckpt && !train_state_load_weights (s->model, init_ckpt, &error)) {
-    rc = fail (error);
-    goto out;
+  if (init_model) {
+    char *note = NULL;
+    if (!init_load_weights (s->model, o->init, o->task, &note, &error)) {
+      rc = fail (error);
+      goto out;
+    }
+    if (note && lead)
+      printf ("%s\n", note);
+    g_free (note);
   }
   if (o->use_momentum) {
     itc_momentum_init (&s->itc, s->model, o->queue_size, (guint64) o->seed);
@@ -566,15 +582,11 @@ train_run (const TrainOptions *o)
           memcpy (bm + (gsize) k * Tb, mask + (gsize) it * T, sizeof (int32_t) * Tb);
           bx[k] = idx[it];
         }
-        memcpy (be, bi, sizeof (int32_t) * B * Tb);
-        memcpy (bd, bi, sizeof (int32_t) * B * Tb);
-        for (int k = 0; k < B; k++) {
-          be[(gsize) k * Tb] = enc;
-          bd[(gsize) k * Tb] = dec;
-        }
+        pretrain_text_ids (be, bd, bi, B, Tb, enc, dec);
         const double w_lm = o->task == TRAIN_FINETUNE_RETRIEVAL ? 0 : 1.0 / A;
         const double w_vl = o->task == TRAIN_FINETUNE_CAPTION ? 0 : 1.0 / A;
-        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len };
+        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len, NULL, NULL };
+        /* the objective `blip-train grad --loss pretrain` and tests/test-grad.c check */
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
         sum.itc += l.itc / A;
         sum.itm += l.itm / A;
@@ -665,8 +677,12 @@ train_run (const TrainOptions *o)
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
       rc = fail (error);
-    if (rc == 0 && !train_model_export (s->model, tok, o->out, FALSE, &error))
+    /* in the layout of the Hugging Face folder the run started from, if it did */
+    BlipCheckpointKind like_kind = BLIP_CHECKPOINT_CAPTION;
+    char *like = rc == 0 ? init_recorded_origin (model_dir, &like_kind) : NULL;
+    if (rc == 0 && !train_model_export_like (s->model, tok, o->out, FALSE, like, like_kind, &error))
       rc = fail (error);
+    g_free (like);
     if (rc == 0)
       printf ("wrote %s, %s/caption and %s/retrieval%s\n", ckpt, o->out, o->out,
               W > 1 ? " (the ranks' weights agree)" : "");
@@ -677,7 +693,7 @@ out:
   augmenter_free (aug);
   g_free (order); g_free (next_order); g_free (items); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
   g_free (ids); g_free (mask); g_free (idx);
-  g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (init_ckpt); g_free (train_path);
+  g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (train_path);
   train_state_free (s);
   blip_tokenizer_free (tok);
   if (tokens)
