@@ -22,12 +22,29 @@
  * (the ITC similarity with method=itc, the ITM probability otherwise) rises
  * to `threshold` or falls below `threshold - hysteresis`.
  *
+ * With `features=true` each analysed frame also gets a #GstBlipFeatureMeta:
+ * its ITC image feature (libblip's blip_session_image_features(), the
+ * L2-normalised vision_proj of the CLS token, image-text-hidden-size
+ * floats) and the model's identity (blip_model_get_identity()), what an
+ * archive index stores to search the video by text later.  The feature is
+ * the one the ITC scores are computed from, so it costs nothing beside
+ * queries.  `queries` may then be empty: blipmatch only computes features,
+ * and neither attaches a #GstBlipMatchMeta nor posts "blip-match" messages
+ * (no message carries the features either: applications read the meta, in
+ * a pad probe or an appsink).  In mode=async the meta goes out with the
+ * same frame as the scores, its `source_pts` naming the frame it describes.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 -m videotestsrc pattern=ball foreground-color=0xffd91a1a num-buffers=90 ! \
  *     blipmatch method=itc+itm \
  *     'queries="<\"a red ball bouncing on a black background\",\"random noise\">"' \
  *     threshold=0.6 ! fakesink
+ * ]|
+ * Features of one frame a second for an index, no queries:
+ * |[
+ * gst-launch-1.0 filesrc location=video.mp4 ! decodebin ! videoconvert ! \
+ *     blipmatch features=true max-rate=1 ! fakesink
  * ]|
  */
 #ifdef HAVE_CONFIG_H
@@ -49,6 +66,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_blip_match_debug);
 #define DEFAULT_HYSTERESIS 0.05
 #define DEFAULT_EMIT_TAGS FALSE
 #define DEFAULT_ITM_FIRST_TOKEN BLIP_ITM_FIRST_ENC
+#define DEFAULT_FEATURES FALSE
 
 enum {
   PROP_0,
@@ -59,6 +77,7 @@ enum {
   PROP_HYSTERESIS,
   PROP_EMIT_TAGS,
   PROP_ITM_FIRST_TOKEN,
+  PROP_FEATURES,
 };
 
 typedef struct {
@@ -67,6 +86,8 @@ typedef struct {
   GstBlipMatchMethod method;
   GstClockTime pts;
   gdouble inference_ms;
+  gfloat *feature; /* [dim] the frame's ITC image feature, NULL unless features=true */
+  guint dim;
 } Match;
 
 struct _GstBlipMatch {
@@ -79,6 +100,7 @@ struct _GstBlipMatch {
   gdouble threshold, hysteresis;
   gboolean emit_tags;
   BlipItmFirstToken itm_first_token;
+  gboolean with_features; /* the features property */
 
   /* model thread */
   GHashTable *features; /* text -> BlipMatchText: its tokens and ITC features */
@@ -148,6 +170,7 @@ match_free (gpointer data)
   for (guint i = 0; i < m->n; i++)
     g_free (m->results[i].text);
   g_free (m->results);
+  g_free (m->feature);
   g_free (m);
 }
 
@@ -201,6 +224,7 @@ gst_blip_match_analyze (GstBlipFilter *filter, BlipSession *session, const float
   params.method = blip_method (method);
   params.top_k = (int) MIN (self->top_k, G_MAXINT);
   params.first_token = self->itm_first_token;
+  const gboolean with_features = self->with_features;
   GST_OBJECT_UNLOCK (self);
 
   const guint n = queries ? g_strv_length (queries) : 0;
@@ -218,8 +242,14 @@ gst_blip_match_analyze (GstBlipFilter *filter, BlipSession *session, const float
     if ((ok = q != NULL))
       texts[i] = *q;
   }
+  /* computed once, for the meta and the ITC scores alike */
+  if (ok && with_features) {
+    m->dim = (guint) blip_model_get_config (blip_session_get_model (session))->image_text_hidden_size;
+    m->feature = g_new (gfloat, m->dim);
+    ok = blip_session_image_features (session, embeds, 1, m->feature, error);
+  }
   BlipMatchScore *scores = g_new0 (BlipMatchScore, MAX (n, 1));
-  ok = ok && (n == 0 || blip_session_match (session, embeds, NULL, texts, (int) n, &params,
+  ok = ok && (n == 0 || blip_session_match (session, embeds, m->feature, texts, (int) n, &params,
                                             scores, error));
   for (guint i = 0; ok && i < n; i++) {
     m->results[i].itc = scores[i].itc;
@@ -257,16 +287,10 @@ score_of (const Match *m, const GstBlipMatchResult *r)
   return r->itm >= 0 ? r->itm : -1.0;
 }
 
+/* The scores of a frame: its match meta and the "blip-match" message. */
 static void
-gst_blip_match_emit (GstBlipFilter *filter, gpointer result, GstBuffer *frame)
+post_scores (GstBlipFilter *filter, const Match *m, GstBuffer *frame)
 {
-  GstBlipMatch *self = GST_BLIP_MATCH (filter);
-  Match *m = result;
-  GST_OBJECT_LOCK (self);
-  const gdouble threshold = self->threshold, hysteresis = self->hysteresis;
-  const gboolean emit_tags = self->emit_tags;
-  GST_OBJECT_UNLOCK (self);
-
   if (frame)
     gst_buffer_add_blip_match_meta (frame, m->results, m->n, m->pts, m->inference_ms,
                                     gst_blip_filter_get_model_name (filter));
@@ -299,6 +323,25 @@ gst_blip_match_emit (GstBlipFilter *filter, gpointer result, GstBuffer *frame)
   gst_structure_take_value (s, "itm", &itm);
   gst_structure_take_value (s, "itc", &itc);
   gst_blip_filter_post (filter, s, m->pts);
+}
+
+static void
+gst_blip_match_emit (GstBlipFilter *filter, gpointer result, GstBuffer *frame)
+{
+  GstBlipMatch *self = GST_BLIP_MATCH (filter);
+  Match *m = result;
+  GST_OBJECT_LOCK (self);
+  const gdouble threshold = self->threshold, hysteresis = self->hysteresis;
+  const gboolean emit_tags = self->emit_tags;
+  GST_OBJECT_UNLOCK (self);
+
+  if (frame && m->feature)
+    gst_buffer_add_blip_feature_meta (frame, m->feature, m->dim, m->pts,
+                                      gst_blip_filter_get_model_name (filter),
+                                      blip_model_get_identity (gst_blip_filter_get_model (filter)));
+  /* features alone have no scores to tell */
+  if (!m->feature || m->n > 0)
+    post_scores (filter, m, frame);
 
   /* edge-triggered threshold crossings, with hysteresis against flicker */
   GString *keywords = g_string_new (NULL);
@@ -394,6 +437,7 @@ gst_blip_match_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_HYSTERESIS: self->hysteresis = g_value_get_double (value); break;
     case PROP_EMIT_TAGS: self->emit_tags = g_value_get_boolean (value); break;
     case PROP_ITM_FIRST_TOKEN: self->itm_first_token = g_value_get_enum (value); break;
+    case PROP_FEATURES: self->with_features = g_value_get_boolean (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -419,6 +463,7 @@ gst_blip_match_get_property (GObject *object, guint prop_id, GValue *value, GPar
     case PROP_HYSTERESIS: g_value_set_double (value, self->hysteresis); break;
     case PROP_EMIT_TAGS: g_value_set_boolean (value, self->emit_tags); break;
     case PROP_ITM_FIRST_TOKEN: g_value_set_enum (value, self->itm_first_token); break;
+    case PROP_FEATURES: g_value_set_boolean (value, self->with_features); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -472,6 +517,11 @@ gst_blip_match_class_init (GstBlipMatchClass *klass)
           "Token ITM texts start with: enc ([ENC], what BLIP trains every checkpoint with) or "
           "cls ([CLS], as transformers' BlipForImageTextRetrieval)",
           gst_blip_itm_first_token_get_type (), DEFAULT_ITM_FIRST_TOKEN, rw));
+  g_object_class_install_property (gobject_class, PROP_FEATURES,
+      g_param_spec_boolean ("features", "Features",
+          "Attach each analysed frame's ITC image feature and the model's identity "
+          "(GstBlipFeatureMeta); queries may then be empty",
+          DEFAULT_FEATURES, rw));
 
   gst_element_class_set_static_metadata (element_class, "BLIP image-text matcher",
       "Filter/Analyzer/Video",
@@ -504,4 +554,5 @@ gst_blip_match_init (GstBlipMatch *self)
   self->hysteresis = DEFAULT_HYSTERESIS;
   self->emit_tags = DEFAULT_EMIT_TAGS;
   self->itm_first_token = DEFAULT_ITM_FIRST_TOKEN;
+  self->with_features = DEFAULT_FEATURES;
 }

@@ -1,4 +1,4 @@
-/* The caption and match metas: registered once, copied on every buffer
+/* The caption, match and feature metas: registered once, copied on every buffer
  * transform so they survive videoconvert, videoscale, tee and queue. */
 #include "gstblipmeta.h"
 
@@ -158,5 +158,83 @@ gst_buffer_add_blip_match_meta (GstBuffer *buffer, const GstBlipMatchResult *res
   m->source_pts = source_pts;
   m->inference_ms = inference_ms;
   m->model = g_strdup (model);
+  return m;
+}
+
+/* ---- feature ---- */
+
+GType
+gst_blip_feature_meta_api_get_type (void)
+{
+  static GType type = 0;
+  static const gchar *tags[] = { NULL };
+  if (g_once_init_enter (&type)) {
+    GType t = gst_meta_api_type_register ("GstBlipFeatureMetaAPI", tags);
+    g_once_init_leave (&type, t);
+  }
+  return type;
+}
+
+static gboolean
+feature_meta_init (GstMeta *meta, gpointer params, GstBuffer *buffer)
+{
+  GstBlipFeatureMeta *m = (GstBlipFeatureMeta *) meta;
+  m->dim = 0;
+  m->feature = NULL;
+  m->source_pts = GST_CLOCK_TIME_NONE;
+  m->model = NULL;
+  m->model_identity = NULL;
+  return TRUE;
+}
+
+static void
+feature_meta_free (GstMeta *meta, GstBuffer *buffer)
+{
+  GstBlipFeatureMeta *m = (GstBlipFeatureMeta *) meta;
+  g_free (m->feature);
+  g_free (m->model);
+  g_free (m->model_identity);
+}
+
+static gboolean
+feature_meta_transform (GstBuffer *dest, GstMeta *meta, GstBuffer *buffer, GQuark type,
+                        gpointer data)
+{
+  GstBlipFeatureMeta *m = (GstBlipFeatureMeta *) meta;
+  /* the feature describes the picture, like the caption */
+  return gst_buffer_add_blip_feature_meta (dest, m->feature, m->dim, m->source_pts, m->model,
+                                           m->model_identity) != NULL;
+}
+
+const GstMetaInfo *
+gst_blip_feature_meta_get_info (void)
+{
+  static const GstMetaInfo *info = NULL;
+  if (g_once_init_enter ((GstMetaInfo **) &info)) {
+    const GstMetaInfo *mi = gst_meta_register (GST_BLIP_FEATURE_META_API_TYPE, "GstBlipFeatureMeta",
+                                               sizeof (GstBlipFeatureMeta), feature_meta_init,
+                                               feature_meta_free, feature_meta_transform);
+    g_once_init_leave ((GstMetaInfo **) &info, (GstMetaInfo *) mi);
+  }
+  return info;
+}
+
+GstBlipFeatureMeta *
+gst_buffer_add_blip_feature_meta (GstBuffer *buffer, const gfloat *feature, guint dim,
+                                  GstClockTime source_pts, const gchar *model,
+                                  const gchar *model_identity)
+{
+  g_return_val_if_fail (GST_IS_BUFFER (buffer), NULL);
+  g_return_val_if_fail (feature != NULL || dim == 0, NULL);
+  GstBlipFeatureMeta *m = (GstBlipFeatureMeta *) gst_buffer_add_meta (buffer, GST_BLIP_FEATURE_META_INFO, NULL);
+  if (!m)
+    return NULL;
+  m->dim = dim;
+  m->feature = g_new (gfloat, MAX (dim, 1));
+  if (dim)
+    memcpy (m->feature, feature, sizeof (gfloat) * dim);
+  m->source_pts = source_pts;
+  m->model = g_strdup (model);
+  m->model_identity = g_strdup (model_identity);
   return m;
 }

@@ -3,7 +3,10 @@
  * GstBlipCaptionMeta: the caption of a frame (or, with persist, the latest
  * caption re-attached to a later frame, with its age).
  * GstBlipMatchMeta: per query, the ITM probability and ITC similarity of the
- * frame.  Both survive buffer copies (videoconvert, videoscale, tee, queue). */
+ * frame.
+ * GstBlipFeatureMeta: the frame's ITC image feature (blipmatch features=true),
+ * for archive search, with the identity of the model that computed it.
+ * All survive buffer copies (videoconvert, videoscale, tee, queue). */
 #ifndef __GST_BLIP_META_H__
 #define __GST_BLIP_META_H__
 
@@ -37,6 +40,16 @@ typedef struct {
   gchar *model;
 } GstBlipMatchMeta;
 
+typedef struct {
+  GstMeta meta;
+  guint dim;
+  gfloat *feature;          /* [dim] the frame's ITC image feature: L2-normalised
+                             * vision_proj of the CLS token */
+  GstClockTime source_pts;  /* PTS of the frame it was computed from */
+  gchar *model;             /* model folder name */
+  gchar *model_identity;    /* blip_model_get_identity: features of one identity compare */
+} GstBlipFeatureMeta;
+
 GType gst_blip_caption_meta_api_get_type (void);
 const GstMetaInfo *gst_blip_caption_meta_get_info (void);
 #define GST_BLIP_CAPTION_META_API_TYPE (gst_blip_caption_meta_api_get_type ())
@@ -62,6 +75,19 @@ GstBlipMatchMeta *gst_buffer_add_blip_match_meta (GstBuffer *buffer,
                                                   gdouble inference_ms, const gchar *model);
 #define gst_buffer_get_blip_match_meta(b) \
   ((GstBlipMatchMeta *) gst_buffer_get_meta ((b), GST_BLIP_MATCH_META_API_TYPE))
+
+GType gst_blip_feature_meta_api_get_type (void);
+const GstMetaInfo *gst_blip_feature_meta_get_info (void);
+#define GST_BLIP_FEATURE_META_API_TYPE (gst_blip_feature_meta_api_get_type ())
+#define GST_BLIP_FEATURE_META_INFO (gst_blip_feature_meta_get_info ())
+
+/* Adds a feature meta; feature [dim] and the strings are copied. */
+GstBlipFeatureMeta *gst_buffer_add_blip_feature_meta (GstBuffer *buffer, const gfloat *feature,
+                                                      guint dim, GstClockTime source_pts,
+                                                      const gchar *model,
+                                                      const gchar *model_identity);
+#define gst_buffer_get_blip_feature_meta(b) \
+  ((GstBlipFeatureMeta *) gst_buffer_get_meta ((b), GST_BLIP_FEATURE_META_API_TYPE))
 
 G_END_DECLS
 

@@ -906,6 +906,249 @@ GST_START_TEST (test_match_itm_first_token)
 }
 GST_END_TEST;
 
+/* ---- blipmatch features ---- */
+
+/* libblip's ITC image feature of an RGB frame, computed directly: [*dim]
+ * (transfer full). */
+static gfloat *
+libblip_image_feature (GstBuffer *frame, const GstVideoInfo *info, guint *dim)
+{
+  GError *error = NULL;
+  BlipModel *model = blip_model_load (MATCH_MODEL, &error);
+  fail_unless (model != NULL, "%s", error ? error->message : "");
+  BlipSessionParams sp = blip_session_default_params ();
+  sp.n_threads = 1;
+  BlipSession *s = blip_session_new (model, &sp, &error);
+  fail_unless (s != NULL, "%s", error ? error->message : "");
+  const BlipConfig *c = blip_model_get_config (model);
+  const int S = c->vision.image_size;
+  float *px = g_new (float, 3 * S * S);
+  float *embeds = g_new (float, blip_model_vision_tokens (model) * c->vision.hidden_size);
+  *dim = (guint) c->image_text_hidden_size;
+  gfloat *feat = g_new (gfloat, *dim);
+  GstMapInfo map;
+  gst_buffer_map (frame, &map, GST_MAP_READ);
+  fail_unless (blip_preprocess (map.data, GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
+                                GST_VIDEO_INFO_PLANE_STRIDE (info, 0), BLIP_PIXEL_RGB, S, c->image_mean,
+                                c->image_std, px, &error));
+  gst_buffer_unmap (frame, &map);
+  fail_unless (blip_session_encode_images (s, px, 1, embeds, NULL, &error)
+               && blip_session_image_features (s, embeds, 1, feat, &error),
+               "%s", error ? error->message : "");
+  g_free (px);
+  g_free (embeds);
+  blip_session_free (s);
+  blip_model_unref (model);
+  return feat;
+}
+
+static gchar *
+match_model_identity (void)
+{
+  GError *error = NULL;
+  BlipModel *model = blip_model_load (MATCH_MODEL, &error);
+  fail_unless (model != NULL, "%s", error ? error->message : "");
+  gchar *id = g_strdup (blip_model_get_identity (model));
+  blip_model_unref (model);
+  return id;
+}
+
+/* The frame's feature meta holds want [dim], of the fixture model. */
+static void
+check_feature_meta (GstBuffer *buf, const gfloat *want, guint dim, const gchar *identity,
+                    GstClockTime pts, const gchar *what)
+{
+  GstBlipFeatureMeta *f = gst_buffer_get_blip_feature_meta (buf);
+  fail_unless (f != NULL, "%s: no feature meta", what);
+  fail_unless_equals_int (f->dim, dim);
+  double norm = 0, worst = 0;
+  guint at = 0;
+  for (guint i = 0; i < dim; i++) {
+    norm += (double) f->feature[i] * f->feature[i];
+    const double d = fabs ((double) f->feature[i] - want[i]);
+    if (!(d <= worst)) {
+      worst = d;
+      at = i;
+    }
+  }
+  fail_unless (fabs (sqrt (norm) - 1.0) < 1e-5, "%s: |feature| = %.8f", what, sqrt (norm));
+  fail_unless (worst < 1e-5, "%s: feature[%u] = %.8f, libblip's %.8f", what, at,
+               f->feature[at], want[at]);
+  fail_unless_equals_string (f->model_identity, identity);
+  fail_unless_equals_string (f->model, "itm_model");
+  fail_unless_equals_uint64 (f->source_pts, pts);
+}
+
+static GstHarness *
+match_harness (const gchar *props)
+{
+  gchar *desc = g_strdup_printf ("blipmatch model=%s threads=1 %s", MATCH_MODEL, props);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  fail_unless (h != NULL, "%s", props);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=40,height=30,framerate=30/1");
+  return h;
+}
+
+/* features=true, no queries: the frame's feature is libblip's, of norm 1,
+ * with the model's identity, through gst_buffer_copy too; no match meta. */
+GST_START_TEST (test_features_only)
+{
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 40, 30);
+  GstBuffer *frame = make_frame (&info, 5, 0);
+  guint dim;
+  gfloat *want = libblip_image_feature (frame, &info, &dim);
+  gchar *identity = match_model_identity ();
+  GstHarness *h = match_harness ("features=true");
+  GstElement *match = gst_harness_find_element (h, "blipmatch");
+  gboolean on;
+  g_object_get (match, "features", &on, NULL);
+  fail_unless (on);
+  gst_object_unref (match);
+  gst_harness_push (h, gst_buffer_copy (frame));
+  GstBuffer *out = gst_harness_pull (h);
+  check_feature_meta (out, want, dim, identity, 0, "blipmatch");
+  fail_unless (gst_buffer_get_blip_match_meta (out) == NULL, "features alone attached scores");
+  GstBuffer *copy = gst_buffer_copy (out);
+  gst_buffer_unref (out);
+  check_feature_meta (copy, want, dim, identity, 0, "gst_buffer_copy");
+  gst_buffer_unref (copy);
+  gst_harness_teardown (h);
+  g_free (identity);
+  g_free (want);
+  gst_buffer_unref (frame);
+}
+GST_END_TEST;
+
+/* Through videoconvert, videoscale, tee and queue, the feature stays. */
+GST_START_TEST (test_features_survive_conversion)
+{
+  gchar *desc = g_strdup_printf ("blipmatch model=%s threads=1 features=true ! videoconvert ! "
+                                 "videoscale ! tee ! queue", MATCH_MODEL);
+  GstHarness *h = gst_harness_new_parse (desc);
+  g_free (desc);
+  gst_harness_set_src_caps_str (h, "video/x-raw,format=RGB,width=40,height=30,framerate=30/1");
+  gst_harness_set_sink_caps_str (h, "video/x-raw,format=I420,width=32,height=24,framerate=30/1");
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 40, 30);
+  GstBuffer *frame = make_frame (&info, 2, 0);
+  guint dim;
+  gfloat *want = libblip_image_feature (frame, &info, &dim);
+  gchar *identity = match_model_identity ();
+  gst_harness_push (h, frame);
+  GstBuffer *out = gst_harness_pull (h);
+  fail_unless_equals_uint64 (gst_buffer_get_size (out), 32 * 24 * 3 / 2);
+  check_feature_meta (out, want, dim, identity, 0, "after videoconvert");
+  gst_buffer_unref (out);
+  gst_harness_teardown (h);
+  g_free (identity);
+  g_free (want);
+}
+GST_END_TEST;
+
+/* features=false attaches none; features=true beside queries changes no
+ * score and attaches the same feature as alone. */
+GST_START_TEST (test_features_with_queries)
+{
+  const gchar *queries[] = { "a dog", "a red ball", "snow", NULL };
+  const gchar *methods[] = { "itc", "itm", "itc+itm" };
+  GstVideoInfo info;
+  gst_video_info_set_format (&info, GST_VIDEO_FORMAT_RGB, 40, 30);
+  GstBuffer *frame = make_frame (&info, 7, 0);
+  guint dim;
+  gfloat *want = libblip_image_feature (frame, &info, &dim);
+  gchar *identity = match_model_identity ();
+  for (guint k = 0; k < G_N_ELEMENTS (methods); k++) {
+    GstBlipMatchResult got[2][3];
+    for (guint on = 0; on < 2; on++) {
+      gchar *props = g_strdup_printf ("method=%s top-k=1 features=%s", methods[k], on ? "true" : "false");
+      GstHarness *h = match_harness (props);
+      GstElement *match = gst_harness_find_element (h, "blipmatch");
+      set_queries (match, queries);
+      gst_object_unref (match);
+      gst_harness_push (h, gst_buffer_copy (frame));
+      GstBuffer *out = gst_harness_pull (h);
+      GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (out);
+      fail_unless (m != NULL && m->n_results == 3, "%s", props);
+      memcpy (got[on], m->results, sizeof got[on]);
+      if (on)
+        check_feature_meta (out, want, dim, identity, 0, props);
+      else
+        fail_unless (gst_buffer_get_blip_feature_meta (out) == NULL, "%s: a feature meta", props);
+      gst_buffer_unref (out);
+      gst_harness_teardown (h);
+      g_free (props);
+    }
+    for (guint i = 0; i < 3; i++) {
+      fail_unless (got[0][i].itc == got[1][i].itc && got[0][i].itm == got[1][i].itm,
+                   "%s, '%s': itc %.9g itm %.9g without features, %.9g %.9g with",
+                   methods[k], queries[i], got[0][i].itc, got[0][i].itm, got[1][i].itc, got[1][i].itm);
+    }
+  }
+  g_free (identity);
+  g_free (want);
+  gst_buffer_unref (frame);
+}
+GST_END_TEST;
+
+typedef struct {
+  guint frames, features, matches;
+  gboolean mismatch;
+} FeatureCount;
+
+static void
+count_features (GstElement *sink, GstBuffer *buf, GstPad *pad, gpointer data)
+{
+  FeatureCount *c = data;
+  GstBlipFeatureMeta *f = gst_buffer_get_blip_feature_meta (buf);
+  GstBlipMatchMeta *m = gst_buffer_get_blip_match_meta (buf);
+  c->frames++;
+  c->features += f != NULL;
+  c->matches += m != NULL;
+  /* one result: scores and feature go out together, of one frame */
+  if ((f == NULL) != (m == NULL) || (f && (f->source_pts != m->source_pts || f->dim == 0)))
+    c->mismatch = TRUE;
+}
+
+/* mode=async: the feature goes out with the frame its scores go out with;
+ * on the bus, no blip-match message when there are no queries. */
+GST_START_TEST (test_features_async_and_messages)
+{
+  gchar *desc = g_strdup_printf ("videotestsrc is-live=true num-buffers=20 ! "
+      "video/x-raw,width=64,height=48,framerate=30/1 ! blipmatch model=%s mode=async threads=1 "
+      "features=true queries=\"<\\\"a dog\\\">\" ! fakesink name=sink signal-handoffs=true", MATCH_MODEL);
+  GError *error = NULL;
+  GstElement *p = gst_parse_launch (desc, &error);
+  g_free (desc);
+  fail_unless (p != NULL, "%s", error ? error->message : "");
+  FeatureCount c = { 0 };
+  GstElement *sink = gst_bin_get_by_name (GST_BIN (p), "sink");
+  g_signal_connect (sink, "handoff", G_CALLBACK (count_features), &c);
+  gst_object_unref (sink);
+  GstBus *bus = gst_element_get_bus (p);
+  gst_element_set_state (p, GST_STATE_PLAYING);
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL && GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS);
+  gst_message_unref (msg);
+  gst_element_set_state (p, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (p);
+  fail_unless_equals_int (c.frames, 20);
+  fail_unless (c.features > 0, "no frame carried a feature");
+  fail_unless (!c.mismatch, "a feature went out without its scores, or with another frame's");
+
+  desc = g_strdup_printf ("videotestsrc num-buffers=3 ! blipmatch model=%s threads=1 features=true ! "
+                          "fakesink", MATCH_MODEL);
+  GList *msgs = run_pipeline (desc, NULL);
+  g_free (desc);
+  for (GList *l = msgs; l; l = l->next)
+    fail_if (gst_structure_has_name (gst_message_get_structure (l->data), "blip-match"),
+             "features alone posted a blip-match message");
+  g_list_free_full (msgs, (GDestroyNotify) gst_message_unref);
+}
+GST_END_TEST;
+
 GST_START_TEST (test_match_threshold_messages)
 {
   /* threshold -1 is crossed upward by every query at the first frame, once */
@@ -976,6 +1219,10 @@ blip_suite (void)
   tcase_add_test (tc, test_queries_stress);
   tcase_add_test (tc, test_match_threshold_messages);
   tcase_add_test (tc, test_match_itm_first_token);
+  tcase_add_test (tc, test_features_only);
+  tcase_add_test (tc, test_features_survive_conversion);
+  tcase_add_test (tc, test_features_with_queries);
+  tcase_add_test (tc, test_features_async_and_messages);
   tcase_add_test (tc, test_state_cycles);
   return s;
 }
