@@ -25,6 +25,8 @@
 #define LOCK_CLASS_CLAIM 0x626c6970 /* 'blip' */
 #define LOCK_CLASS_INDEX 0x626c6971
 #define SCAN_PAGE_ROWS 8192
+/* rows per INSERT of add_frames (6 parameters each; PostgreSQL takes 65535) */
+#define INSERT_CHUNK_ROWS 256
 
 typedef struct {
   BlipIndexStore base;
@@ -33,7 +35,7 @@ typedef struct {
   GHashTable *claims; /* video ids (gint64 *) whose advisory lock this session holds */
   char *host;
   char pid[24];
-  gboolean insert_prepared;
+  int timeout_ms;
 } PgStore;
 
 static const char schema_sql[] =
@@ -81,10 +83,15 @@ sqlstate_is (const PGresult *res, const char *prefix)
 static char *
 trimmed_message (PgStore *p, const PGresult *res)
 {
-  const char *msg = res ? PQresultErrorMessage (res) : NULL;
+  /* the server's one line, without "ERROR:" and the statement's context */
+  const char *msg = res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (msg == NULL || msg[0] == '\0')
     msg = PQerrorMessage (p->conn);
   char *copy = g_strdup (msg && msg[0] ? msg : "no message");
+  /* libpq's own messages go on with hints on further lines */
+  char *newline = strchr (copy, '\n');
+  if (newline != NULL && newline[1] != '\0')
+    *newline = '\0';
   return g_strstrip (copy);
 }
 
@@ -102,7 +109,7 @@ pg_fail (PgStore *p, const PGresult *res, const char *what, GError **error)
   } else if (sqlstate_is (res, "55P03")) {
     g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_LOCKED,
                  "index %s is locked by another session (waited %.1f s to %s): %s",
-                 p->base.display, blip_index_lock_timeout_ms () / 1000.0, what, msg);
+                 p->base.display, p->timeout_ms / 1000.0, what, msg);
   } else {
     g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_FAILED, "index %s: cannot %s: %s",
                  p->base.display, what, msg);
@@ -352,6 +359,7 @@ blip_index_postgres_open (const char *uri, gboolean create, GError **error)
   p->base.backend = &postgres_backend;
   p->base.display = display_uri (uri);
   p->claims = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
+  p->timeout_ms = blip_index_lock_timeout_ms ();
   p->host = g_strdup (g_get_host_name ());
   g_snprintf (p->pid, sizeof p->pid, "%ld", (long) getpid ());
   p->conn = PQconnectdb (uri);
@@ -365,10 +373,12 @@ blip_index_postgres_open (const char *uri, gboolean create, GError **error)
   PQsetNoticeProcessor (p->conn, debug_notice, p->base.display);
   char settings[160];
   /* lock_timeout: a row another session keeps locked is LOCKED, not a hang;
-   * CREATE ... IF NOT EXISTS's notices are noise */
+   * CREATE ... IF NOT EXISTS's notices are noise; URIs and captions are
+   * UTF-8, whatever the client's locale says */
   g_snprintf (settings, sizeof settings,
               "SET lock_timeout = %d; SET client_min_messages = warning; "
-              "SET application_name = 'gst-blip'", blip_index_lock_timeout_ms ());
+              "SET client_encoding = 'UTF8'; SET application_name = 'gst-blip'",
+              p->timeout_ms);
   if (!pg_command (p, settings, 0, NULL, "set up", error) ||
       !create_or_check_schema (p, create, error))
     goto fail;
@@ -560,6 +570,27 @@ holds_claim (PgStore *p, int64_t video_id, const char *what, GError **error)
   return FALSE;
 }
 
+/* "INSERT ... VALUES ($1, ..., $6), ($7, ...)" for n rows: one round trip
+ * per chunk, not per frame (a frame per round trip is ten times slower on
+ * a loaded machine) */
+static char *
+insert_sql (int n)
+{
+  GString *sql = g_string_new ("INSERT INTO pending_frames (video_id, seq, pts, end_pts, feature, "
+                               "caption) VALUES ");
+  for (int i = 0; i < n; i++) {
+    int b = i * 6;
+    g_string_append_printf (sql, "%s($%d, $%d, $%d, $%d, $%d, $%d)", i ? ", " : "", b + 1, b + 2,
+                            b + 3, b + 4, b + 5, b + 6);
+  }
+  return g_string_free (sql, FALSE);
+}
+
+/* a frame's numbers as text parameters */
+typedef struct {
+  char seq[16], pts[24], end_pts[24];
+} FrameNumbers;
+
 static gboolean
 postgres_add_frames (BlipIndexStore *store, int64_t video_id, const BlipIndexFrame *frames,
                      int n_frames, GError **error)
@@ -567,21 +598,9 @@ postgres_add_frames (BlipIndexStore *store, int64_t video_id, const BlipIndexFra
   PgStore *p = (PgStore *) store;
   const char *what = "add frames";
   size_t dim = (size_t) store->feature_dim;
-  char id_text[24], seq[16], pts[24], end_pts[24];
+  char id_text[24];
   if (!holds_claim (p, video_id, what, error))
     return FALSE;
-  if (!p->insert_prepared) {
-    PGresult *res = PQprepare (p->conn, "blip_insert_pending",
-                               "INSERT INTO pending_frames (video_id, seq, pts, end_pts, feature, "
-                               "caption) VALUES ($1, $2, $3, $4, $5, $6)", 6, NULL);
-    if (res == NULL || PQresultStatus (res) != PGRES_COMMAND_OK) {
-      pg_fail (p, res, what, error);
-      PQclear (res);
-      return FALSE;
-    }
-    PQclear (res);
-    p->insert_prepared = TRUE;
-  }
   g_snprintf (id_text, sizeof id_text, "%" G_GINT64_FORMAT, (gint64) video_id);
   if (!pg_command (p, "BEGIN", 0, NULL, what, error))
     return FALSE;
@@ -598,29 +617,61 @@ postgres_add_frames (BlipIndexStore *store, int64_t video_id, const BlipIndexFra
                  p->base.display, what, (gint64) video_id);
     goto fail;
   }
-  uint16_t *le = g_new (uint16_t, dim);
-  const int lengths[6] = { 0, 0, 0, 0, (int) (dim * sizeof *le), 0 };
-  const int formats[6] = { 0, 0, 0, 0, 1, 0 };
+  int chunk = MIN (n_frames, INSERT_CHUNK_ROWS);
+  uint16_t *le = g_new (uint16_t, (size_t) chunk * dim);
+  FrameNumbers *numbers = g_new (FrameNumbers, chunk);
+  const char **values = g_new (const char *, (size_t) chunk * 6);
+  int *lengths = g_new0 (int, (size_t) chunk * 6);
+  int *formats = g_new0 (int, (size_t) chunk * 6);
+  char *full_sql = insert_sql (chunk);
   gboolean ok = TRUE;
-  for (int i = 0; i < n_frames && ok; i++) {
-    const BlipIndexFrame *f = &frames[i];
-    blip_index_feature_to_le (f->feature, le, dim);
-    g_snprintf (seq, sizeof seq, "%d", f->seq);
-    g_snprintf (pts, sizeof pts, "%" G_GINT64_FORMAT, (gint64) f->pts);
-    g_snprintf (end_pts, sizeof end_pts, "%" G_GINT64_FORMAT, (gint64) f->end_pts);
-    const char *values[6] = { id_text, seq, pts, end_pts, (const char *) le, f->caption };
-    res = PQexecPrepared (p->conn, "blip_insert_pending", 6, values, lengths, formats, 0);
+  for (int first = 0; first < n_frames && ok; first += chunk) {
+    int n = MIN (chunk, n_frames - first);
+    for (int i = 0; i < n; i++) {
+      const BlipIndexFrame *f = &frames[first + i];
+      uint16_t *feature = le + (size_t) i * dim;
+      blip_index_feature_to_le (f->feature, feature, dim);
+      g_snprintf (numbers[i].seq, sizeof numbers[i].seq, "%d", f->seq);
+      g_snprintf (numbers[i].pts, sizeof numbers[i].pts, "%" G_GINT64_FORMAT, (gint64) f->pts);
+      g_snprintf (numbers[i].end_pts, sizeof numbers[i].end_pts, "%" G_GINT64_FORMAT,
+                  (gint64) f->end_pts);
+      const char **v = values + i * 6;
+      v[0] = id_text;
+      v[1] = numbers[i].seq;
+      v[2] = numbers[i].pts;
+      v[3] = numbers[i].end_pts;
+      /* the feature as binary bytea: its bytes, no escaping */
+      v[4] = (const char *) feature;
+      lengths[i * 6 + 4] = (int) (dim * sizeof *feature);
+      formats[i * 6 + 4] = 1;
+      v[5] = f->caption;
+    }
+    if (!check_alive (p, error)) {
+      ok = FALSE;
+      break;
+    }
+    char *sql = n == chunk ? full_sql : insert_sql (n);
+    res = PQexecParams (p->conn, sql, n * 6, NULL, values, lengths, formats, 0);
+    if (sql != full_sql)
+      g_free (sql);
     if (res == NULL || PQresultStatus (res) != PGRES_COMMAND_OK) {
-      if (sqlstate_is (res, "23505"))
+      if (sqlstate_is (res, "23505")) {
+        const char *detail = PQresultErrorField (res, PG_DIAG_MESSAGE_DETAIL);
         g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_FAILED,
-                     "index %s: video %" G_GINT64_FORMAT " already has a frame %d",
-                     p->base.display, (gint64) video_id, f->seq);
-      else
+                     "index %s: video %" G_GINT64_FORMAT " already has a frame of this batch (%s)",
+                     p->base.display, (gint64) video_id, detail ? detail : "a seq twice");
+      } else {
         pg_fail (p, res, what, error);
+      }
       ok = FALSE;
     }
     PQclear (res);
   }
+  g_free (full_sql);
+  g_free (formats);
+  g_free (lengths);
+  g_free (values);
+  g_free (numbers);
   g_free (le);
   if (ok && pg_commit (p, what, error))
     return TRUE;

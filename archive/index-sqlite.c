@@ -19,7 +19,11 @@
  * after a reboot or in a new container is not taken for the claimant).  On
  * this host a claim is live while that process runs; another host's claim
  * is live for BLIP_INDEX_FOREIGN_CLAIM_HOURS since its last write (every
- * add_frames renews it), as its pid cannot be checked from here. */
+ * add_frames renews it), as its pid cannot be checked from here.  (WAL
+ * needs shared memory, so one file is not written by two hosts at once:
+ * that claim is one left in a file copied or moved from another machine,
+ * or on a shared disk opened by one host after the other.  An archive
+ * indexed by many machines at once goes in PostgreSQL.) */
 #include "index-store-private.h"
 
 #include <errno.h>
@@ -44,6 +48,7 @@ typedef struct {
   /* this process's claim identity */
   char *host;
   int64_t pid, start;
+  GHashTable *claims; /* video ids (gint64 *) this store claimed and has not ended */
 } SqliteStore;
 
 static const char schema_sql[] =
@@ -103,7 +108,7 @@ sq_fail (SqliteStore *s, int rc, const char *what, GError **error)
   case SQLITE_READONLY:
   case SQLITE_AUTH:
     g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_OPEN,
-                 "cannot %s index %s: %s", what, s->path, msg);
+                 "index %s: cannot %s: %s", s->path, what, msg);
     break;
   default:
     g_set_error (error, BLIP_INDEX_ERROR, BLIP_INDEX_ERROR_FAILED,
@@ -199,10 +204,47 @@ claim_is_live (SqliteStore *s, const char *host, int64_t pid, int64_t start, int
   return now_start < 0 || start < 0 || now_start == start;
 }
 
+static void bind_claim (SqliteStore *s, sqlite3_stmt *st, int first);
+
+/* A store closed before it ended its videos gives up their claims (as
+ * PostgreSQL's do with the connection): this process may claim them again.
+ * Best effort: a failure leaves claims that end with the process. */
+static void
+release_claims (SqliteStore *s)
+{
+  if (s->claims == NULL || g_hash_table_size (s->claims) == 0)
+    return;
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_exec (s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+    return;
+  if (sqlite3_prepare_v2 (s->db,
+                          "UPDATE videos SET claim_host = NULL, claim_pid = NULL, "
+                          "claim_start = NULL WHERE id = ?1 AND state = 'indexing' "
+                          "AND claim_host = ?2 AND claim_pid = ?3 AND claim_start IS ?4",
+                          -1, &st, NULL) == SQLITE_OK) {
+    GHashTableIter iter;
+    gpointer key;
+    g_hash_table_iter_init (&iter, s->claims);
+    while (g_hash_table_iter_next (&iter, &key, NULL)) {
+      sqlite3_bind_int64 (st, 1, *(gint64 *) key);
+      bind_claim (s, st, 2);
+      sqlite3_step (st);
+      sqlite3_reset (st);
+    }
+    sqlite3_finalize (st);
+  }
+  sqlite3_exec (s->db, "COMMIT", NULL, NULL, NULL);
+  sq_rollback (s);
+}
+
 static void
 sqlite_close (BlipIndexStore *store)
 {
   SqliteStore *s = (SqliteStore *) store;
+  if (s->db != NULL)
+    release_claims (s);
+  if (s->claims != NULL)
+    g_hash_table_destroy (s->claims);
   /* the last connection's close checkpoints the WAL into the file */
   sqlite3_close (s->db);
   g_free (s->path);
@@ -344,6 +386,7 @@ blip_index_sqlite_open (const char *path, gboolean create, GError **error)
   s->base.display = g_strdup (path);
   s->path = g_strdup (path);
   s->timeout_ms = blip_index_lock_timeout_ms ();
+  s->claims = g_hash_table_new_full (g_int64_hash, g_int64_equal, g_free, NULL);
   s->host = g_strdup (g_get_host_name ());
   s->pid = getpid ();
   gboolean zombie;
@@ -486,6 +529,16 @@ delete_frames (SqliteStore *s, int64_t video_id, GError **error)
 }
 
 static gboolean
+claim_commit (SqliteStore *s, int64_t video_id, GError **error)
+{
+  if (!sq_commit (s, "claim a video", error))
+    return FALSE;
+  gint64 key = video_id;
+  g_hash_table_add (s->claims, g_memdup2 (&key, sizeof key));
+  return TRUE;
+}
+
+static gboolean
 sqlite_claim_video (BlipIndexStore *store, const BlipIndexVideo *video, BlipIndexClaim *claim,
                     int64_t *video_id, GError **error)
 {
@@ -517,7 +570,7 @@ sqlite_claim_video (BlipIndexStore *store, const BlipIndexVideo *video, BlipInde
       goto fail;
     *video_id = sqlite3_last_insert_rowid (s->db);
     *claim = BLIP_INDEX_CLAIM_TAKEN;
-    return sq_commit (s, what, error);
+    return claim_commit (s, *video_id, error);
   }
   if (rc != SQLITE_ROW) {
     sqlite3_finalize (st);
@@ -560,7 +613,7 @@ sqlite_claim_video (BlipIndexStore *store, const BlipIndexVideo *video, BlipInde
     goto fail;
   *video_id = id;
   *claim = BLIP_INDEX_CLAIM_TAKEN;
-  return sq_commit (s, what, error);
+  return claim_commit (s, id, error);
 fail:
   sq_rollback (s);
   return FALSE;
@@ -687,9 +740,11 @@ sqlite_end_video (BlipIndexStore *store, int64_t video_id, int64_t duration,
   if (!sq_prepare (s, "DELETE FROM pending_frames WHERE video_id = ?1", &st, what, error))
     goto fail;
   sqlite3_bind_int64 (st, 1, video_id);
-  if (!step_done (s, st, what, error))
+  if (!step_done (s, st, what, error) || !sq_commit (s, what, error))
     goto fail;
-  return sq_commit (s, what, error);
+  gint64 key = video_id;
+  g_hash_table_remove (s->claims, &key);
+  return TRUE;
 fail:
   sq_rollback (s);
   return FALSE;

@@ -183,6 +183,9 @@ blip_index_store_claim_video (BlipIndexStore *store, const BlipIndexVideo *video
 {
   if (video == NULL || video->uri == NULL || video->uri[0] == '\0')
     return bad_argument (error, "a video needs a URI");
+  /* PostgreSQL's text takes only valid UTF-8: both stores check the same */
+  if (!g_utf8_validate (video->uri, -1, NULL))
+    return bad_argument (error, "a video's URI is not UTF-8");
   if (claim == NULL || video_id == NULL)
     return bad_argument (error, "claim and video_id are outputs");
   *video_id = -1;
@@ -200,6 +203,10 @@ blip_index_store_add_frames (BlipIndexStore *store, int64_t video_id,
       return bad_argument (error, "a frame without a feature");
     if (frames[i].seq < 0)
       return bad_argument (error, "a frame's seq is negative");
+    if (frames[i].end_pts < frames[i].pts)
+      return bad_argument (error, "a frame ends before it starts");
+    if (frames[i].caption != NULL && !g_utf8_validate (frames[i].caption, -1, NULL))
+      return bad_argument (error, "a frame's caption is not UTF-8");
   }
   if (n_frames == 0)
     return TRUE;

@@ -39,7 +39,7 @@ typedef enum {
   BLIP_INDEX_ERROR_OPEN,      /* cannot open or create (permissions, no server, bad URI) */
   BLIP_INDEX_ERROR_FORMAT,    /* not a blip index, or a newer schema */
   BLIP_INDEX_ERROR_MODEL,     /* the index was made with another model */
-  BLIP_INDEX_ERROR_LOCKED,    /* another process holds the file locked too long */
+  BLIP_INDEX_ERROR_LOCKED,    /* another process holds the file (or the tables) locked too long */
   BLIP_INDEX_ERROR_CONNECTION,/* the server went away (PostgreSQL); the store
                                * stays so (its claims are gone): reopen it */
   BLIP_INDEX_ERROR_FAILED,    /* any other failure of the database */
@@ -51,6 +51,8 @@ typedef struct _BlipIndexStore BlipIndexStore;
  * postgres://) URI.  create: make the schema when the index is new
  * (otherwise a missing index is an error).  (transfer full). */
 BlipIndexStore *blip_index_store_open (const char *location, gboolean create, GError **error);
+/* Closing gives up the claims of videos not ended: the next claim takes
+ * them (and removes their frames). */
 void blip_index_store_close (BlipIndexStore *store);
 /* "sqlite" or "postgresql" */
 const char *blip_index_store_kind (const BlipIndexStore *store);
@@ -104,8 +106,8 @@ typedef struct {
 } BlipIndexFrame;
 
 /* Appends frames to a claimed video, in one transaction: either all are
- * stored or none (a seq the video has already is an error).  Needs a bound
- * model (its feature_dim). */
+ * stored or none (a seq the video has already, end_pts < pts or a caption
+ * that is not UTF-8 is an error).  Needs a bound model (its feature_dim). */
 gboolean blip_index_store_add_frames (BlipIndexStore *store, int64_t video_id,
                                       const BlipIndexFrame *frames, int n_frames, GError **error);
 
