@@ -293,7 +293,9 @@ typedef enum {
   BLIP_MATCH_ITC,     /* ITC for every candidate, ranked by it */
   BLIP_MATCH_ITM,     /* ITC and ITM for every candidate, ranked by ITM */
   BLIP_MATCH_ITC_ITM, /* ITC for every candidate, ITM for the top_k by ITC: those
-                       * ranked first, by ITM, then the others by ITC */
+                       * ranked first, by BLIP's k_test score (the ITM head's
+                       * "match" logit plus the ITC similarity, as
+                       * train_retrieval.py), then the others by ITC */
 } BlipMatchMethod;
 
 /* The token the image-grounded text encoder reads first, in place of the

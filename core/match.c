@@ -177,9 +177,9 @@ blip_session_prepare_texts (BlipSession *s, const char *const *texts, int n_text
 
 /* ---- ranking ---- */
 
-/* ITM probabilities of the candidates which[0..m) into prob[m]. */
+/* ITM head logits of the candidates which[0..m) into logits[m, 2]. */
 typedef gboolean (*ItmFunc) (BlipSession *s, gconstpointer ctx, const int *which, int m,
-                             double *prob, GError **error);
+                             float *logits, GError **error);
 
 static gint
 by_itc (gconstpointer a, gconstpointer b, gpointer data)
@@ -189,12 +189,13 @@ by_itc (gconstpointer a, gconstpointer b, gpointer data)
   return sc[i].itc > sc[j].itc ? -1 : sc[i].itc < sc[j].itc ? 1 : (i > j) - (i < j);
 }
 
+/* by key[candidate], the larger first */
 static gint
-by_itm (gconstpointer a, gconstpointer b, gpointer data)
+by_key (gconstpointer a, gconstpointer b, gpointer data)
 {
-  const BlipMatchScore *sc = data;
+  const double *key = data;
   const int i = *(const int *) a, j = *(const int *) b;
-  return sc[i].itm > sc[j].itm ? -1 : sc[i].itm < sc[j].itm ? 1 : (i > j) - (i < j);
+  return key[i] > key[j] ? -1 : key[i] < key[j] ? 1 : (i > j) - (i < j);
 }
 
 /* With every candidate's itc set: ITM on those the method picks (all, or
@@ -212,14 +213,22 @@ rank_candidates (BlipSession *s, BlipMatchScore *sc, int n, const BlipMatchParam
   const int k = p->method == BLIP_MATCH_ITC ? 0 : p->method == BLIP_MATCH_ITM ? n : MIN (p->top_k, n);
   gboolean ok = TRUE;
   if (k > 0) {
-    double *prob = g_new (double, k);
-    ok = itm (s, ctx, order, k, prob, error);
-    for (int j = 0; ok && j < k; j++)
-      sc[order[j]].itm = prob[j];
-    g_free (prob);
-    /* the re-ranked ones first, by ITM; the others keep their ITC order */
+    float *logits = g_new (float, 2 * (gsize) k);
+    double *key = g_new (double, n);
+    ok = itm (s, ctx, order, k, logits, error);
+    for (int j = 0; ok && j < k; j++) {
+      const int c = order[j];
+      sc[c].itm = itm_probability (logits + 2 * j);
+      /* ITM alone ranks by the probability; re-ranking by BLIP's k_test
+       * score, the "match" logit plus the ITC similarity
+       * (train_retrieval.py), so that ITC still counts where ITM is unsure */
+      key[c] = p->method == BLIP_MATCH_ITM ? sc[c].itm : logits[2 * j + 1] + sc[c].itc;
+    }
+    /* the re-ranked ones first; the others keep their ITC order */
     if (ok)
-      g_qsort_with_data (order, k, sizeof (int), by_itm, sc);
+      g_qsort_with_data (order, k, sizeof (int), by_key, key);
+    g_free (key);
+    g_free (logits);
   }
   for (int r = 0; ok && r < n; r++)
     sc[order[r]].rank = r;
@@ -236,7 +245,7 @@ typedef struct {
 } TextsCtx;
 
 static gboolean
-itm_texts (BlipSession *s, gconstpointer data, const int *which, int m, double *prob,
+itm_texts (BlipSession *s, gconstpointer data, const int *which, int m, float *logits,
            GError **error)
 {
   const TextsCtx *c = data;
@@ -254,11 +263,7 @@ itm_texts (BlipSession *s, gconstpointer data, const int *which, int m, double *
     }
     ids[(gsize) j * T] = c->first;
   }
-  float *logits = g_new (float, 2 * (gsize) m);
   gboolean ok = blip_session_itm (s, c->image_embeds, TRUE, ids, mask, m, T, NULL, logits, error);
-  for (int j = 0; ok && j < m; j++)
-    prob[j] = itm_probability (logits + 2 * j);
-  g_free (logits);
   g_free (ids);
   g_free (mask);
   return ok;
@@ -306,7 +311,7 @@ typedef struct {
 } ImagesCtx;
 
 static gboolean
-itm_images (BlipSession *s, gconstpointer data, const int *which, int m, double *prob,
+itm_images (BlipSession *s, gconstpointer data, const int *which, int m, float *logits,
             GError **error)
 {
   const ImagesCtx *c = data;
@@ -317,7 +322,7 @@ itm_images (BlipSession *s, gconstpointer data, const int *which, int m, double 
     memcpy (ids + (gsize) j * T, c->text->ids, sizeof (int32_t) * T);
     ids[(gsize) j * T] = c->first;
   }
-  float *images = g_try_new (float, B * image), logits[2 * ITM_IMAGE_CHUNK];
+  float *images = g_try_new (float, B * image);
   gboolean ok = images != NULL;
   if (!ok)
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory for %d images", B);
@@ -325,9 +330,7 @@ itm_images (BlipSession *s, gconstpointer data, const int *which, int m, double 
     const int b = MIN (B, m - j0);
     for (int j = 0; j < b; j++)
       memcpy (images + j * image, c->image_embeds + which[j0 + j] * image, sizeof (float) * image);
-    ok = blip_session_itm (s, images, FALSE, ids, NULL, b, T, NULL, logits, error);
-    for (int j = 0; ok && j < b; j++)
-      prob[j0 + j] = itm_probability (logits + 2 * j);
+    ok = blip_session_itm (s, images, FALSE, ids, NULL, b, T, NULL, logits + 2 * j0, error);
   }
   g_free (images);
   g_free (ids);

@@ -17,6 +17,7 @@
 #include <locale.h>
 
 #include <blip.h>
+#include <gst/gst.h>
 #include <json-glib/json-glib.h>
 #include <math.h>
 #include <stdio.h>
