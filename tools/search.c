@@ -13,19 +13,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ITC candidates looked at per hit asked for: the neighbours that merge
- * into a hit's range come from them */
-#define CANDIDATES_PER_HIT 4
+/* ITC candidates looked at per hit asked for (or re-ranked): the frames
+ * that merge into a hit's range come from them */
+#define CANDIDATES_PER_HIT 8
 #define THUMB_WIDTH 320
+/* A neighbour is the same shot as a hit when its ITC similarity is within
+ * this of the hit's best frame's.  Stored frames are scene changes, so two
+ * neighbours can be two shots: the margin keeps the cut between them. */
+#define MERGE_ITC_MARGIN 0.05
 
+/* A stored frame the ITC stage found. */
 typedef struct {
   BlipFeatureHit itc;
   BlipIndexFrameInfo info;
-  double itm;        /* -1: not re-ranked */
-  int order;         /* place in the final ranking */
-  guint8 *rgb;       /* the decoded frame, kept for the thumbnail */
-  int width, height, stride;
 } Candidate;
+
+/* A hit while it is being made: its range, and the frame that scores it. */
+typedef struct {
+  BlipSearchHit hit;
+  int itm_rank;      /* place among the re-ranked (libblip's k_test order); -1: not re-ranked */
+  int itc_order;     /* place in the ITC ranking */
+  guint8 *rgb;       /* the best frame, decoded for ITM, kept for the thumbnail */
+  int width, height, stride;
+} Hit;
 
 typedef struct {
   BlipSession *session;
@@ -64,16 +74,67 @@ load_new_rows (Search *s, GError **error)
 }
 
 static void
-candidate_clear (Candidate *c)
+search_hit_clear (BlipSearchHit *h)
 {
-  blip_index_frame_info_clear (&c->info);
-  g_free (c->rgb);
+  g_free (h->uri);
+  g_free (h->path);
+  g_free (h->caption);
+  g_free (h->thumbnail);
 }
 
-/* Decodes candidate frames again and scores them by ITM; a frame that does
- * not decode keeps its ITC score (reported once per video). */
+static void
+hit_clear (Hit *h)
+{
+  search_hit_clear (&h->hit);
+  g_free (h->rgb);
+}
+
+/* Candidates in ITC order into hits: a candidate next to a hit's range in
+ * the same video (seq one before or after) that scores nearly as well
+ * extends it; the others start hits of their own. */
+static GArray *
+group_candidates (const Candidate *cands, int n)
+{
+  GArray *hits = g_array_new (FALSE, TRUE, sizeof (Hit));
+  for (int i = 0; i < n; i++) {
+    const Candidate *c = &cands[i];
+    Hit *h = NULL;
+    for (guint j = 0; j < hits->len && !h; j++) {
+      Hit *o = &g_array_index (hits, Hit, j);
+      if (o->hit.video_id == c->info.video_id
+          && (c->info.seq == o->hit.seq_hi + 1 || c->info.seq == o->hit.seq_lo - 1)
+          && c->itc.score >= o->hit.itc - MERGE_ITC_MARGIN)
+        h = o;
+    }
+    if (h) {
+      h->hit.seq_lo = MIN (h->hit.seq_lo, c->info.seq);
+      h->hit.seq_hi = MAX (h->hit.seq_hi, c->info.seq);
+      h->hit.start = MIN (h->hit.start, c->info.pts);
+      h->hit.end = MAX (h->hit.end, c->info.end_pts);
+      continue;
+    }
+    Hit nh = { .itm_rank = -1, .itc_order = (int) hits->len };
+    nh.hit.video_id = c->info.video_id;
+    nh.hit.frame_id = c->info.frame_id;
+    nh.hit.uri = g_strdup (c->info.uri);
+    nh.hit.path = g_filename_from_uri (c->info.uri, NULL, NULL);
+    nh.hit.seq_lo = nh.hit.seq_hi = c->info.seq;
+    nh.hit.start = c->info.pts;
+    nh.hit.end = c->info.end_pts;
+    nh.hit.pts = c->info.pts;
+    nh.hit.itc = c->itc.score;
+    nh.hit.itm = -1;
+    nh.hit.caption = g_strdup (c->info.caption);
+    g_array_append_val (hits, nh);
+  }
+  return hits;
+}
+
+/* The best frames of the first n hits decoded again and scored by ITM, in
+ * libblip's re-ranking order; a frame that does not decode keeps its ITC
+ * score (reported once per video). */
 static gboolean
-rerank (Search *s, const BlipMatchText *text, Candidate *cands, int n, GError **error)
+rerank (Search *s, const BlipMatchText *text, Hit *hits, int n, GError **error)
 {
   const BlipConfig *cfg = blip_model_get_config (s->model);
   const int S = cfg->vision.image_size, P = blip_model_vision_tokens (s->model), Dv = cfg->vision.hidden_size;
@@ -85,36 +146,39 @@ rerank (Search *s, const BlipMatchText *text, Candidate *cands, int n, GError **
   if (!ok)
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, _("out of memory for %d frames to re-rank"), n);
   for (int i = 0; ok && i < n; i++) {
-    Candidate *c = &cands[i];
+    Hit *h = &hits[i];
     BlipGrabbedFrame f;
     GError *e = NULL;
-    if (g_hash_table_contains (s->broken_videos, c->info.uri))
+    if (g_hash_table_contains (s->broken_videos, h->hit.uri))
       continue;
-    if (!blip_frame_grab (s->grabber, c->info.uri, (GstClockTime) c->info.pts, &f, &e)
+    if (!blip_frame_grab (s->grabber, h->hit.uri, (GstClockTime) h->hit.pts, &f, &e)
         || !blip_preprocess (f.rgb, f.width, f.height, f.stride, BLIP_PIXEL_RGB, S, cfg->image_mean,
                              cfg->image_std, pixels + (gsize) m * 3 * S * S, &e)) {
       g_printerr (_("blip search: %s (its hits keep their ITC scores)\n"), e->message);
       g_error_free (e);
-      g_hash_table_add (s->broken_videos, g_strdup (c->info.uri));
+      g_hash_table_add (s->broken_videos, g_strdup (h->hit.uri));
       blip_grabbed_frame_clear (&f);
       continue;
     }
-    c->rgb = f.rgb;
-    c->width = f.width;
-    c->height = f.height;
-    c->stride = f.stride;
+    h->rgb = f.rgb;
+    h->width = f.width;
+    h->height = f.height;
+    h->stride = f.stride;
     which[m++] = i;
   }
   BlipMatchScore *scores = g_new0 (BlipMatchScore, MAX (m, 1));
   if (ok && m > 0) {
     BlipMatchParams params = blip_match_default_params ();
-    params.method = BLIP_MATCH_ITM;
+    params.method = BLIP_MATCH_ITC_ITM;
+    params.top_k = m;
     params.first_token = s->o->first_token;
     ok = blip_session_encode_images (s->session, pixels, m, embeds, NULL, error)
         && blip_session_match_images (s->session, text, embeds, NULL, m, &params, scores, error);
   }
-  for (int j = 0; ok && j < m; j++)
-    cands[which[j]].itm = scores[j].itm;
+  for (int j = 0; ok && j < m; j++) {
+    hits[which[j]].hit.itm = scores[j].itm;
+    hits[which[j]].itm_rank = scores[j].rank;
+  }
   g_free (scores);
   g_free (which);
   g_free (pixels);
@@ -122,113 +186,45 @@ rerank (Search *s, const BlipMatchText *text, Candidate *cands, int n, GError **
   return ok;
 }
 
-/* Re-ranked first, by ITM; then the others by ITC (BLIP's k_test). */
+/* Re-ranked first, in libblip's order; then the others by ITC (BLIP's k_test). */
 static gint
-compare_candidates (gconstpointer pa, gconstpointer pb)
+compare_hits (gconstpointer pa, gconstpointer pb)
 {
-  const Candidate *a = pa, *b = pb;
-  if ((a->itm >= 0) != (b->itm >= 0))
-    return a->itm >= 0 ? -1 : 1;
-  if (a->itm >= 0 && a->itm != b->itm)
-    return a->itm > b->itm ? -1 : 1;
-  return a->order - b->order; /* the ITC order */
-}
-
-/* Candidates in ranking order into hits: a candidate next to a hit's range
- * in the same video (seq one before or after) extends it. */
-static int
-merge_hits (Candidate *cands, int n, int top, BlipSearchHit *hits)
-{
-  int n_hits = 0;
-  for (int i = 0; i < n; i++) {
-    const Candidate *c = &cands[i];
-    BlipSearchHit *h = NULL;
-    for (int j = 0; j < n_hits && !h; j++)
-      if (hits[j].video_id == c->info.video_id
-          && (c->info.seq == hits[j].seq_hi + 1 || c->info.seq == hits[j].seq_lo - 1))
-        h = &hits[j];
-    if (h) {
-      h->seq_lo = MIN (h->seq_lo, c->info.seq);
-      h->seq_hi = MAX (h->seq_hi, c->info.seq);
-      h->start = MIN (h->start, c->info.pts);
-      h->end = MAX (h->end, c->info.end_pts);
-      /* the extended range may now touch another hit of the video */
-      for (int j = 0; j < n_hits; j++) {
-        BlipSearchHit *o = &hits[j];
-        if (o == h || o->video_id != h->video_id || (o->seq_lo != h->seq_hi + 1 && o->seq_hi != h->seq_lo - 1))
-          continue;
-        BlipSearchHit *keep = o < h ? o : h, *gone = o < h ? h : o;
-        keep->seq_lo = MIN (keep->seq_lo, gone->seq_lo);
-        keep->seq_hi = MAX (keep->seq_hi, gone->seq_hi);
-        keep->start = MIN (keep->start, gone->start);
-        keep->end = MAX (keep->end, gone->end);
-        g_free (gone->uri);
-        g_free (gone->path);
-        g_free (gone->caption);
-        memmove (gone, gone + 1, (gsize) (hits + n_hits - gone - 1) * sizeof *gone);
-        n_hits--;
-        break;
-      }
-      continue;
-    }
-    if (n_hits == top)
-      continue;
-    h = &hits[n_hits++];
-    memset (h, 0, sizeof *h);
-    h->video_id = c->info.video_id;
-    h->frame_id = c->info.frame_id;
-    h->uri = g_strdup (c->info.uri);
-    h->path = g_filename_from_uri (c->info.uri, NULL, NULL);
-    h->seq_lo = h->seq_hi = c->info.seq;
-    h->start = c->info.pts;
-    h->end = c->info.end_pts;
-    h->pts = c->info.pts;
-    h->itc = c->itc.score;
-    h->itm = c->itm;
-    h->caption = g_strdup (c->info.caption);
-  }
-  for (int j = 0; j < n_hits; j++)
-    hits[j].rank = j + 1;
-  return n_hits;
+  const Hit *a = pa, *b = pb;
+  if ((a->itm_rank >= 0) != (b->itm_rank >= 0))
+    return a->itm_rank >= 0 ? -1 : 1;
+  if (a->itm_rank >= 0)
+    return a->itm_rank - b->itm_rank;
+  return a->itc_order - b->itc_order;
 }
 
 static void
 hits_free (BlipSearchHit *hits, int n)
 {
-  for (int i = 0; i < n; i++) {
-    g_free (hits[i].uri);
-    g_free (hits[i].path);
-    g_free (hits[i].caption);
-    g_free (hits[i].thumbnail);
-  }
+  for (int i = 0; i < n; i++)
+    search_hit_clear (&hits[i]);
   g_free (hits);
 }
 
 /* thumbnails: DIR/qQUERY-RANK.png, of the frame decoded for ITM or decoded now */
 static void
-write_thumbnails (Search *s, const char *dir, int query_no, BlipSearchHit *hits, int n_hits,
-                  const Candidate *cands, int n_cands)
+write_thumbnails (Search *s, const char *dir, int query_no, Hit *hits, int n_hits)
 {
   for (int i = 0; i < n_hits; i++) {
-    BlipSearchHit *h = &hits[i];
-    const Candidate *c = NULL;
-    for (int j = 0; j < n_cands && !c; j++)
-      if (cands[j].info.frame_id == h->frame_id && cands[j].rgb)
-        c = &cands[j];
+    Hit *h = &hits[i];
     BlipGrabbedFrame f = { 0 };
     GError *e = NULL;
-    gboolean ok = c || (!g_hash_table_contains (s->broken_videos, h->uri)
-                        && blip_frame_grab (s->grabber, h->uri, (GstClockTime) h->pts, &f, &e));
-    char *name = g_strdup_printf ("q%d-%d.png", query_no, h->rank);
+    gboolean ok = h->rgb || (!g_hash_table_contains (s->broken_videos, h->hit.uri)
+                             && blip_frame_grab (s->grabber, h->hit.uri, (GstClockTime) h->hit.pts, &f, &e));
+    char *name = g_strdup_printf ("q%d-%d.png", query_no, h->hit.rank);
     char *path = g_build_filename (dir, name, NULL);
-    ok = ok && blip_search_write_thumbnail (path, c ? c->rgb : f.rgb, c ? c->width : f.width,
-                                            c ? c->height : f.height, c ? c->stride : f.stride,
+    ok = ok && blip_search_write_thumbnail (path, h->rgb ? h->rgb : f.rgb, h->rgb ? h->width : f.width,
+                                            h->rgb ? h->height : f.height, h->rgb ? h->stride : f.stride,
                                             THUMB_WIDTH, &e);
     if (ok) {
-      h->thumbnail = path;
-      path = NULL;
+      h->hit.thumbnail = g_steal_pointer (&path);
     } else if (e) {
-      g_printerr (_("blip search: thumbnail of hit %d: %s\n"), h->rank, e->message);
+      g_printerr (_("blip search: thumbnail of hit %d: %s\n"), h->hit.rank, e->message);
       g_error_free (e);
     }
     blip_grabbed_frame_clear (&f);
@@ -237,7 +233,7 @@ write_thumbnails (Search *s, const char *dir, int query_no, BlipSearchHit *hits,
   }
 }
 
-/* One query: fills *hits (transfer full) and returns how many, or -1. */
+/* One query: fills *hits_out (transfer full) and returns how many, or -1. */
 static int
 run_query (Search *s, const char *query, int query_no, BlipSearchHit **hits_out, GError **error)
 {
@@ -249,35 +245,46 @@ run_query (Search *s, const char *query, int query_no, BlipSearchHit **hits_out,
     return -1;
   const BlipSearchOptions *o = s->o;
   const size_t rows = blip_feature_table_rows (s->table);
-  const size_t want = MIN (rows, (size_t) MAX (o->top * CANDIDATES_PER_HIT, o->rerank));
+  const size_t want = MIN (rows, (size_t) MAX (o->top, o->rerank) * CANDIDATES_PER_HIT);
   BlipFeatureHit *itc = g_new (BlipFeatureHit, MAX (want, 1));
   const size_t n = blip_feature_table_top_k (s->table, text.feat, want, o->n_threads, itc);
   Candidate *cands = g_new0 (Candidate, MAX (n, 1));
   gboolean ok = TRUE;
   for (size_t i = 0; ok && i < n; i++) {
     cands[i].itc = itc[i];
-    cands[i].itm = -1;
-    cands[i].order = (int) i;
     ok = blip_index_store_get_frame (s->store, itc[i].id, &cands[i].info, error);
   }
   g_free (itc);
+  GArray *hits = ok ? group_candidates (cands, (int) n) : NULL;
   if (ok && o->rerank > 0)
-    ok = rerank (s, &text, cands, (int) MIN (n, (size_t) o->rerank), error);
+    ok = rerank (s, &text, (Hit *) hits->data, (int) MIN (hits->len, (guint) o->rerank), error);
   int n_hits = -1;
   if (ok) {
-    qsort (cands, n, sizeof *cands, (int (*) (const void *, const void *)) compare_candidates);
-    BlipSearchHit *hits = g_new0 (BlipSearchHit, MAX (o->top, 1));
-    n_hits = merge_hits (cands, (int) n, o->top, hits);
+    g_array_sort (hits, compare_hits);
+    n_hits = (int) MIN (hits->len, (guint) o->top);
+    Hit *h = (Hit *) hits->data;
+    for (int i = 0; i < n_hits; i++)
+      h[i].hit.rank = i + 1;
     if (o->thumbnails)
-      write_thumbnails (s, o->thumbnails, query_no, hits, n_hits, cands, (int) n);
-    *hits_out = hits;
+      write_thumbnails (s, o->thumbnails, query_no, h, n_hits);
+    BlipSearchHit *out = g_new0 (BlipSearchHit, MAX (n_hits, 1));
+    for (int i = 0; i < n_hits; i++) {
+      out[i] = h[i].hit;
+      memset (&h[i].hit, 0, sizeof h[i].hit); /* moved */
+    }
+    *hits_out = out;
   }
+  for (guint i = 0; hits && i < hits->len; i++)
+    hit_clear (&g_array_index (hits, Hit, i));
+  if (hits)
+    g_array_unref (hits);
   for (size_t i = 0; i < n; i++)
-    candidate_clear (&cands[i]);
+    blip_index_frame_info_clear (&cands[i].info);
   g_free (cands);
   blip_match_text_clear (&text);
   return n_hits;
 }
+
 
 /* The index must be the session model's: another model's features are
  * another space, and its scores would be silently wrong. */
