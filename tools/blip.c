@@ -90,6 +90,7 @@ static GOptionEntry match_entries[] = {
 
 static char *opt_index = NULL, *opt_thumbnails = NULL, *opt_html = NULL;
 static int opt_top = 10, opt_rerank = 16;
+static gboolean opt_timings = FALSE;
 
 static GOptionEntry search_entries[] = {
   { "index", 0, 0, G_OPTION_ARG_FILENAME, &opt_index,
@@ -98,6 +99,7 @@ static GOptionEntry search_entries[] = {
   { "rerank", 0, 0, G_OPTION_ARG_INT, &opt_rerank,
     N_("Re-rank the best K frames by ITM, decoding them again (default 16; 0: ITC only)"), "K" },
   { "thumbnails", 0, 0, G_OPTION_ARG_FILENAME, &opt_thumbnails, N_("Write a PNG of each hit into this folder"), "DIR" },
+  { "timings", 0, 0, G_OPTION_ARG_NONE, &opt_timings, N_("Print each stage's time on standard error"), NULL },
   { "html", 0, 0, G_OPTION_ARG_FILENAME, &opt_html,
     N_("Write a page of the hits (thumbnails, times, scores) to FILE"), "FILE" },
   { "itm-first-token", 0, 0, G_OPTION_ARG_STRING, &opt_itm_first,
@@ -718,7 +720,8 @@ cmd_search (int argc, char **argv)
                               _("not an image-text matching model (BlipForImageTextRetrieval)")));
   }
   BlipSearchOptions o = { .index = opt_index, .top = opt_top, .rerank = opt_rerank, .json = opt_json,
-                          .thumbnails = opt_thumbnails, .html = opt_html, .n_threads = opt_threads };
+                          .thumbnails = opt_thumbnails, .html = opt_html, .n_threads = opt_threads,
+                          .timings = opt_timings };
   if (opt_itm_first)
     blip_itm_first_token_from_name (opt_itm_first, &o.first_token, NULL); /* checked by check_options */
   int rc = blip_search (s, &o, argc > 1 ? argv + 1 : NULL);

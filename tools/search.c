@@ -238,16 +238,20 @@ static int
 run_query (Search *s, const char *query, int query_no, BlipSearchHit **hits_out, GError **error)
 {
   *hits_out = NULL;
+  const gint64 t0 = g_get_monotonic_time ();
   if (!load_new_rows (s, error))
     return -1;
+  const gint64 t1 = g_get_monotonic_time ();
   BlipMatchText text = { 0 };
   if (!blip_session_prepare_texts (s->session, &query, 1, &text, error))
     return -1;
+  const gint64 t2 = g_get_monotonic_time ();
   const BlipSearchOptions *o = s->o;
   const size_t rows = blip_feature_table_rows (s->table);
   const size_t want = MIN (rows, (size_t) MAX (o->top, o->rerank) * CANDIDATES_PER_HIT);
   BlipFeatureHit *itc = g_new (BlipFeatureHit, MAX (want, 1));
   const size_t n = blip_feature_table_top_k (s->table, text.feat, want, o->n_threads, itc);
+  const gint64 t3 = g_get_monotonic_time ();
   Candidate *cands = g_new0 (Candidate, MAX (n, 1));
   gboolean ok = TRUE;
   for (size_t i = 0; ok && i < n; i++) {
@@ -256,8 +260,15 @@ run_query (Search *s, const char *query, int query_no, BlipSearchHit **hits_out,
   }
   g_free (itc);
   GArray *hits = ok ? group_candidates (cands, (int) n) : NULL;
-  if (ok && o->rerank > 0)
-    ok = rerank (s, &text, (Hit *) hits->data, (int) MIN (hits->len, (guint) o->rerank), error);
+  const gint64 t4 = g_get_monotonic_time ();
+  const int k = hits ? (int) MIN (hits->len, (guint) o->rerank) : 0;
+  if (ok && k > 0)
+    ok = rerank (s, &text, (Hit *) hits->data, k, error);
+  if (ok && o->timings)
+    g_printerr (_("blip search: %zu frames in memory (%.1f ms loading new rows); text %.1f ms; "
+                  "ITC over all %.1f ms; %zu candidates %.1f ms; ITM re-ranking of %d %.1f ms\n"),
+                rows, (t1 - t0) / 1e3, (t2 - t1) / 1e3, (t3 - t2) / 1e3, n, (t4 - t3) / 1e3, k,
+                (g_get_monotonic_time () - t4) / 1e3);
   int n_hits = -1;
   if (ok) {
     g_array_sort (hits, compare_hits);

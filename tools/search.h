@@ -19,6 +19,7 @@ typedef struct {
   const char *thumbnails;  /* folder for a PNG per hit, or NULL */
   const char *html;        /* page of the hits, or NULL */
   int n_threads;           /* the ITC scan's (0: all cores) */
+  gboolean timings;        /* each stage's time on stderr */
 } BlipSearchOptions;
 
 /* A hit: a time range of one video. */
