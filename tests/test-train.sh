@@ -87,6 +87,7 @@ rc=$?
 check "a truncated checkpoint is a clear error" '[ $rc = 1 ] && grep -q "blip-train: .*checkpoint.safetensors" "$tmp/trunc.log"'
 
 # broken data: a corrupt image and a malformed entry are skipped and counted
+# (images are read as batches need them: one epoch, 5 steps of 8, reads all 40)
 mkdir -p "$tmp/bad"; cp -r "$tmp/data/images" "$tmp/bad/"
 head -c 50 "$tmp/data/images/000001.png" > "$tmp/bad/images/000001.png"
 $py - "$tmp/data/train.json" "$tmp/bad/train.json" <<PY
@@ -96,7 +97,7 @@ rows.append({"image": 7})
 rows.append({"caption": "no image"})
 json.dump(rows, open(sys.argv[2], "w"))
 PY
-"$train" pretrain "${common[@]}" --data "$tmp/bad" --out "$tmp/badrun" --steps 2 > "$tmp/bad.log" 2>&1
+"$train" pretrain "${common[@]}" --data "$tmp/bad" --out "$tmp/badrun" --steps 5 > "$tmp/bad.log" 2>&1
 rc=$?
 check "broken entries are skipped with a warning and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/bad.log"'
 
@@ -113,7 +114,7 @@ rows = json.load(open(sys.argv[1]))[:40]
 rows += [{"image": "images/" + f, "caption": "a picture"} for f in ("photo.jpg", "bomb.jpg", "bomb.png", "cut.jpg")]
 json.dump(rows, open(sys.argv[2], "w"))
 PY
-"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/formatsrun" --steps 2 > "$tmp/formats.log" 2>&1
+"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/formatsrun" --batch 4 --steps 11 > "$tmp/formats.log" 2>&1
 rc=$?
 check "a JPEG trains; bombs and a truncated file are skipped, named and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/formats.log" \
   && grep -q "bomb.jpg: 65500x65500 is .* more than the limit" "$tmp/formats.log" \

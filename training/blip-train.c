@@ -4,6 +4,7 @@
  * fixtures' definitions: LM with label smoothing 0.1; ITC at temperature
  * 0.07 without momentum or queue plus ITM on the given labels) and writes
  * them as grad.<parameter name> and the loss values. */
+#include "annotations.h"
 #include "augment.h"
 #include "capfilt.h"
 #include "dataset.h"
@@ -194,6 +195,47 @@ cmd_make_dataset (void)
   if (!dataset_make (opt_out, &m, &error))
     return fail (error);
   printf ("%s: %d train, %d val, %d test\n", opt_out, opt_n_train, opt_n_val, opt_n_test);
+  return 0;
+}
+
+/* ---- index ---- */
+
+static gchar **opt_index_files, **opt_index_roots;
+
+static GOptionEntry index_entries[] = {
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_index_files, "Annotation file (a JSON array or JSON lines); several are mixed", "FILE" },
+  { "image-root", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_index_roots, "As the training commands' --image-root", "DIR" },
+  { NULL }
+};
+
+/* reads annotation files as training does and tells what the index holds
+ * and costs, without reading an image */
+static int
+cmd_index (void)
+{
+  GError *error = NULL;
+  const guint n_files = opt_index_files ? g_strv_length (opt_index_files) : 0;
+  const guint n_roots = opt_index_roots ? g_strv_length (opt_index_roots) : 0;
+  if (n_files == 0 || (n_roots > 1 && n_roots != n_files)) {
+    g_printerr ("blip-train index: --data is required; --image-root once, or once a --data\n");
+    return 2;
+  }
+  const gint64 t0 = g_get_monotonic_time ();
+  AnnotationIndex *a = annotations_new (30);
+  for (guint f = 0; f < n_files; f++)
+    if (!annotations_add_file (a, opt_index_files[f], n_roots ? opt_index_roots[n_roots > 1 ? f : 0] : NULL, &error)) {
+      annotations_free (a);
+      return fail (error);
+    }
+  annotations_finish (a);
+  const guint n = annotations_size (a);
+  const struct mallinfo2 mi = mallinfo2 ();
+  printf ("{\"entries\": %u, \"skipped\": %u, \"captions\": %u, \"index_bytes\": %" G_GSIZE_FORMAT
+          ", \"bytes_per_entry\": %.1f, \"heap_in_use_bytes\": %" G_GSIZE_FORMAT ", \"seconds\": %.1f}\n",
+          n, annotations_skipped (a), annotations_n_captions (a), annotations_memory (a),
+          (double) annotations_memory (a) / MAX (n, 1), (gsize) (mi.uordblks + mi.hblkhd),
+          (g_get_monotonic_time () - t0) / 1e6);
+  annotations_free (a);
   return 0;
 }
 
@@ -437,6 +479,7 @@ static const struct {
 } commands[] = {
   { "grad", "gradients of BLIP's losses on given inputs", grad_entries, cmd_grad },
   { "make-dataset", "the synthetic shapes data set (cairo)", dataset_entries, cmd_make_dataset },
+  { "index", "what annotation files hold and what their index costs in memory", index_entries, cmd_index },
   { "pretrain", "pretraining with ITC + ITM + LM, then export", pretrain_entries, cmd_pretrain },
   { "finetune-caption", "finetuning for captioning (LM)", caption_entries, cmd_finetune_caption },
   { "finetune-retrieval", "finetuning for retrieval (ITC + ITM, same-image positives)", retrieval_entries, cmd_finetune_retrieval },
