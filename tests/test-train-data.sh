@@ -39,7 +39,7 @@ PY'
 "$train" pretrain "${common[@]}" --data "$ann/coco_karpathy_train.json" --image-root "$tmp/coco/images" \
   --out "$tmp/coco-run" --steps 8 > "$tmp/coco.log" 2>&1
 rc=$?
-check "pretraining on Karpathy train (string ids) with --image-root" '[ $rc = 0 ] && grep -q "120 pairs (1 files" "$tmp/coco.log" && [ "$(wc -l < "$tmp/coco-run/metrics.jsonl")" = 8 ]'
+check "pretraining on Karpathy train (string ids) with --image-root" '[ $rc = 0 ] && grep -q "120 pairs from 1 annotation file " "$tmp/coco.log" && [ "$(wc -l < "$tmp/coco-run/metrics.jsonl")" = 8 ]'
 [ $rc = 0 ] || tail -5 "$tmp/coco.log" | sed 's/^/# /'
 "$train" finetune-retrieval "${common[@]}" --data "$ann/coco_karpathy_train.json" --image-root "$tmp/coco/images" \
   --init "$tmp/coco-run" --out "$tmp/coco-ret" --steps 3 > "$tmp/coco-ret.log" 2>&1
@@ -88,7 +88,7 @@ mv "$tmp/own/extra.jsonl" "$tmp/elsewhere/"
 "$train" pretrain "${common[@]}" --data "$tmp/own" --data "$tmp/elsewhere/extra.jsonl" --image-root "$tmp/own" --image-root "$tmp/own" \
   --out "$tmp/mix" --steps 10 > "$tmp/mix.log" 2>&1
 rc=$?
-check "two files mixed, each with its --image-root: one index, shuffled together" '[ $rc = 0 ] && grep -q "80 pairs (2 files" "$tmp/mix.log" \
+check "two files mixed, each with its --image-root: one index, shuffled together" '[ $rc = 0 ] && grep -q "80 pairs from 2 annotation files " "$tmp/mix.log" \
   && grep -qx another "$tmp/mix/model/vocab.txt"'
 "$train" pretrain "${common[@]}" --data "$tmp/own" --data "$tmp/elsewhere/extra.jsonl" --out "$tmp/mix1" --steps 10 > "$tmp/mix1.log" 2>&1
 rc=$?

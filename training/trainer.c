@@ -440,9 +440,10 @@ train_run (const TrainOptions *o)
   const int enc = blip_tokenizer_token_id (tok, "[ENC]"), dec = blip_tokenizer_token_id (tok, "[DEC]");
   const gboolean tty = isatty (fileno (stdout));
   if (lead)
-    printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs (%u files, index %.1f MB), batch %d x %d accumulated x %d ranks, "
-            "%d steps an epoch\n", task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N,
-            train_files->len, annotations_memory (train) / 1e6, B, A, W, steps_per_epoch);
+    printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs from %u annotation file%s (index %.1f MB), "
+            "batch %d x %d accumulated x %d ranks, %d steps an epoch\n",
+            task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N, train_files->len,
+            train_files->len == 1 ? "" : "s", annotations_memory (train) / 1e6, B, A, W, steps_per_epoch);
   if (o->resume && lead)
     printf ("resuming at step %d (epoch %d, batch %d)\n", s->step, s->epoch, s->epoch_pos);
   signal (SIGINT, on_signal);
