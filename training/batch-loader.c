@@ -32,7 +32,7 @@ struct _BatchLoader {
   int *order, order_epoch; /* the shuffle of order_epoch, under lock */
   guint32 *broken;        /* one bit an entry, set atomically */
   guint n_broken;
-  gint64 waited_us;
+  gint64 waited_us, worked_us;
 };
 
 static void
@@ -184,8 +184,10 @@ worker (gpointer data)
     s->job = job;
     s->done = FALSE;
     g_mutex_unlock (&l->lock);
+    const gint64 t0 = g_get_monotonic_time ();
     prepare (l, s, job);
     g_mutex_lock (&l->lock);
+    l->worked_us += g_get_monotonic_time () - t0;
     s->done = TRUE;
     g_cond_broadcast (&l->cond);
   }
@@ -258,6 +260,15 @@ batch_loader_wait_seconds (BatchLoader *l)
 {
   g_mutex_lock (&l->lock);
   const double s = l->waited_us / 1e6;
+  g_mutex_unlock (&l->lock);
+  return s;
+}
+
+double
+batch_loader_work_seconds (BatchLoader *l)
+{
+  g_mutex_lock (&l->lock);
+  const double s = l->worked_us / 1e6;
   g_mutex_unlock (&l->lock);
   return s;
 }

@@ -61,6 +61,8 @@ const LoaderBatch *batch_loader_next (BatchLoader *l, GError **error);
 guint batch_loader_broken (BatchLoader *l);
 /* seconds batch_loader_next spent waiting for a batch */
 double batch_loader_wait_seconds (BatchLoader *l);
+/* seconds the workers spent preparing batches (all threads added up) */
+double batch_loader_work_seconds (BatchLoader *l);
 void batch_loader_free (BatchLoader *l);
 
 #endif

@@ -586,9 +586,9 @@ train_run (const TrainOptions *o)
                   "or caption did not read)\n", annotations_skipped (train) + batch_loader_broken (loader),
                   annotations_skipped (train), batch_loader_broken (loader));
     /* the time the math threads spent waiting for the loader */
-    printf ("data: waited %.2f s for batches in %.2f s of steps (%.1f%%), %d loader threads\n",
+    printf ("data: waited %.2f s for batches in %.2f s of steps (%.1f%%); %d loader threads worked %.2f s\n",
             batch_loader_wait_seconds (loader), step_s, 100 * batch_loader_wait_seconds (loader) / MAX (step_s, 1e-9),
-            o->loader_threads);
+            o->loader_threads, batch_loader_work_seconds (loader));
     printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
