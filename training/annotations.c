@@ -47,7 +47,8 @@ typedef struct {
 
 struct _AnnotationIndex {
   int max_words;
-  GArray *entries;        /* Entry */
+  Entry *entries;         /* n of them, room for cap (shrunk to n by annotations_finish) */
+  guint n, cap;
   GArray *extras;         /* guint32 caption numbers */
   Arena strings;          /* paths and captions */
   Intern captions;        /* persists: caption number -> offset */
@@ -137,7 +138,6 @@ annotations_new (int max_words)
 {
   AnnotationIndex *a = g_new0 (AnnotationIndex, 1);
   a->max_words = max_words;
-  a->entries = g_array_new (FALSE, FALSE, sizeof (Entry));
   a->extras = g_array_new (FALSE, FALSE, sizeof (guint32));
   a->roots = g_ptr_array_new_with_free_func (g_free);
   intern_init (&a->captions, &a->strings);
@@ -153,15 +153,11 @@ annotations_finish (AnnotationIndex *a)
   g_clear_pointer (&a->id_strings.data, g_free);
   a->id_strings.len = a->id_strings.cap = 0;
   g_array_set_size (a->ids.offsets, 0);
-  /* give back the arrays' growth room */
+  /* give back the arrays' growth room (realloc shrinks in place) */
   a->strings.data = g_realloc (a->strings.data, MAX (a->strings.len, 1));
   a->strings.cap = MAX (a->strings.len, 1);
-  Entry *e = g_memdup2 (a->entries->data, (gsize) a->entries->len * sizeof (Entry));
-  const guint n = a->entries->len;
-  g_array_free (a->entries, TRUE);
-  a->entries = g_array_sized_new (FALSE, FALSE, sizeof (Entry), n);
-  g_array_append_vals (a->entries, e, n);
-  g_free (e);
+  a->entries = g_realloc_n (a->entries, MAX (a->n, 1), sizeof (Entry));
+  a->cap = MAX (a->n, 1);
 }
 
 void
@@ -169,7 +165,7 @@ annotations_free (AnnotationIndex *a)
 {
   if (!a)
     return;
-  g_array_free (a->entries, TRUE);
+  g_free (a->entries);
   g_array_free (a->extras, TRUE);
   g_free (a->strings.data);
   g_free (a->id_strings.data);
@@ -295,7 +291,7 @@ take_value (FileCtx *f, const GString *v, int line, GError **error)
     g_error_free (e);
     return FALSE;
   }
-  const guint index = f->a->entries->len;
+  const guint index = f->a->n;
   Entry en;
   if (!read_entry (f->a, json_parser_get_root (f->parser), index, &en, &e)) {
     g_warning ("%s:%d: entry %u skipped: %s", f->path, line, f->n_in_file, e->message);
@@ -303,7 +299,16 @@ take_value (FileCtx *f, const GString *v, int line, GError **error)
     f->a->skipped++;
   } else {
     en.root = (guint8) f->root;
-    g_array_append_val (f->a->entries, en);
+    AnnotationIndex *a = f->a;
+    if (a->n == a->cap) {
+      if (a->cap == G_MAXUINT) {
+        g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s:%d: more than %u entries", f->path, line, G_MAXUINT);
+        return FALSE;
+      }
+      a->cap = a->cap > G_MAXUINT / 2 ? G_MAXUINT : MAX (a->cap * 2, 1024);
+      a->entries = g_realloc_n (a->entries, a->cap, sizeof (Entry));
+    }
+    a->entries[a->n++] = en;
   }
   f->n_in_file++;
   return TRUE;
@@ -426,13 +431,13 @@ annotations_add_file (AnnotationIndex *a, const char *path, const char *image_ro
   g_ptr_array_add (a->roots, g_canonicalize_filename (dir, NULL));
   g_free (dir);
   FileCtx f = { a, path, json_parser_new (), a->roots->len - 1, 0 };
-  const guint n0 = a->entries->len, extras0 = a->extras->len, skipped0 = a->skipped;
+  const guint n0 = a->n, extras0 = a->extras->len, skipped0 = a->skipped;
   gboolean ok = scan_file (&f, fp, error);
   fclose (fp);
   g_object_unref (f.parser);
   if (!ok) {
     /* the index stays as it was before the file */
-    g_array_set_size (a->entries, n0);
+    a->n = n0;
     g_array_set_size (a->extras, extras0);
     a->skipped = skipped0;
     g_ptr_array_set_size (a->roots, a->roots->len - 1);
@@ -445,13 +450,13 @@ annotations_add_file (AnnotationIndex *a, const char *path, const char *image_ro
 static const Entry *
 entry (const AnnotationIndex *a, guint i)
 {
-  return &g_array_index (a->entries, Entry, i);
+  return &a->entries[i];
 }
 
 guint
 annotations_size (const AnnotationIndex *a)
 {
-  return a->entries->len;
+  return a->n;
 }
 
 guint
@@ -463,7 +468,7 @@ annotations_skipped (const AnnotationIndex *a)
 gsize
 annotations_memory (const AnnotationIndex *a)
 {
-  gsize n = sizeof *a + (gsize) a->entries->len * sizeof (Entry) + (gsize) a->extras->len * sizeof (guint32)
+  gsize n = sizeof *a + (gsize) a->cap * sizeof (Entry) + (gsize) a->extras->len * sizeof (guint32)
       + a->strings.cap + a->id_strings.cap
       + (gsize) (a->captions.offsets->len + a->ids.offsets->len) * sizeof (guint64);
   if (a->captions.slots)
