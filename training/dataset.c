@@ -7,8 +7,6 @@
  * entry recording whether it was, so a filter can be scored on the truth. */
 #include "dataset.h"
 #include "annotations.h"
-#include "../core/file-read.h"
-#include "json-fields.h"
 #include "testsrc-frames.h"
 
 #include <cairo.h>
@@ -396,34 +394,6 @@ dataset_free (Dataset *d)
     g_free (d->frames[i].data);
   g_free (d->frames);
   g_free (d);
-}
-
-void
-dataset_drop (Dataset *d, const gboolean *drop)
-{
-  int n = 0;
-  for (int i = 0; i < d->n; i++) {
-    if (drop[i]) {
-      g_free (d->items[i].image);
-      g_free (d->items[i].caption);
-      g_strfreev (d->items[i].refs);
-      g_free (d->items[i].source);
-      g_free (d->items[i].true_caption);
-      if (d->frames)
-        g_free (d->frames[i].data);
-      d->skipped++;
-      continue;
-    }
-    if (n != i) {
-      d->items[n] = d->items[i];
-      memcpy (d->pixels + (gsize) n * d->image_len, d->pixels + (gsize) i * d->image_len,
-              sizeof (float) * d->image_len);
-      if (d->frames)
-        d->frames[n] = d->frames[i];
-    }
-    n++;
-  }
-  d->n = n;
 }
 
 /* BLIP's pre_caption: lower case, punctuation to spaces, single spaces, at

@@ -1,5 +1,6 @@
-/* Image-text data sets: the synthetic one (make-dataset) and reading
- * BLIP/COCO-style annotation files ([{"image": path, "caption": text}]). */
+/* Image-text data sets: the synthetic one (make-dataset), and evaluation
+ * splits decoded at once (annotations.h reads the files; training streams
+ * its images: batch-loader.h). */
 #ifndef BLIP_TRAIN_DATASET_H
 #define BLIP_TRAIN_DATASET_H
 
@@ -60,8 +61,6 @@ gboolean dataset_make (const char *dir, const DatasetMakeOptions *options, GErro
 Dataset *dataset_load (const char *annotations, const char *image_root, const BlipConfig *config, int max_words,
                        gboolean keep_frames, guint64 max_pixels, GError **error);
 void dataset_free (Dataset *d);
-/* Removes the items i with drop[i] (d->n of them), counting them as skipped. */
-void dataset_drop (Dataset *d, const gboolean *drop);
 char *dataset_pre_caption (const char *caption, int max_words);
 
 #endif
