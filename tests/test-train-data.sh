@@ -128,6 +128,10 @@ printf '[{"image": "images/000000.png", "caption": "a"},\n {"image": "images/000
 "$train" pretrain "${common[@]}" --data "$tmp/own/open.json" --out "$tmp/open" --steps 1 > "$tmp/open.log" 2>&1
 rc=$?
 check "an array that is not closed is an error naming the file" '[ $rc = 1 ] && grep -q "open.json:[0-9]*: the JSON array is not closed" "$tmp/open.log"'
+printf '[{"image": "a", "caption": "a"},\n {"image": "b",\n  "caption": x}]\n' > "$tmp/own/multiline.json"
+"$train" index --data "$tmp/own/multiline.json" > /dev/null 2> "$tmp/multiline.log"
+rc=$?
+check "an error inside an entry of several lines names the line of the error" '[ $rc = 1 ] && grep -q "multiline.json:3: not valid JSON: Parse error" "$tmp/multiline.log"'
 printf '{"image": "images/000000.png", "caption": "a"}\n{"image": 5, "caption": "b"}\n' > "$tmp/own/type.jsonl"
 "$train" index --data "$tmp/own/type.jsonl" > "$tmp/type.txt" 2> "$tmp/type.log"
 rc=$?

@@ -286,8 +286,13 @@ take_value (FileCtx *f, const GString *v, int line, GError **error)
 {
   GError *e = NULL;
   if (!json_parser_load_from_data (f->parser, v->str, (gssize) v->len, &e)) {
-    /* json-glib counts lines from the value's start */
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s:%d: not valid JSON: %s", f->path, line, e->message);
+    /* json-glib counts lines and columns from the value's start
+     * ("<data>:L:C: Parse error: ..."): the file's line replaces them */
+    int l = 1, col = 0, skip = 0;
+    if (sscanf (e->message, "<data>:%d:%d: %n", &l, &col, &skip) < 2 || skip == 0)
+      l = 1, skip = 0;
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s:%d: not valid JSON: %s", f->path, line + l - 1,
+                 e->message + skip);
     g_error_free (e);
     return FALSE;
   }
