@@ -298,22 +298,22 @@ ok &= any(blob(ha, da, k) != blob(hb, db, k) for k in ha if k.startswith("vision
 print("# %d tensors, %s" % (len(hb), "same names, shapes and config" if ok else "differ"))
 sys.exit(0 if ok else 1)
 PY
-"$train" finetune-caption "${common[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
+"$train" finetune-caption "${common[@]}" "${data[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
 rc=$?
 check "finetune-caption --init a BlipForConditionalGeneration folder names what it initialised, in one line" '[ $rc = 0 ] && [ "$(grep -c "initialised as BLIP does" "$tmp/fcap.log")" = 1 ] && grep -q "not in .*hfcap: the text encoder.s self-attention, the ITC projections, the ITM head" "$tmp/fcap.log"'
 check "the finetuned captioner keeps every tensor name and config field of the folder it started from" '$py "$tmp/same-layout.py" "$tmp/hfcap" "$tmp/fcap/caption"'
 check "the finetuned captioner loads in libblip and captions with the prompt" '"$blip" caption --model "$tmp/fcap/caption" --prompt "a picture of" --max-new-tokens 5 "$tmp/data/images/000000.png" > /dev/null'
-"$train" finetune-retrieval "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
+"$train" finetune-retrieval "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
 rc=$?
 check "finetune-retrieval --init a BlipForImageTextRetrieval folder keeps its names and config" '[ $rc = 0 ] && grep -q "not in .*retrieval: the decoder.s self-attention, the LM head" "$tmp/fret.log" && $py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret/retrieval"'
 "$train" export --run "$tmp/fret" --out "$tmp/fret-export" > /dev/null 2>&1
 check "export of that run keeps the layout too, and the matcher loads in libblip" '$py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret-export/retrieval" && "$blip" match --model "$tmp/fret/retrieval" "$tmp/data/images/000000.png" "a red circle" > /dev/null'
-"$train" finetune-caption "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
+"$train" finetune-caption "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
 rc1=$?
-"$train" finetune-retrieval "${common[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
+"$train" finetune-retrieval "${common[@]}" "${data[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
 rc2=$?
 check "a folder without the part the task trains is refused, naming it" '[ $rc1 = 1 ] && grep -q "lacks the decoder.s self-attention .* which finetune-caption trains" "$tmp/fbad.log" && [ $rc2 = 1 ] && grep -q "lacks the text encoder.s self-attention .* which finetune-retrieval trains" "$tmp/fbad2.log"'
-"$train" pretrain "${common[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
 check "pretrain --init a Hugging Face folder" '[ $? = 0 ] && grep -q "initialised as BLIP does" "$tmp/hfpre.log" && [ -f "$tmp/hfpre/caption/model.safetensors" ]'
 
 "$train" export --run "$tmp/run" --out "$tmp/exported" > /dev/null 2>&1
