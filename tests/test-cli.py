@@ -159,7 +159,7 @@ with tempfile.TemporaryDirectory() as d:
     write_png(os.path.join(data, "img.png"))
     annotations = os.path.join(data, "train.json")
     with open(annotations, "w") as f:
-        f.write('[{"image": "img.png", "caption": ' + "[" * 200000)
+        f.write('[{"image": "img.png", "caption": ' + "[" * 200000 + "]" * 200000 + "}]")
     r = run("pretrain", "--data", data, "--out", os.path.join(d, "run"), "--steps", "1", exe=train, timeout=120)
     check("blip-train: a deeply nested annotation file is an error",
           r.returncode == 1 and "too deep" in r.stderr, r.stderr or "exit %d" % r.returncode)

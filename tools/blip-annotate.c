@@ -39,10 +39,10 @@
 static gchar *opt_caption_model = NULL, *opt_match_model = NULL, *opt_queries = NULL;
 static gchar *opt_out = NULL, *opt_method = NULL, *opt_index = NULL, *opt_precision = NULL;
 static gboolean opt_caption = FALSE, opt_ranges = FALSE, opt_features = FALSE, opt_quiet = FALSE;
-/* -1: the mode's default (annotating: every 15th frame, no rate limit;
- * indexing: every frame, at most one a second) */
-static gint opt_interval = -1, opt_threads = 0, opt_retries = -1;
-static gdouble opt_max_rate = -1, opt_threshold = 0.5, opt_scene_change = 0.05;
+/* unset (G_MININT, NAN): the mode's default (annotating: every 15th frame,
+ * no rate limit; indexing: every frame, at most one a second) */
+static gint opt_interval = G_MININT, opt_threads = 0, opt_retries = -1;
+static gdouble opt_max_rate = NAN, opt_threshold = 0.5, opt_scene_change = 0.05;
 
 static GOptionEntry entries[] = {
   { "caption", 'c', 0, G_OPTION_ARG_NONE, &opt_caption, N_("Caption frames (default when no --queries)"), NULL },
@@ -183,9 +183,9 @@ check_options (Annotate *a, gboolean *usage, GError **error)
     if (!isfinite (opt_scene_change) || opt_scene_change < 0 || opt_scene_change > 2)
       return usage_error (error, _("%s: %g is out of range (%g to %g)"), "--scene-change", opt_scene_change, 0.0, 2.0);
   }
-  if (opt_interval == -1)
+  if (opt_interval == G_MININT)
     opt_interval = opt_index ? 1 : 15;
-  if (opt_max_rate == -1)
+  if (isnan (opt_max_rate))
     opt_max_rate = opt_index ? 1.0 : 0.0;
   GstElement *e = probe_element (a->queries || opt_features || opt_index ? "blipmatch" : "blipcaption", error);
   if (!e) {

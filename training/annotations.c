@@ -7,6 +7,7 @@
 #include "annotations.h"
 #include "dataset.h"
 #include "json-fields.h"
+#include "../core/file-read.h"
 
 #include <blip.h>
 #include <errno.h>
@@ -285,7 +286,8 @@ static gboolean
 take_value (FileCtx *f, const GString *v, int line, GError **error)
 {
   GError *e = NULL;
-  if (!json_parser_load_from_data (f->parser, v->str, (gssize) v->len, &e)) {
+  /* depth-bounded: json-glib's recursive parser would overflow the stack */
+  if (!blip_json_load_data (f->parser, v->str, v->len, &e)) {
     /* json-glib counts lines and columns from the value's start
      * ("<data>:L:C: Parse error: ..."): the file's line replaces them */
     int l = 1, col = 0, skip = 0;
@@ -425,11 +427,10 @@ annotations_add_file (AnnotationIndex *a, const char *path, const char *image_ro
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "%s: more than %d annotation files", path, G_MAXUINT8 + 1);
     return FALSE;
   }
-  FILE *fp = fopen (path, "rb");
-  if (!fp) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", path, g_strerror (errno));
+  /* a FIFO or a device would block or never end */
+  FILE *fp = blip_regular_file_fopen (path, error);
+  if (!fp)
     return FALSE;
-  }
   /* relative image paths start from the root; the items hold them absolute,
    * so files written from them are right wherever they are */
   char *dir = image_root ? g_strdup (image_root) : g_path_get_dirname (path);
