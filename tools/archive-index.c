@@ -220,9 +220,8 @@ typedef enum { VIDEO_DONE, VIDEO_FAILED, VIDEO_INTERRUPTED, STORE_FAILED } Video
 
 /* Runs one claimed video to its end.  *message: why it failed (transfer full). */
 static VideoResult
-index_video (const BlipArchiveIndexOptions *o, BlipIndexStore *store, const BlipIndexModel *model,
-             gint64 video_id, const gchar *uri, const gchar *input, gint64 *duration, Writer *w,
-             gchar **message, GError **store_error)
+index_video (const BlipArchiveIndexOptions *o, const BlipIndexModel *model, const gchar *uri,
+             const gchar *input, gint64 *duration, Writer *w, gchar **message, GError **store_error)
 {
   Probe probe = { .o = o, .model = model, .analysed = g_ptr_array_new_with_free_func (analysed_free),
                   .end = GST_CLOCK_TIME_NONE };
@@ -252,14 +251,18 @@ index_video (const BlipArchiveIndexOptions *o, BlipIndexStore *store, const Blip
   while (running) {
     GstMessage *msg = gst_bus_timed_pop_filtered (bus, POLL_INTERVAL, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
     g_mutex_lock (&probe.lock);
-    GPtrArray *frames = probe.analysed;
-    probe.analysed = g_ptr_array_new_with_free_func (analysed_free);
+    gsize n_frames = 0;
+    Analysed **frames = (Analysed **) g_ptr_array_steal (probe.analysed, &n_frames);
     gchar *wrong = g_steal_pointer (&probe.wrong_model);
     g_mutex_unlock (&probe.lock);
-    for (guint i = 0; result == VIDEO_DONE && i < frames->len; i++)
-      if (!writer_add (w, g_ptr_array_steal_index (frames, i--), store_error))
+    /* writer_add takes each frame; after a failure the rest are dropped */
+    for (gsize i = 0; i < n_frames; i++) {
+      if (result != VIDEO_DONE)
+        analysed_free (frames[i]);
+      else if (!writer_add (w, frames[i], store_error))
         result = STORE_FAILED;
-    g_ptr_array_unref (frames);
+    }
+    g_free (frames);
     if (wrong && result == VIDEO_DONE) {
       *message = g_strdup_printf (_("the frames were analysed by another model (%.12s) than the index's (%.12s)"),
                                   wrong, model->identity);
@@ -457,7 +460,7 @@ blip_archive_index (const BlipArchiveIndexOptions *o, gchar **inputs)
       w.last_commit_us = g_get_monotonic_time ();
       gint64 duration = -1, t0 = g_get_monotonic_time ();
       gchar *message = NULL;
-      VideoResult r = index_video (o, store, &model, video_id, uri, input, &duration, &w, &message, &error);
+      VideoResult r = index_video (o, &model, uri, input, &duration, &w, &message, &error);
       g_clear_pointer (&w.pending, analysed_free);
       writer_clear_batch (&w);
       if (r == STORE_FAILED) {
