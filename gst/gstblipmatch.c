@@ -51,6 +51,7 @@
 #include "config.h"
 #endif
 
+#include "default-models.h"
 #include "gstblipmatch.h"
 #include "gstblipmeta.h"
 
@@ -530,9 +531,7 @@ gst_blip_match_class_init (GstBlipMatchClass *klass)
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
 
-  /* the source tree's copy when run from a build, else the installed one */
-  filter_class->default_model = g_file_test (BLIP_DEFAULT_MATCH_MODEL, G_FILE_TEST_IS_DIR)
-      ? BLIP_DEFAULT_MATCH_MODEL : BLIP_INSTALLED_MATCH_MODEL;
+  filter_class->default_model = blip_default_model_dir (TRUE);
   filter_class->check_model = gst_blip_match_check_model;
   filter_class->analyze = gst_blip_match_analyze;
   filter_class->emit = gst_blip_match_emit;

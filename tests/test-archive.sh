@@ -141,6 +141,19 @@ check "the table names the clip and a time range" 'grep -q "snow.ogv\|snow.webm"
 printf 'random noise\nconcentric circles\n' | "$blip" search --index "$db" --json --top 1 > "$tmp/stdin.json"
 check "queries from standard input, one a line" '[ "$(hit "$tmp/stdin.json" path 1)" = "${expect[concentric circles]}" ]'
 
+# ---- features as JSON lines, for any other index ----
+"$annotate" --features --interval 10 --out "$tmp/features.jsonl" "${expect[random noise]}" 2> "$tmp/features.err"
+rc=$?
+check "blip-annotate --features writes each analysed frame's unit-length ITC feature" '[ $rc = 0 ] && $py - "$tmp/features.jsonl" "$src/models/shapes/retrieval/config.json" <<EOF
+import json, math, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+dim = json.load(open(sys.argv[2]))["image_text_hidden_size"]
+f = [l for l in lines if l["type"] == "blip-features"]
+ok = len(f) == 4 and all(len(l["feature"]) == dim and abs(math.sqrt(sum(x * x for x in l["feature"])) - 1) < 1e-4
+                         and len(l["model-identity"]) == 64 for l in f)
+sys.exit(0 if ok else 1)
+EOF' || note < "$tmp/features.err"
+
 # ---- thumbnails and the page ----
 "$blip" search --index "$db" --top 4 --html "$tmp/page/hits.html" "a red ball bouncing on a black background" \
   "concentric circles" > /dev/null 2> "$tmp/html.err"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the command lines of README.md and training/README.md as written:
-# every indented code line that starts with blip-train, blip, mpirun,
-# gst-launch-1.0 or bash (with its "\" continuations), in the READMEs'
+# every indented code line that starts with blip-train, blip, blip-annotate,
+# mpirun, gst-launch-1.0 or bash (with its "\" continuations), in the READMEs'
 # order, in one temporary folder (later lines use what earlier ones made:
 # data, run...), with this build's commands first on PATH and its plugin on
 # GST_PLUGIN_PATH.  Each must exit 0.  TAP output.
@@ -29,6 +29,7 @@
 #     model=/models/blip-image-captioning-base (a Hugging Face download) is
 #     the embedded model's folder, models/shapes/caption; videotestsrc, endless,
 #     stops after 30 frames
+#   - /srv/videos, the archive folder, holds that clip
 #   - blip-train grad's placeholders are the fixtures' tiny captioning model
 #     and its reference inputs, the LM loss
 # As root, Open MPI refuses to start without OMPI_ALLOW_RUN_AS_ROOT and
@@ -61,6 +62,7 @@ sizes=(
 )
 places=(
   "file:///path/video.mp4" "file://$tmp/work/video.mp4"
+  "/srv/videos" "$tmp/work/videos"
   "model=/models/blip-image-captioning-base" "model=$src/models/shapes/caption"
   "videotestsrc pattern=ball" "videotestsrc pattern=ball num-buffers=30"
   "grad --model DIR --inputs REF.safetensors --loss lm|itc+itm --out GRADS.safetensors"
@@ -71,12 +73,13 @@ excluded='^(bash tools/demo\.sh|bash tests/run\.sh|bash tools/bench-peer\.sh|bli
 gst-launch-1.0 -q videotestsrc num-buffers=50 pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 \
   ! openh264enc ! h264parse ! mp4mux ! filesink location="$tmp/work/video.mp4" > /dev/null 2>&1
 [ -s "$tmp/work/video.mp4" ] || { echo "Bail out! cannot render the test clip"; exit 1; }
+mkdir -p "$tmp/work/videos" && cp "$tmp/work/video.mp4" "$tmp/work/videos/"
 
 # the README's command lines, continuations joined
 extract() {
   awk '
     cont { line = line " " substr($0, 5); sub(/^ +/, "", line) }
-    !cont && /^    (blip-train|blip |mpirun|gst-launch-1\.0|bash )/ { line = substr($0, 5) }
+    !cont && /^    (blip-train|blip |blip-annotate |mpirun|gst-launch-1\.0|bash )/ { line = substr($0, 5) }
     { if (line != "") { if (line ~ /\\$/) { sub(/ *\\$/, "", line); cont = 1 } else { print line; line = ""; cont = 0 } } }
   ' "$1"
 }

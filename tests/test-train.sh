@@ -26,8 +26,10 @@ sys.exit(0 if test and not any(c in train for c in test) else 1)
 PY'
 
 # small and fast: 8 pairs a batch, a 64-entry queue
-common=(--data "$tmp/data" --batch 8 --queue-size 64 --warmup-steps 10 --lr 1e-3 --log-every 1000 --threads 2)
-"$train" pretrain "${common[@]}" --out "$tmp/run" --steps 60 > "$tmp/train.log" 2>&1
+# (--data adds a file to the mix: the runs on other data give theirs alone)
+common=(--batch 8 --queue-size 64 --warmup-steps 10 --lr 1e-3 --log-every 1000 --threads 2)
+data=(--data "$tmp/data")
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/run" --steps 60 > "$tmp/train.log" 2>&1
 check "pretrain ran and exported" '[ -f "$tmp/run/caption/model.safetensors" ] && [ -f "$tmp/run/retrieval/model.safetensors" ] && [ -f "$tmp/run/checkpoint.safetensors" ]'
 # the LM loss of the last 10 steps is below that of the first 10
 check "losses fall" '$py - "$tmp/run/metrics.jsonl" <<PY
@@ -44,12 +46,12 @@ PY'
 
 # kill -9 mid-run (at a random moment, possibly inside a save), resume: the
 # same loss curve as the uninterrupted run, bit for bit
-"$train" pretrain "${common[@]}" --out "$tmp/a" --steps 30 --checkpoint-every 5 > /dev/null 2>&1
-"$train" pretrain "${common[@]}" --out "$tmp/b" --steps 30 --checkpoint-every 5 > /dev/null 2>&1 &
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/a" --steps 30 --checkpoint-every 5 > /dev/null 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/b" --steps 30 --checkpoint-every 5 > /dev/null 2>&1 &
 pid=$!
 for _ in $(seq 600); do grep -q '"step": 12' "$tmp/b/metrics.jsonl" 2>/dev/null && break; sleep 0.05; done
 kill -9 $pid; wait $pid 2>/dev/null
-"$train" pretrain "${common[@]}" --out "$tmp/b" --steps 30 --checkpoint-every 5 --resume > "$tmp/resume.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/b" --steps 30 --checkpoint-every 5 --resume > "$tmp/resume.log" 2>&1
 check "resumed after kill -9" 'grep -q "resuming at step" "$tmp/resume.log"'
 check "resumed run repeats the uninterrupted loss curve exactly" \
   'diff <(sed "s/, \"elapsed_s.*//" "$tmp/a/metrics.jsonl") <(sed "s/, \"elapsed_s.*//" "$tmp/b/metrics.jsonl") > /dev/null'
@@ -58,7 +60,7 @@ check "resumed run repeats the uninterrupted loss curve exactly" \
 # left behind always loads
 ok=1
 for i in 1 2 3 4 5; do
-  "$train" pretrain "${common[@]}" --out "$tmp/k" --steps 1000 --checkpoint-every 1 $([ -f "$tmp/k/checkpoint.safetensors" ] && echo --resume) > /dev/null 2>&1 &
+  "$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/k" --steps 1000 --checkpoint-every 1 $([ -f "$tmp/k/checkpoint.safetensors" ] && echo --resume) > /dev/null 2>&1 &
   pid=$!
   # once training runs (metrics are flushed just before each save), a
   # random moment: often inside a save
@@ -67,13 +69,13 @@ for i in 1 2 3 4 5; do
   sleep "$(awk -v s=$RANDOM 'BEGIN { srand(s); print rand() * 0.5 }')"
   kill -9 $pid; wait $pid 2>/dev/null
   [ -f "$tmp/k/checkpoint.safetensors" ] || continue
-  "$train" pretrain "${common[@]}" --out "$tmp/k" --steps 1 --resume > "$tmp/k.log" 2>&1 || { ok=0; cat "$tmp/k.log" | sed 's/^/# /'; }
+  "$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/k" --steps 1 --resume > "$tmp/k.log" 2>&1 || { ok=0; cat "$tmp/k.log" | sed 's/^/# /'; }
 done
 check "a checkpoint killed at any moment still loads" '[ $ok = 1 ] && [ -f "$tmp/k/checkpoint.safetensors" ]'
 
 # a full disk during a save: a clear error, the previous checkpoint intact
 before=$(sha256sum < "$tmp/run/checkpoint.safetensors")
-( ulimit -f 2048; trap "" XFSZ; exec "$train" pretrain "${common[@]}" --out "$tmp/run" --steps 70 --checkpoint-every 2 --resume ) > "$tmp/full.log" 2>&1
+( ulimit -f 2048; trap "" XFSZ; exec "$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/run" --steps 70 --checkpoint-every 2 --resume ) > "$tmp/full.log" 2>&1
 rc=$?
 check "a failed save is an error naming the file" '[ $rc != 0 ] && grep -q "checkpoint.safetensors" "$tmp/full.log" && grep -qi "too large\|no space" "$tmp/full.log"'
 check "the previous checkpoint survives a failed save" '[ "$(sha256sum < "$tmp/run/checkpoint.safetensors")" = "$before" ]'
@@ -82,11 +84,12 @@ check "no temporary file is left by a failed save" '[ -z "$(ls "$tmp/run" | grep
 # a truncated checkpoint is refused with an error, not a crash
 head -c 100000 "$tmp/run/checkpoint.safetensors" > "$tmp/trunc.safetensors"
 mkdir -p "$tmp/t"; cp -r "$tmp/run/model" "$tmp/t/"; cp "$tmp/trunc.safetensors" "$tmp/t/checkpoint.safetensors"
-"$train" pretrain "${common[@]}" --out "$tmp/t" --steps 70 --resume > "$tmp/trunc.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/t" --steps 70 --resume > "$tmp/trunc.log" 2>&1
 rc=$?
 check "a truncated checkpoint is a clear error" '[ $rc = 1 ] && grep -q "blip-train: .*checkpoint.safetensors" "$tmp/trunc.log"'
 
 # broken data: a corrupt image and a malformed entry are skipped and counted
+# (images are read as batches need them: one epoch, 5 steps of 8, reads all 40)
 mkdir -p "$tmp/bad"; cp -r "$tmp/data/images" "$tmp/bad/"
 head -c 50 "$tmp/data/images/000001.png" > "$tmp/bad/images/000001.png"
 $py - "$tmp/data/train.json" "$tmp/bad/train.json" <<PY
@@ -96,7 +99,7 @@ rows.append({"image": 7})
 rows.append({"caption": "no image"})
 json.dump(rows, open(sys.argv[2], "w"))
 PY
-"$train" pretrain "${common[@]}" --data "$tmp/bad" --out "$tmp/badrun" --steps 2 > "$tmp/bad.log" 2>&1
+"$train" pretrain "${common[@]}" --data "$tmp/bad" --out "$tmp/badrun" --steps 5 > "$tmp/bad.log" 2>&1
 rc=$?
 check "broken entries are skipped with a warning and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/bad.log"'
 
@@ -113,7 +116,7 @@ rows = json.load(open(sys.argv[1]))[:40]
 rows += [{"image": "images/" + f, "caption": "a picture"} for f in ("photo.jpg", "bomb.jpg", "bomb.png", "cut.jpg")]
 json.dump(rows, open(sys.argv[2], "w"))
 PY
-"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/formatsrun" --steps 2 > "$tmp/formats.log" 2>&1
+"$train" pretrain "${common[@]}" --data "$tmp/formats" --out "$tmp/formatsrun" --batch 4 --steps 11 > "$tmp/formats.log" 2>&1
 rc=$?
 check "a JPEG trains; bombs and a truncated file are skipped, named and counted" '[ $rc = 0 ] && grep -q "3 broken entries" "$tmp/formats.log" \
   && grep -q "bomb.jpg: 65500x65500 is .* more than the limit" "$tmp/formats.log" \
@@ -189,7 +192,7 @@ PY
 for edit in 1099511627776 nostep; do
   rm -rf "$tmp/st"; mkdir -p "$tmp/st"; cp -r "$tmp/run/model" "$tmp/run/checkpoint.safetensors" "$tmp/st/"
   $py "$tmp/state.py" "$tmp/st/checkpoint.safetensors" $edit
-  "$train" pretrain "${common[@]}" --out "$tmp/st" --steps 80 --resume > "$tmp/st.log" 2>&1
+  "$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/st" --steps 80 --resume > "$tmp/st.log" 2>&1
   rc=$?
   check "a checkpoint with step $edit is refused with a clear error" '[ $rc = 1 ] && grep -q "checkpoint.safetensors: training_state: .*\"step\"" "$tmp/st.log" && ! grep -q "resuming at step" "$tmp/st.log"'
 done
@@ -199,7 +202,7 @@ done
 rm -rf "$tmp/nan"; mkdir -p "$tmp/nan"; cp -r "$tmp/run/model" "$tmp/run/checkpoint.safetensors" "$tmp/nan/"
 $py "$tmp/state.py" "$tmp/nan/checkpoint.safetensors" nan
 before=$(sha256sum < "$tmp/nan/checkpoint.safetensors")
-"$train" pretrain "${common[@]}" --out "$tmp/nan" --steps 80 --checkpoint-every 1 --resume > "$tmp/nan.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --out "$tmp/nan" --steps 80 --checkpoint-every 1 --resume > "$tmp/nan.log" 2>&1
 rc=$?
 check "a non-finite loss stops the run with an error" '[ $rc = 1 ] && grep -q "the loss is not finite" "$tmp/nan.log"'
 check "the last good checkpoint survives a non-finite loss" '[ "$(sha256sum < "$tmp/nan/checkpoint.safetensors")" = "$before" ] && [ ! -e "$tmp/nan/caption" ]'
@@ -209,7 +212,7 @@ def no(c): raise ValueError(c)
 rows = [json.loads(l, parse_constant=no) for l in open(sys.argv[1])]
 sys.exit(0 if rows and None in (rows[-1][\"itc\"], rows[-1][\"itm\"], rows[-1][\"lm\"]) else 1)" "$tmp/nan/metrics.jsonl"'
 # a learning rate that makes the run diverge stops it the same way
-"$train" pretrain "${common[@]}" --lr 1e30 --warmup-steps 0 --out "$tmp/diverge" --steps 20 > "$tmp/diverge.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --lr 1e30 --warmup-steps 0 --out "$tmp/diverge" --steps 20 > "$tmp/diverge.log" 2>&1
 rc=$?
 check "a diverging run stops with an error instead of training on NaN" '[ $rc = 1 ] && grep -q "the loss is not finite" "$tmp/diverge.log"'
 
@@ -241,10 +244,10 @@ sys.exit(0 if rows and not bad else 1)
 PY'
 
 # finetuning from the pretraining run
-"$train" finetune-caption "${common[@]}" --init "$tmp/run" --out "$tmp/cap" --steps 10 --prompt "a picture of " > "$tmp/cap.log" 2>&1
+"$train" finetune-caption "${common[@]}" "${data[@]}" --init "$tmp/run" --out "$tmp/cap" --steps 10 --prompt "a picture of " > "$tmp/cap.log" 2>&1
 check "finetune-caption ran (LM only) and exported" '[ -f "$tmp/cap/caption/model.safetensors" ] && $py -c "
 import json,sys; r=[json.loads(l) for l in open(\"$tmp/cap/metrics.jsonl\")]; sys.exit(0 if r[-1][\"lm\"] > 0 and r[-1][\"itc\"] == 0 else 1)"'
-"$train" finetune-retrieval "${common[@]}" --init "$tmp/run" --out "$tmp/ret" --steps 10 > "$tmp/ret.log" 2>&1
+"$train" finetune-retrieval "${common[@]}" "${data[@]}" --init "$tmp/run" --out "$tmp/ret" --steps 10 > "$tmp/ret.log" 2>&1
 check "finetune-retrieval ran (ITC + ITM only) and exported" '[ -f "$tmp/ret/retrieval/model.safetensors" ] && $py -c "
 import json,sys; r=[json.loads(l) for l in open(\"$tmp/ret/metrics.jsonl\")]; sys.exit(0 if r[-1][\"lm\"] == 0 and r[-1][\"itm\"] > 0 else 1)"'
 
@@ -295,22 +298,22 @@ ok &= any(blob(ha, da, k) != blob(hb, db, k) for k in ha if k.startswith("vision
 print("# %d tensors, %s" % (len(hb), "same names, shapes and config" if ok else "differ"))
 sys.exit(0 if ok else 1)
 PY
-"$train" finetune-caption "${common[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
+"$train" finetune-caption "${common[@]}" "${data[@]}" --init "$tmp/hfcap" --out "$tmp/fcap" --steps 4 --prompt "a picture of " > "$tmp/fcap.log" 2>&1
 rc=$?
 check "finetune-caption --init a BlipForConditionalGeneration folder names what it initialised, in one line" '[ $rc = 0 ] && [ "$(grep -c "initialised as BLIP does" "$tmp/fcap.log")" = 1 ] && grep -q "not in .*hfcap: the text encoder.s self-attention, the ITC projections, the ITM head" "$tmp/fcap.log"'
 check "the finetuned captioner keeps every tensor name and config field of the folder it started from" '$py "$tmp/same-layout.py" "$tmp/hfcap" "$tmp/fcap/caption"'
 check "the finetuned captioner loads in libblip and captions with the prompt" '"$blip" caption --model "$tmp/fcap/caption" --prompt "a picture of" --max-new-tokens 5 "$tmp/data/images/000000.png" > /dev/null'
-"$train" finetune-retrieval "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
+"$train" finetune-retrieval "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/fret" --steps 4 > "$tmp/fret.log" 2>&1
 rc=$?
 check "finetune-retrieval --init a BlipForImageTextRetrieval folder keeps its names and config" '[ $rc = 0 ] && grep -q "not in .*retrieval: the decoder.s self-attention, the LM head" "$tmp/fret.log" && $py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret/retrieval"'
 "$train" export --run "$tmp/fret" --out "$tmp/fret-export" > /dev/null 2>&1
 check "export of that run keeps the layout too, and the matcher loads in libblip" '$py "$tmp/same-layout.py" "$shapes/retrieval" "$tmp/fret-export/retrieval" && "$blip" match --model "$tmp/fret/retrieval" "$tmp/data/images/000000.png" "a red circle" > /dev/null'
-"$train" finetune-caption "${common[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
+"$train" finetune-caption "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/fbad" --steps 1 > "$tmp/fbad.log" 2>&1
 rc1=$?
-"$train" finetune-retrieval "${common[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
+"$train" finetune-retrieval "${common[@]}" "${data[@]}" --init "$shapes/caption" --out "$tmp/fbad2" --steps 1 > "$tmp/fbad2.log" 2>&1
 rc2=$?
 check "a folder without the part the task trains is refused, naming it" '[ $rc1 = 1 ] && grep -q "lacks the decoder.s self-attention .* which finetune-caption trains" "$tmp/fbad.log" && [ $rc2 = 1 ] && grep -q "lacks the text encoder.s self-attention .* which finetune-retrieval trains" "$tmp/fbad2.log"'
-"$train" pretrain "${common[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
+"$train" pretrain "${common[@]}" "${data[@]}" --init "$shapes/retrieval" --out "$tmp/hfpre" --steps 2 > "$tmp/hfpre.log" 2>&1
 check "pretrain --init a Hugging Face folder" '[ $? = 0 ] && grep -q "initialised as BLIP does" "$tmp/hfpre.log" && [ -f "$tmp/hfpre/caption/model.safetensors" ]'
 
 "$train" export --run "$tmp/run" --out "$tmp/exported" > /dev/null 2>&1
@@ -409,10 +412,10 @@ check "the report has its histogram and examples" '[ -s "$cf/capfilt/scores.png"
 # data parallelism: two ranks stay bit-identical; a rank that dies ends the job
 if command -v mpirun > /dev/null && [[ "$(ldd "$train")" == *libmpi* ]]; then
   mpi=(mpirun -np 2 --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))
-  "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --out "$tmp/mpi" --steps 12 > "$tmp/mpi.log" 2>&1
+  "${mpi[@]}" "$train" pretrain "${common[@]}" "${data[@]}" --threads 1 --out "$tmp/mpi" --steps 12 > "$tmp/mpi.log" 2>&1
   check "two MPI ranks train and agree" 'grep -q "ranks. weights agree" "$tmp/mpi.log" && grep -q "x 2 ranks" "$tmp/mpi.log"'
   grep -q "ranks. weights agree" "$tmp/mpi.log" || tail -20 "$tmp/mpi.log" | sed 's/^/# /'
-  "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --out "$tmp/mpi2" --steps 100000 > "$tmp/mpi2.log" 2>&1 &
+  "${mpi[@]}" "$train" pretrain "${common[@]}" "${data[@]}" --threads 1 --out "$tmp/mpi2" --steps 100000 > "$tmp/mpi2.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do [ -s "$tmp/mpi2/metrics.jsonl" ] && break; sleep 0.1; done
   victim=$(pgrep -f "out $tmp/mpi2" | while read p; do [ "$(cat /proc/$p/comm)" = blip-train ] && echo $p; done | tail -1)

@@ -265,8 +265,9 @@ main (int argc, char **argv)
           n * (dim * 2 + 8) / 1048576.0, n * dim * 2 / 1048576.0, n * 8 / 1048576.0, n * dim * 4 / 1048576.0,
           peak_rss_kib () / 1024.0);
 
-  /* scores differ in their last bits between paths (the order of the sums);
-   * the ids must not, nor anything between thread counts */
+  /* scores differ in their last bits between paths (the order of the sums),
+   * so near ties may swap; other ids must not, nor anything between thread
+   * counts */
   BlipFeatureHit *ref = g_new (BlipFeatureHit, k), *hits = g_new (BlipFeatureHit, k), *hits2 = g_new (BlipFeatureHit, k);
   printf ("\n%-34s %10s %10s  %s\n", "ITC stage (top-k)", "1 thread", "2 threads", "top hit");
   static const BlipFeaturePath paths[] = { BLIP_FEATURE_PATH_SCALAR, BLIP_FEATURE_PATH_AVX2, BLIP_FEATURE_PATH_AVX512 };
@@ -284,11 +285,11 @@ main (int argc, char **argv)
       memcpy (ref, hits, k * sizeof *hits);
     for (size_t j = 0; j < k; j++) { /* field by field: not the padding */
       same_threads = same_threads && hits[j].id == hits2[j].id && hits[j].score == hits2[j].score;
-      same_ids = same_ids && hits[j].id == ref[j].id;
+      same_ids = same_ids && (hits[j].id == ref[j].id || fabsf (hits[j].score - ref[j].score) <= 1e-5f);
     }
     char *label = g_strdup_printf ("float16 %s", blip_feature_path_name (paths[i]));
     printf ("%-34s %8.2f ms %8.2f ms  id %" G_GINT64_FORMAT " %.6f%s%s\n", label, m1, m2, hits[0].id, hits[0].score,
-            same_threads ? "" : "; 1 and 2 threads DIFFER", same_ids ? "" : "; ids differ from scalar's");
+            same_threads ? "" : "; 1 and 2 threads DIFFER", same_ids ? "" : "; ids differ from scalar's beyond near ties");
     g_free (label);
     first = FALSE;
   }

@@ -8,6 +8,7 @@
  * objective on a run or Hugging Face folder (ITC with the momentum encoder
  * and queue, ITM with hard negatives drawn from --seed, LM) without the
  * update.  Writes grad.<parameter name> and the loss values. */
+#include "annotations.h"
 #include "augment.h"
 #include "capfilt.h"
 #include "dataset.h"
@@ -264,7 +265,7 @@ static int opt_n_human = 0;
 static int opt_n_train = 6000, opt_n_val = 300, opt_n_test = 300, opt_size = 64;
 static double opt_corrupt = 0.0;
 static gint64 opt_seed = 0;
-static gchar *opt_holdout;
+static gchar *opt_holdout, *opt_format, *opt_layout;
 
 static GOptionEntry dataset_entries[] = {
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output folder", "DIR" },
@@ -276,6 +277,9 @@ static GOptionEntry dataset_entries[] = {
   { "corrupt", 0, 0, G_OPTION_ARG_DOUBLE, &opt_corrupt, "Fraction of the web training captions swapped (default 0)", "F" },
   { "holdout", 0, 0, G_OPTION_ARG_STRING, &opt_holdout, "What the test split holds out: scenes (default) or pairs (colour-shape pairs)", "KIND" },
   { "seed", 0, 0, G_OPTION_ARG_INT64, &opt_seed, "Random seed", "S" },
+  { "format", 0, 0, G_OPTION_ARG_STRING, &opt_format, "Image files: png (default) or jpeg", "NAME" },
+  { "layout", 0, 0, G_OPTION_ARG_STRING, &opt_layout,
+    "Files: own (default: train.json, val.json, test.json) or karpathy (BLIP's annotation/coco_karpathy_*.json, image root images/)", "NAME" },
   { NULL }
 };
 
@@ -291,12 +295,65 @@ cmd_make_dataset (void)
     g_printerr ("blip-train make-dataset: --holdout is scenes or pairs\n");
     return 2;
   }
-  const DatasetHoldout holdout = opt_holdout && g_str_equal (opt_holdout, "pairs")
-      ? DATASET_HOLDOUT_PAIRS : DATASET_HOLDOUT_SCENES;
-  if (!dataset_make (opt_out, opt_n_train, MIN (opt_n_human, opt_n_train), opt_n_val, opt_n_test, opt_size, opt_corrupt, holdout,
-                     (guint64) opt_seed, &error))
+  if (opt_format && !g_str_equal (opt_format, "png") && !g_str_equal (opt_format, "jpeg")) {
+    g_printerr ("blip-train make-dataset: --format is png or jpeg\n");
+    return 2;
+  }
+  if (opt_layout && !g_str_equal (opt_layout, "own") && !g_str_equal (opt_layout, "karpathy")) {
+    g_printerr ("blip-train make-dataset: --layout is own or karpathy\n");
+    return 2;
+  }
+  DatasetMakeOptions m = {
+    .n_train = opt_n_train, .n_human = MIN (opt_n_human, opt_n_train), .n_val = opt_n_val, .n_test = opt_n_test,
+    .size = opt_size, .corrupt = opt_corrupt, .seed = (guint64) opt_seed,
+    .holdout = opt_holdout && g_str_equal (opt_holdout, "pairs") ? DATASET_HOLDOUT_PAIRS : DATASET_HOLDOUT_SCENES,
+    .format = opt_format && g_str_equal (opt_format, "jpeg") ? DATASET_FORMAT_JPEG : DATASET_FORMAT_PNG,
+    .layout = opt_layout && g_str_equal (opt_layout, "karpathy") ? DATASET_LAYOUT_KARPATHY : DATASET_LAYOUT_OWN,
+  };
+  if (!dataset_make (opt_out, &m, &error))
     return fail (error);
   printf ("%s: %d train, %d val, %d test\n", opt_out, opt_n_train, opt_n_val, opt_n_test);
+  return 0;
+}
+
+/* ---- index ---- */
+
+static gchar **opt_index_files, **opt_index_roots;
+
+static GOptionEntry index_entries[] = {
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_index_files, "Annotation file (a JSON array or JSON lines); several are mixed", "FILE" },
+  { "image-root", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_index_roots, "As the training commands' --image-root", "DIR" },
+  { NULL }
+};
+
+/* reads annotation files as training does and tells what the index holds
+ * and costs, without reading an image */
+static int
+cmd_index (void)
+{
+  GError *error = NULL;
+  const guint n_files = opt_index_files ? g_strv_length (opt_index_files) : 0;
+  const guint n_roots = opt_index_roots ? g_strv_length (opt_index_roots) : 0;
+  if (n_files == 0 || (n_roots > 1 && n_roots != n_files)) {
+    g_printerr ("blip-train index: --data is required; --image-root once, or once a --data\n");
+    return 2;
+  }
+  const gint64 t0 = g_get_monotonic_time ();
+  AnnotationIndex *a = annotations_new (30);
+  for (guint f = 0; f < n_files; f++)
+    if (!annotations_add_file (a, opt_index_files[f], n_roots ? opt_index_roots[n_roots > 1 ? f : 0] : NULL, &error)) {
+      annotations_free (a);
+      return fail (error);
+    }
+  annotations_finish (a);
+  const guint n = annotations_size (a);
+  const struct mallinfo2 mi = mallinfo2 ();
+  printf ("{\"entries\": %u, \"skipped\": %u, \"captions\": %u, \"index_bytes\": %" G_GSIZE_FORMAT
+          ", \"bytes_per_entry\": %.1f, \"heap_in_use_bytes\": %" G_GSIZE_FORMAT ", \"seconds\": %.1f}\n",
+          n, annotations_skipped (a), annotations_n_captions (a), annotations_memory (a),
+          (double) annotations_memory (a) / MAX (n, 1), (gsize) (mi.uordblks + mi.hblkhd),
+          (g_get_monotonic_time () - t0) / 1e6);
+  annotations_free (a);
   return 0;
 }
 
@@ -304,10 +361,16 @@ cmd_make_dataset (void)
 
 static TrainOptions topt;
 static gchar *opt_schedule, *opt_init, *opt_prompt, *opt_augment;
+static gchar **opt_data, **opt_image_roots;
 static gboolean opt_resume, opt_no_momentum;
 
 #define TRAIN_ENTRIES(...) { \
-  { "data", 'd', 0, G_OPTION_ARG_FILENAME, &topt.data, "Data folder: train.json (val.json, test.json) in BLIP/COCO style", "DIR" }, \
+  { "data", 'd', 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_data, \
+    "Training annotations: a file (a JSON array, or JSON lines) or a folder with train.json; several are mixed", "FILE|DIR" }, \
+  { "image-root", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_image_roots, \
+    "Folder relative image paths start from (BLIP's image_root; default: the annotation file's folder); once, or once a --data", "DIR" }, \
+  { "loader-threads", 0, 0, G_OPTION_ARG_INT, &topt.loader_threads, "Threads that read and augment the next batches (default 2)", "N" }, \
+  { "prefetch", 0, 0, G_OPTION_ARG_INT, &topt.prefetch, "Batches prepared ahead (default 3)", "N" }, \
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &topt.out, "Run folder: model/, checkpoint.safetensors, metrics.jsonl, caption/, retrieval/", "DIR" }, \
   { "resume", 0, 0, G_OPTION_ARG_NONE, &opt_resume, "Continue the run in --out from its checkpoint", NULL }, \
   { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Start from a run folder or a Hugging Face BLIP folder (BlipForConditionalGeneration for finetune-caption, BlipForImageTextRetrieval for finetune-retrieval, either for pretrain)", "DIR" }, \
@@ -348,6 +411,8 @@ static GOptionEntry retrieval_entries[] = TRAIN_ENTRIES ();
 static int
 run_task (TrainTask task)
 {
+  topt.data = (const char *const *) opt_data;
+  topt.image_roots = (const char *const *) opt_image_roots;
   if (!topt.data || !topt.out) {
     g_printerr ("blip-train: --data and --out are required\n");
     return 2;
@@ -539,6 +604,7 @@ static const struct {
 } commands[] = {
   { "grad", "gradients of BLIP's losses on given inputs", grad_entries, cmd_grad },
   { "make-dataset", "the synthetic shapes data set (cairo)", dataset_entries, cmd_make_dataset },
+  { "index", "what annotation files hold and what their index costs in memory", index_entries, cmd_index },
   { "pretrain", "pretraining with ITC + ITM + LM, then export", pretrain_entries, cmd_pretrain },
   { "finetune-caption", "finetuning for captioning (LM)", caption_entries, cmd_finetune_caption },
   { "finetune-retrieval", "finetuning for retrieval (ITC + ITM, same-image positives)", retrieval_entries, cmd_finetune_retrieval },

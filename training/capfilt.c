@@ -133,7 +133,8 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   char *ckpt = g_build_filename (out, "checkpoint.safetensors", NULL);
   const gboolean finished = g_file_test (done, G_FILE_TEST_EXISTS);
   TrainOptions o = train_options_default (task);
-  o.data = human_dir;
+  const char *data[] = { human_dir, NULL };
+  o.data = data;
   o.out = out;
   o.init = opt_init;
   o.resume = !finished && g_file_test (ckpt, G_FILE_TEST_EXISTS);
@@ -195,7 +196,7 @@ calibrated_threshold (BlipSession *fs, const BlipConfig *c, double f, double *th
                       int *n_used, GError **error)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
-  Dataset *v = dataset_load (path, c, 30, FALSE, (guint64) opt_max_pixels, error);
+  Dataset *v = dataset_load (path, NULL, c, 30, FALSE, (guint64) opt_max_pixels, error);
   g_free (path);
   *n_used = 0;
   if (!v)
@@ -392,7 +393,7 @@ cmd_capfilt (void)
     c = *blip_model_get_config (probe);
     blip_model_unref (probe);
   }
-  Dataset *d = dataset_load (train_path, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
+  Dataset *d = dataset_load (train_path, NULL, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
   g_free (train_path);
   g_free (init_model);
   if (!d) {
@@ -632,7 +633,7 @@ cmd_capfilt (void)
     for (int k = 0; ok && k < 2; k++) {
       char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
       if (g_file_test (src, G_FILE_TEST_EXISTS)) {
-        Dataset *sd = dataset_load (src, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
+        Dataset *sd = dataset_load (src, NULL, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
         ok = sd != NULL;
         if (sd) {
           JsonBuilder *sb = json_builder_new ();

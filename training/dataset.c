@@ -6,11 +6,13 @@
  * training captions is corrupted (swapped for another image's caption), each
  * entry recording whether it was, so a filter can be scored on the truth. */
 #include "dataset.h"
-#include "../core/file-read.h"
-#include "json-fields.h"
+#include "annotations.h"
 #include "testsrc-frames.h"
 
 #include <cairo.h>
+#include <glib/gstdio.h>
+#include <jpeglib.h>
+#include <stdio.h>
 #include <errno.h>
 #include <image-load.h>
 #include <json-glib/json-glib.h>
@@ -165,10 +167,73 @@ colour_argb (int c)
       | (guint32) (colours[c].b * 255 + 0.5);
 }
 
+/* The image at png as a JPEG at jpg (quality 90, as photographs are
+ * shipped), the PNG removed. */
 static gboolean
-write_split (const char *dir, const char *split, int n, int n_human, int size, double corrupt,
-             DatasetHoldout holdout, int *next_id, GRand *rng, GError **error)
+png_to_jpeg (const char *png, const char *jpg, GError **error)
 {
+  int w, h;
+  guint8 *rgb = blip_image_load_rgb (png, BLIP_IMAGE_MAX_PIXELS_DEFAULT, &w, &h, error);
+  if (!rgb)
+    return FALSE;
+  FILE *f = fopen (jpg, "wb");
+  if (!f) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", jpg, g_strerror (errno));
+    g_free (rgb);
+    return FALSE;
+  }
+  struct jpeg_compress_struct c;
+  struct jpeg_error_mgr jerr;
+  c.err = jpeg_std_error (&jerr);
+  jpeg_create_compress (&c);
+  jpeg_stdio_dest (&c, f);
+  c.image_width = (JDIMENSION) w, c.image_height = (JDIMENSION) h;
+  c.input_components = 3, c.in_color_space = JCS_RGB;
+  jpeg_set_defaults (&c);
+  jpeg_set_quality (&c, 90, TRUE);
+  jpeg_start_compress (&c, TRUE);
+  while (c.next_scanline < c.image_height) {
+    JSAMPROW row = rgb + (gsize) c.next_scanline * w * 3;
+    jpeg_write_scanlines (&c, &row, 1);
+  }
+  jpeg_finish_compress (&c);
+  jpeg_destroy_compress (&c);
+  g_free (rgb);
+  if (fclose (f) != 0) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", jpg, g_strerror (errno));
+    return FALSE;
+  }
+  g_unlink (png);
+  return TRUE;
+}
+
+/* where a split's images and annotations go: make-dataset's own layout
+ * (DIR/images/NNNNNN.png, DIR/SPLIT.json with the truth of every pair), or
+ * COCO Karpathy's as BLIP ships it (DIR/annotation/coco_karpathy_SPLIT.json,
+ * images under DIR/images, the image_root, as train2014/ and val2014/
+ * COCO_val2014_%012d.jpg; string image ids "coco_N" in train, caption
+ * lists in val and test) */
+static char *
+image_name (const DatasetMakeOptions *m, const char *split, int id)
+{
+  const char *ext = m->format == DATASET_FORMAT_JPEG ? "jpg" : "png";
+  if (m->layout == DATASET_LAYOUT_KARPATHY) {
+    /* Karpathy's train split takes COCO's train2014 and most of val2014 */
+    const char *coco = g_str_equal (split, "train") && id % 3 ? "train2014" : "val2014";
+    return g_strdup_printf ("%s/COCO_%s_%012d.%s", coco, coco, id, ext);
+  }
+  return g_strdup_printf ("images/%06d.%s", id, ext);
+}
+
+static gboolean
+write_split (const char *dir, const char *split, int n, int n_human, const DatasetMakeOptions *m, int *next_id,
+             GRand *rng, GError **error)
+{
+  const int size = m->size;
+  const double corrupt = g_str_equal (split, "train") ? m->corrupt : 0;
+  const DatasetHoldout holdout = m->holdout;
+  const gboolean karpathy = m->layout == DATASET_LAYOUT_KARPATHY;
+  char *image_dir = karpathy ? g_build_filename (dir, "images", NULL) : g_strdup (dir);
   const gboolean test = g_str_equal (split, "test");
   Scene *scenes = g_new0 (Scene, n);
   for (int i = 0; i < n; i++)
@@ -178,8 +243,15 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
   gboolean ok = TRUE;
   for (int i = 0; ok && i < n; i++) {
     const int id = (*next_id)++;
-    char *rel = g_strdup_printf ("images/%06d.png", id);
-    char *path = g_build_filename (dir, rel, NULL);
+    char *rel = image_name (m, split, id);
+    char *path = g_build_filename (image_dir, rel, NULL);
+    char *drawn = m->format == DATASET_FORMAT_JPEG ? g_strconcat (path, ".png", NULL) : g_strdup (path);
+    char *folder = g_path_get_dirname (path);
+    if (g_mkdir_with_parents (folder, 0755) != 0) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", folder, g_strerror (errno));
+      ok = FALSE;
+    }
+    g_free (folder);
     /* video sizes, as the elements will see them: the ball keeps its pixel
      * size (20 px radius), so it is small in a large frame.  The ball is
      * never drawn in a square frame: there it is a large circle, which the
@@ -187,12 +259,17 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
      * have two captions. */
     const gboolean ball = scenes[i].video == 1, odd = scenes[i].frame % 2;
     const int vw = odd ? 320 : ball ? 160 : size, vh = odd ? 240 : ball ? 120 : size;
-    if (scenes[i].video)
+    if (!ok)
+      ;
+    else if (scenes[i].video)
       ok = testsrc_frame_write (ball ? "ball" : fixed_patterns[scenes[i].video - 2].pattern,
                                 colour_argb (scenes[i].c1), colour_argb (scenes[i].bg), scenes[i].frame,
-                                vw, vh, path, error);
+                                vw, vh, drawn, error);
     else
-      ok = render (&scenes[i], size, rng, path, error);
+      ok = render (&scenes[i], size, rng, drawn, error);
+    if (ok && m->format == DATASET_FORMAT_JPEG)
+      ok = png_to_jpeg (drawn, path, error);
+    g_free (drawn);
     /* a corrupted caption: another image's, as noisy web text is */
     const gboolean human = i < n_human;
     gboolean bad = !test && !human && g_rand_double (rng) < corrupt;
@@ -203,6 +280,36 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
         j = g_rand_int_range (rng, 0, n);
       while (n > 1 && g_str_equal (scenes[j].caption, caption));
       caption = scenes[j].caption;
+    }
+    if (karpathy) {
+      /* BLIP's coco_karpathy files: a second caption of the same image (COCO
+       * has five), as another train entry with the same id, or in val and
+       * test a second reference */
+      char *second = g_strconcat ("there is ", caption, NULL);
+      const int copies = g_str_equal (split, "train") && i % 4 == 0 ? 2 : 1;
+      for (int k = 0; k < copies; k++) {
+        json_builder_begin_object (b);
+        json_builder_set_member_name (b, "image");
+        json_builder_add_string_value (b, rel);
+        json_builder_set_member_name (b, "caption");
+        if (g_str_equal (split, "train")) {
+          json_builder_add_string_value (b, k ? second : caption);
+          char *sid = g_strdup_printf ("coco_%d", id);
+          json_builder_set_member_name (b, "image_id");
+          json_builder_add_string_value (b, sid);
+          g_free (sid);
+        } else {
+          json_builder_begin_array (b);
+          json_builder_add_string_value (b, caption);
+          json_builder_add_string_value (b, second);
+          json_builder_end_array (b);
+        }
+        json_builder_end_object (b);
+      }
+      g_free (second);
+      g_free (rel);
+      g_free (path);
+      continue;
     }
     json_builder_begin_object (b);
     json_builder_set_member_name (b, "image");
@@ -226,7 +333,8 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
     JsonGenerator *g = json_generator_new ();
     JsonNode *root = json_builder_get_root (b);
     json_generator_set_root (g, root);
-    char *name = g_strdup_printf ("%s.json", split), *path = g_build_filename (dir, name, NULL);
+    char *name = karpathy ? g_strdup_printf ("annotation/coco_karpathy_%s.json", split) : g_strdup_printf ("%s.json", split);
+    char *path = g_build_filename (dir, name, NULL);
     GError *err = NULL;
     ok = json_generator_to_file (g, path, &err);
     if (!ok) {
@@ -242,25 +350,26 @@ write_split (const char *dir, const char *split, int n, int n_human, int size, d
   for (int i = 0; i < n; i++)
     g_free (scenes[i].caption);
   g_free (scenes);
+  g_free (image_dir);
   return ok;
 }
 
 gboolean
-dataset_make (const char *dir, int n_train, int n_human, int n_val, int n_test, int size, double corrupt,
-              DatasetHoldout holdout, guint64 seed, GError **error)
+dataset_make (const char *dir, const DatasetMakeOptions *m, GError **error)
 {
-  char *images = g_build_filename (dir, "images", NULL);
+  const gboolean karpathy = m->layout == DATASET_LAYOUT_KARPATHY;
+  char *images = g_build_filename (dir, karpathy ? "annotation" : "images", NULL);
   if (g_mkdir_with_parents (images, 0755) != 0) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", images, g_strerror (errno));
     g_free (images);
     return FALSE;
   }
   g_free (images);
-  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) m->seed, (guint32) (m->seed >> 32) }, 2);
   int id = 0;
-  gboolean ok = write_split (dir, "train", n_train, n_human, size, corrupt, holdout, &id, rng, error)
-      && write_split (dir, "val", n_val, n_val, size, 0, holdout, &id, rng, error)
-      && write_split (dir, "test", n_test, 0, size, 0, holdout, &id, rng, error);
+  gboolean ok = write_split (dir, "train", m->n_train, MIN (m->n_human, m->n_train), m, &id, rng, error)
+      && write_split (dir, "val", m->n_val, m->n_val, m, &id, rng, error)
+      && write_split (dir, "test", m->n_test, 0, m, &id, rng, error);
   g_rand_free (rng);
   return ok;
 }
@@ -285,34 +394,6 @@ dataset_free (Dataset *d)
     g_free (d->frames[i].data);
   g_free (d->frames);
   g_free (d);
-}
-
-void
-dataset_drop (Dataset *d, const gboolean *drop)
-{
-  int n = 0;
-  for (int i = 0; i < d->n; i++) {
-    if (drop[i]) {
-      g_free (d->items[i].image);
-      g_free (d->items[i].caption);
-      g_strfreev (d->items[i].refs);
-      g_free (d->items[i].source);
-      g_free (d->items[i].true_caption);
-      if (d->frames)
-        g_free (d->frames[i].data);
-      d->skipped++;
-      continue;
-    }
-    if (n != i) {
-      d->items[n] = d->items[i];
-      memcpy (d->pixels + (gsize) n * d->image_len, d->pixels + (gsize) i * d->image_len,
-              sizeof (float) * d->image_len);
-      if (d->frames)
-        d->frames[n] = d->frames[i];
-    }
-    n++;
-  }
-  d->n = n;
 }
 
 /* BLIP's pre_caption: lower case, punctuation to spaces, single spaces, at
@@ -361,79 +442,32 @@ load_image_pixels (const char *path, const BlipConfig *c, guint64 max_pixels, fl
   return ok;
 }
 
-/* one annotation entry's fields, their types checked; pointers into the
- * document */
-typedef struct {
-  const char *image, *caption; /* caption: the first when there are several */
-  JsonArray *captions;         /* NULL: one caption */
-  gint64 image_id;             /* -1: the entry's index */
-  gboolean corrupted;
-  const char *source, *true_caption;
-} Entry;
-
-static gboolean
-read_entry (JsonNode *n, Entry *en, GError **error)
-{
-  *en = (Entry) { .image_id = -1, .source = "web" };
-  JsonObject *o;
-  if (!field_object (n, "the entry", &o, error) || !field_string (o, "image", FIELD_REQUIRED, &en->image, error)
-      || !field_int (o, "image_id", FIELD_OPTIONAL, 0, G_MAXINT, &en->image_id, error)
-      || !field_bool (o, "corrupted", FIELD_OPTIONAL, &en->corrupted, error)
-      || !field_string (o, "source", FIELD_OPTIONAL, &en->source, error)
-      || !field_string (o, "true_caption", FIELD_OPTIONAL, &en->true_caption, error))
-    return FALSE;
-  /* "caption": one text, or several (COCO's references) */
-  JsonNode *cap = json_object_get_member (o, "caption");
-  if (cap && JSON_NODE_HOLDS_ARRAY (cap)) {
-    if (!field_array (o, "caption", FIELD_REQUIRED, &en->captions, error)
-        || !field_strings (en->captions, "caption", error))
-      return FALSE;
-    if (json_array_get_length (en->captions) == 0) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "\"caption\" is an empty array");
-      return FALSE;
-    }
-    en->caption = json_array_get_string_element (en->captions, 0);
-    return TRUE;
-  }
-  return field_string (o, "caption", FIELD_REQUIRED, &en->caption, error);
-}
-
 Dataset *
-dataset_load (const char *annotations, const BlipConfig *c, int max_words, gboolean keep_frames,
-              guint64 max_pixels, GError **error)
+dataset_load (const char *annotations, const char *image_root, const BlipConfig *c, int max_words,
+              gboolean keep_frames, guint64 max_pixels, GError **error)
 {
-  JsonParser *p = json_parser_new ();
-  if (!blip_json_load_file (p, annotations, error)) {
-    g_object_unref (p);
+  AnnotationIndex *a = annotations_new (max_words);
+  if (!annotations_add_file (a, annotations, image_root, error)) {
+    annotations_free (a);
     return NULL;
   }
-  JsonNode *root = json_parser_get_root (p);
-  if (!root || !JSON_NODE_HOLDS_ARRAY (root)) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: not a JSON array", annotations);
-    g_object_unref (p);
-    return NULL;
-  }
-  JsonArray *a = json_node_get_array (root);
-  /* image paths are relative to the annotation file's folder; items hold
-   * them absolute, so files written from them are right wherever they are */
-  char *dir = g_path_get_dirname (annotations), *base = g_canonicalize_filename (dir, NULL);
-  g_free (dir);
+  annotations_finish (a);
+  const guint n = annotations_size (a);
   Dataset *d = g_new0 (Dataset, 1);
   const int S = c->vision.image_size;
   d->image_len = 3 * S * S;
-  d->items = g_new0 (DatasetItem, json_array_get_length (a));
-  d->pixels = g_new (float, (gsize) d->image_len * MAX (json_array_get_length (a), 1));
+  d->skipped = (int) annotations_skipped (a);
+  d->items = g_new0 (DatasetItem, MAX (n, 1));
+  d->pixels = g_new (float, (gsize) d->image_len * MAX (n, 1));
   if (keep_frames)
-    d->frames = g_new0 (DatasetFrame, MAX (json_array_get_length (a), 1));
-  for (guint i = 0; i < json_array_get_length (a); i++) {
-    Entry en;
-    char *path = NULL;
+    d->frames = g_new0 (DatasetFrame, MAX (n, 1));
+  for (guint i = 0; i < n; i++) {
+    char *path = annotations_image_path (a, i);
     GError *e = NULL;
-    /* a broken entry or image is skipped with a warning and counted */
-    if (!read_entry (json_array_get_element (a, i), &en, &e)
-        || !load_image_pixels ((path = g_canonicalize_filename (en.image, base)), c, max_pixels,
-                               d->pixels + (gsize) d->n * d->image_len, d->frames ? &d->frames[d->n] : NULL, &e)) {
-      g_warning ("%s: entry %u skipped: %s", annotations, i, e->message);
+    /* a broken image is skipped with a warning and counted */
+    if (!load_image_pixels (path, c, max_pixels, d->pixels + (gsize) d->n * d->image_len,
+                            d->frames ? &d->frames[d->n] : NULL, &e)) {
+      g_warning ("%s: %s skipped: %s", annotations, path, e->message);
       g_clear_error (&e);
       d->skipped++;
       g_free (path);
@@ -441,20 +475,15 @@ dataset_load (const char *annotations, const BlipConfig *c, int max_words, gbool
     }
     DatasetItem *it = &d->items[d->n++];
     it->image = path;
-    it->caption = dataset_pre_caption (en.caption, max_words);
-    GPtrArray *refs = g_ptr_array_new ();
-    for (guint k = 0; en.captions && k < json_array_get_length (en.captions); k++)
-      g_ptr_array_add (refs, dataset_pre_caption (json_array_get_string_element (en.captions, k), max_words));
-    if (!en.captions)
-      g_ptr_array_add (refs, g_strdup (it->caption));
-    g_ptr_array_add (refs, NULL);
-    it->refs = (char **) g_ptr_array_free (refs, FALSE);
-    it->image_id = en.image_id < 0 ? (int) i : (int) en.image_id;
-    it->corrupted = en.corrupted;
-    it->source = g_strdup (en.source);
-    it->true_caption = en.true_caption ? dataset_pre_caption (en.true_caption, max_words) : NULL;
+    it->caption = g_strdup (annotations_caption (a, i));
+    it->refs = g_new0 (char *, annotations_n_refs (a, i) + 1);
+    for (guint k = 0; k < annotations_n_refs (a, i); k++)
+      it->refs[k] = g_strdup (annotations_ref (a, i, k));
+    it->image_id = annotations_image_id (a, i);
+    it->corrupted = annotations_corrupted (a, i);
+    it->source = g_strdup (annotations_source (a, i));
+    it->true_caption = g_strdup (annotations_true_caption (a, i));
   }
-  g_free (base);
-  g_object_unref (p);
+  annotations_free (a);
   return d;
 }

@@ -16,12 +16,14 @@
 #include <stdio.h>
 #include <string.h>
 
-static gchar *opt_split, *opt_models, *opt_predictions, *opt_itm_first;
+static gchar *opt_split, *opt_models, *opt_predictions, *opt_itm_first, *opt_image_root;
 static int opt_k = 8, opt_beams = 3;
 static gint64 opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
 
 GOptionEntry eval_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_split, "Annotation file of the split (e.g. DATA/test.json)", "FILE" },
+  { "image-root", 0, 0, G_OPTION_ARG_FILENAME, &opt_image_root,
+    "Folder relative image paths start from (BLIP's image_root; default: the annotation file's folder)", "DIR" },
   { "model", 'm', 0, G_OPTION_ARG_FILENAME, &opt_models, "Folder with caption/ and retrieval/ (pretrain's --out)", "DIR" },
   { "k", 0, 0, G_OPTION_ARG_INT, &opt_k, "ITM re-ranks the ITC top k (default 8)", "K" },
   { "beams", 0, 0, G_OPTION_ARG_INT, &opt_beams, "Captions by beam search with this many beams (default 3, as BLIP's caption evaluation; 1: greedy)", "N" },
@@ -89,7 +91,7 @@ cmd_eval (void)
     return 1;
   }
   const BlipConfig *c = blip_model_get_config (cap);
-  Dataset *d = dataset_load (opt_split, c, 30, FALSE, (guint64) opt_max_pixels, &error);
+  Dataset *d = dataset_load (opt_split, opt_image_root, c, 30, FALSE, (guint64) opt_max_pixels, &error);
   if (!d) {
     g_printerr ("blip-train eval: %s\n", error->message);
     return 1;

@@ -4,7 +4,9 @@
  * step is drawn from a generator seeded with (seed, step), and the epoch's
  * order from (seed, epoch), so a resumed run repeats an uninterrupted one. */
 #include "trainer.h"
+#include "annotations.h"
 #include "augment.h"
+#include "batch-loader.h"
 #include "dataset.h"
 #include "json-fields.h"
 #include "distributed.h"
@@ -35,7 +37,7 @@ train_options_default (TrainTask task)
    * with sizes for a small model on a small machine */
   TrainOptions o = {
     .task = task, .batch = 32, .accum = 1, .epochs = 100, .steps = 0, .threads = 2, .log_every = 20,
-    .checkpoint_every = 200, .queue_size = 57600, .max_words = 30, .minutes = 0,
+    .checkpoint_every = 200, .queue_size = 57600, .max_words = 30, .minutes = 0, .loader_threads = 2, .prefetch = 3,
     .max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT,
     .lr = task == TRAIN_PRETRAIN ? 3e-4 : 1e-5, .min_lr = task == TRAIN_PRETRAIN ? 1e-6 : 0,
     .warmup_lr = 1e-6, .lr_decay = 0.9, .weight_decay = 0.05, .clip_norm = 0, .alpha = 0.4,
@@ -51,17 +53,19 @@ train_options_default (TrainTask task)
 
 /* ---- data ---- */
 
-/* A WordPiece vocabulary of the data's words, BERT's specials first and
+/* A WordPiece vocabulary of the data's words (every caption of the
+ * indexes: training, validation and test), BERT's specials first and
  * BLIP's [DEC]/[ENC] after. */
 static BlipTokenizer *
-build_tokenizer (const char *dir, Dataset *const *sets, int n_sets, const char *prompt, GError **error)
+build_tokenizer (const char *dir, AnnotationIndex *const *sets, int n_sets, const char *prompt, GError **error)
 {
   GHashTable *words = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   GString *v = g_string_new ("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
   for (int k = 0; k <= n_sets; k++) {
-    const int n = k < n_sets ? sets[k]->n : 1;
-    for (int i = 0; i < n; i++) {
-      char *text = k < n_sets ? g_strdup (sets[k]->items[i].caption) : dataset_pre_caption (prompt ? prompt : "", 50);
+    const guint n = k < n_sets ? annotations_n_captions (sets[k]) : 1;
+    for (guint i = 0; i < n; i++) {
+      char *text = k < n_sets ? g_strdup (annotations_caption_text (sets[k], i))
+                              : dataset_pre_caption (prompt ? prompt : "", 50);
       char **w = g_strsplit (text, " ", -1);
       for (char **p = w; *p; p++)
         if (**p && g_utf8_strlen (*p, -1) <= MAX_WORD_CHARS && !g_hash_table_contains (words, *p)) {
@@ -88,91 +92,39 @@ build_tokenizer (const char *dir, Dataset *const *sets, int n_sets, const char *
   return ok ? blip_tokenizer_load (dir, error) : NULL;
 }
 
-/* The token ids of every "prompt + caption" ([CLS] first), one GArray an
- * item; the items whose text the tokenizer refuses (over its size limit)
- * are dropped from d with a warning and counted as skipped. */
-static GPtrArray *
-tokenize_captions (const BlipTokenizer *tok, Dataset *d, const char *annotations, const char *prompt)
+/* The training files of --data (a folder: its train.json; a file: itself)
+ * and the evaluation files beside them, whose captions join the vocabulary
+ * of a fresh model (a folder's val.json and test.json; for a file named
+ * ..train..., the same name with val and test, as BLIP's coco_karpathy_*). */
+static void
+data_files (const char *const *data, GPtrArray *train, GPtrArray *others)
 {
-  GPtrArray *out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_array_unref);
-  gboolean *drop = g_new0 (gboolean, MAX (d->n, 1)), any = FALSE;
-  for (int i = 0; i < d->n; i++) {
-    char *text = g_strconcat (prompt ? prompt : "", d->items[i].caption, NULL);
-    GError *e = NULL;
-    GArray *a = blip_tokenizer_encode (tok, text, TRUE, &e);
-    g_free (text);
-    if (!a) {
-      g_warning ("%s: %s skipped: %s", annotations, d->items[i].image, e->message);
-      g_error_free (e);
-      drop[i] = any = TRUE;
+  for (const char *const *d = data; *d; d++) {
+    if (g_file_test (*d, G_FILE_TEST_IS_DIR)) {
+      g_ptr_array_add (train, g_build_filename (*d, "train.json", NULL));
+      g_ptr_array_add (others, g_build_filename (*d, "val.json", NULL));
+      g_ptr_array_add (others, g_build_filename (*d, "test.json", NULL));
       continue;
     }
-    g_ptr_array_add (out, a);
-  }
-  if (any)
-    dataset_drop (d, drop);
-  g_free (drop);
-  return out;
-}
-
-/* ids/mask [n,T] of the tokenized captions, cut to T; the group ids of the
- * pairs: identical captions (pretraining) or the image ids (retrieval) */
-static void
-encode_captions (const BlipTokenizer *tok, const Dataset *d, const GPtrArray *tokens, gboolean by_image,
-                 int T, int32_t *ids, int32_t *mask, int32_t *idx)
-{
-  const int sep = blip_tokenizer_token_id (tok, "[SEP]");
-  GHashTable *groups = g_hash_table_new (g_str_hash, g_str_equal);
-  for (int i = 0; i < d->n; i++) {
-    const GArray *a = tokens->pdata[i];
-    const int n = MIN ((int) a->len, T);
-    for (int t = 0; t < T; t++) {
-      ids[(gsize) i * T + t] = t < n ? g_array_index (a, gint32, t) : 0;
-      mask[(gsize) i * T + t] = t < n;
-    }
-    if ((int) a->len > T)
-      ids[(gsize) i * T + T - 1] = sep;
-    if (by_image)
-      idx[i] = d->items[i].image_id;
-    else {
-      gpointer g;
-      if (!g_hash_table_lookup_extended (groups, d->items[i].caption, NULL, &g)) {
-        g = GINT_TO_POINTER (g_hash_table_size (groups));
-        g_hash_table_insert (groups, d->items[i].caption, g);
+    g_ptr_array_add (train, g_strdup (*d));
+    char *base = g_path_get_basename (*d), *dir = g_path_get_dirname (*d);
+    char **parts = g_strsplit (base, "train", 2);
+    if (parts[0] && parts[1])
+      for (int k = 0; k < 2; k++) {
+        char *name = g_strconcat (parts[0], k ? "test" : "val", parts[1], NULL);
+        g_ptr_array_add (others, g_build_filename (dir, name, NULL));
+        g_free (name);
       }
-      idx[i] = GPOINTER_TO_INT (g);
-    }
+    g_strfreev (parts);
+    g_free (base);
+    g_free (dir);
   }
-  g_hash_table_destroy (groups);
 }
 
 static GRand *
 seeded_rng (gint64 seed, guint32 a, guint32 b)
 {
   return g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) ((guint64) seed >> 32), a, b }, 4);
-}
-
-/* the pairs of one batch: part a of this rank's share of step ep */
-static void
-batch_items (int *items, const int *order, int ep, int a, int A, int W, int R, int B)
-{
-  for (int k = 0; k < B; k++)
-    items[k] = order[((ep * A + a) * W + R) * B + k];
-}
-
-/* the order of an epoch's pairs, from (seed, epoch) */
-static void
-epoch_order (int *order, int n, gint64 seed, int epoch)
-{
-  GRand *r = seeded_rng (seed, 0x0e0c0000u, (guint32) epoch);
-  for (int i = 0; i < n; i++)
-    order[i] = i;
-  for (int i = n - 1; i > 0; i--) {
-    const int j = g_rand_int_range (r, 0, i + 1), t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  g_rand_free (r);
 }
 
 /* ---- optimisation ---- */
@@ -327,21 +279,21 @@ train_run (const TrainOptions *o)
   GError *error = NULL;
   int rc = 0;
   /* everything the run owns, freed at out: on success and on every error */
-  char *model_dir = NULL, *ckpt = NULL, *init_model = NULL, *train_path = NULL;
+  char *model_dir = NULL, *ckpt = NULL, *init_model = NULL;
   BlipTokenizer *tok = NULL;
-  Dataset *train = NULL;
-  GPtrArray *tokens = NULL;
-  int32_t *ids = NULL, *mask = NULL, *idx = NULL, *bi = NULL, *be = NULL, *bd = NULL, *bm = NULL, *bx = NULL;
-  int *order = NULL, *next_order = NULL, *items = NULL;
-  float *px = NULL;
+  AnnotationIndex *train = NULL;
+  GPtrArray *train_files = g_ptr_array_new_with_free_func (g_free), *other_files = g_ptr_array_new_with_free_func (g_free);
+  int32_t *be = NULL, *bd = NULL;
   TrainState *s = NULL;
   FILE *metrics = NULL;
-  Augmenter *aug = NULL;
+  BatchLoader *loader = NULL;
   const char *task_name = o->task == TRAIN_PRETRAIN ? "pretraining"
       : o->task == TRAIN_FINETUNE_CAPTION ? "finetuning for captioning" : "finetuning for retrieval";
-  if (o->batch < 1 || o->batch > 4096 || o->accum < 1 || o->queue_size < 1 || o->threads < 1) {
-    g_printerr ("blip-train: --batch (1-4096), --accum, --queue-size and --threads must be positive\n");
-    return 2;
+  if (o->batch < 1 || o->batch > 4096 || o->accum < 1 || o->queue_size < 1 || o->threads < 1
+      || o->loader_threads < 1 || o->prefetch < 1) {
+    g_printerr ("blip-train: --batch (1-4096), --accum, --queue-size, --threads, --loader-threads and --prefetch must be positive\n");
+    rc = 2;
+    goto out;
   }
   omp_set_num_threads (o->threads);
   const int R = dist_rank (), W = dist_world ();
@@ -357,7 +309,14 @@ train_run (const TrainOptions *o)
 
   /* the geometry: the resumed run's, the initial run's, or a preset */
   BlipConfig c;
-  train_path = g_build_filename (o->data, "train.json", NULL);
+  data_files (o->data, train_files, other_files);
+  const guint n_roots = o->image_roots ? g_strv_length ((char **) o->image_roots) : 0;
+  if (n_roots > 1 && n_roots != train_files->len) {
+    g_printerr ("blip-train: --image-root is given %u times for %u annotation files: once, or once a file\n",
+                n_roots, train_files->len);
+    rc = 2;
+    goto out;
+  }
   const char *geometry_dir = o->resume ? model_dir : init_model;
   if (o->resume && !g_file_test (ckpt, G_FILE_TEST_EXISTS)) {
     g_printerr ("blip-train: --resume: %s does not exist\n", ckpt);
@@ -386,31 +345,27 @@ train_run (const TrainOptions *o)
       goto out;
     }
   }
-  train = dataset_load (train_path, &c, o->max_words, o->augment, (guint64) o->max_pixels, &error);
-  if (!train) {
-    rc = fail (error);
-    goto out;
-  }
-  if (!tok) {
-    /* a fresh model: the vocabulary of every split's captions */
-    Dataset *sets[3] = { train, NULL, NULL };
-    int n_sets = 1;
-    const char *other[2] = { "val.json", "test.json" };
-    for (int k = 0; k < 2 && !error; k++) {
-      char *p = g_build_filename (o->data, other[k], NULL);
-      if (g_file_test (p, G_FILE_TEST_EXISTS) && (sets[n_sets] = dataset_load (p, &c, o->max_words, FALSE, (guint64) o->max_pixels, &error)))
-        n_sets++;
-      g_free (p);
-    }
-    if (error) {
-      for (int k = 1; k < n_sets; k++)
-        dataset_free (sets[k]);
+  /* every training file in one index, shuffled together (BLIP's
+   * ConcatDataset of COCO, VG, SBU, CC3M, CC12M) */
+  train = annotations_new (o->max_words);
+  for (guint f = 0; f < train_files->len; f++)
+    if (!annotations_add_file (train, train_files->pdata[f], n_roots ? o->image_roots[n_roots > 1 ? f : 0] : NULL,
+                               &error)) {
       rc = fail (error);
       goto out;
     }
-    tok = build_tokenizer (model_dir, sets, n_sets, o->prompt, &error);
-    for (int k = 1; k < n_sets; k++)
-      dataset_free (sets[k]);
+  annotations_finish (train);
+  if (annotations_skipped (train))
+    g_printerr ("blip-train: %u broken entries of the training annotations skipped\n", annotations_skipped (train));
+  if (!tok) {
+    /* a fresh model: the vocabulary of every split's captions */
+    AnnotationIndex *sets[2] = { train, annotations_new (o->max_words) };
+    for (guint k = 0; k < other_files->len && !error; k++)
+      if (g_file_test (other_files->pdata[k], G_FILE_TEST_IS_REGULAR))
+        annotations_add_file (sets[1], other_files->pdata[k], NULL, &error);
+    if (!error)
+      tok = build_tokenizer (model_dir, sets, 2, o->prompt, &error);
+    annotations_free (sets[1]);
     if (!tok) {
       rc = fail (error);
       goto out;
@@ -421,14 +376,11 @@ train_run (const TrainOptions *o)
     c.text.pad_token_id = 0;
     c.text.eos_token_id = blip_tokenizer_token_id (tok, "[CLS]");
   }
-  tokens = tokenize_captions (tok, train, train_path, o->prompt);
-  if (train->n == 0) {
-    g_printerr ("blip-train: %s has no usable pair\n", train_path);
+  if (annotations_size (train) == 0) {
+    g_printerr ("blip-train: the training data has no usable pair\n");
     rc = 2;
     goto out;
   }
-  if (train->skipped)
-    g_printerr ("blip-train: %d broken entries of the training data skipped\n", train->skipped);
   if (lead && g_mkdir_with_parents (model_dir, 0755) != 0) {
     g_printerr ("blip-train: %s: %s\n", model_dir, g_strerror (errno));
     rc = 1;
@@ -441,10 +393,8 @@ train_run (const TrainOptions *o)
     goto out;
   }
 
-  const int N = train->n, T = MIN (MAX_TOKENS, c.text.max_position_embeddings), B = MIN (o->batch, N), A = o->accum;
-  ids = g_new (int32_t, (gsize) N * T), mask = g_new (int32_t, (gsize) N * T);
-  idx = g_new (int32_t, N);
-  encode_captions (tok, train, tokens, o->task == TRAIN_FINETUNE_RETRIEVAL, T, ids, mask, idx);
+  const int N = (int) MIN (annotations_size (train), (guint) G_MAXINT);
+  const int T = MIN (MAX_TOKENS, c.text.max_position_embeddings), B = MIN (o->batch, N), A = o->accum;
   int prompt_len = 0;
   if (o->prompt) {
     GArray *a = blip_tokenizer_encode (tok, o->prompt, TRUE, &error);
@@ -494,21 +444,22 @@ train_run (const TrainOptions *o)
     goto out;
   }
   const int steps_per_epoch = N / (B * A * W);
-  order = g_new (int, N), next_order = g_new (int, N), items = g_new (int, B);
-  /* BLIP's train transforms, one batch ahead on a worker thread */
-  aug = o->augment
-      ? augmenter_new (train, &c, &(AugmentOptions) { o->crop_scale_min, 1.0, o->flip }, B) : NULL;
-  gboolean prefetched = FALSE;
-  px = g_new (float, (gsize) B * train->image_len);
-  bi = g_new (int32_t, (gsize) B * T), be = g_new (int32_t, (gsize) B * T);
-  bd = g_new (int32_t, (gsize) B * T), bm = g_new (int32_t, (gsize) B * T);
-  bx = g_new (int32_t, B);
+  /* the images of the next batches, read and augmented on worker threads */
+  loader = batch_loader_new (&(BatchLoaderOptions) {
+    .index = train, .config = &c, .tokenizer = tok, .prompt = o->prompt, .batch = B, .accum = A, .world = W,
+    .rank = R, .steps_per_epoch = steps_per_epoch, .max_tokens = T,
+    .group_by_image = o->task == TRAIN_FINETUNE_RETRIEVAL, .augment = o->augment,
+    .aug = { o->crop_scale_min, 1.0, o->flip }, .max_pixels = (guint64) o->max_pixels, .seed = s->seed,
+    .epoch = s->epoch, .epoch_pos = s->epoch_pos, .step = s->step, .threads = o->loader_threads,
+    .ahead = o->prefetch });
+  be = g_new (int32_t, (gsize) B * T), bd = g_new (int32_t, (gsize) B * T);
   const int enc = blip_tokenizer_token_id (tok, "[ENC]"), dec = blip_tokenizer_token_id (tok, "[DEC]");
   const gboolean tty = isatty (fileno (stdout));
   if (lead)
-    printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs, batch %d x %d accumulated x %d ranks, %d steps an epoch\n",
-            task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N, B, A, W,
-            steps_per_epoch);
+    printf ("%s %s: %" G_GSIZE_FORMAT " parameters, %d pairs from %u annotation file%s (index %.1f MB), "
+            "batch %d x %d accumulated x %d ranks, %d steps an epoch\n",
+            task_name, o->preset ? o->preset : geometry_dir ? geometry_dir : "small", n_params, N, train_files->len,
+            train_files->len == 1 ? "" : "s", annotations_memory (train) / 1e6, B, A, W, steps_per_epoch);
   if (o->resume && lead)
     printf ("resuming at step %d (epoch %d, batch %d)\n", s->step, s->epoch, s->epoch_pos);
   signal (SIGINT, on_signal);
@@ -516,11 +467,10 @@ train_run (const TrainOptions *o)
 
   const gint64 t0 = g_get_monotonic_time ();
   const double elapsed0 = s->elapsed_s;
-  double avg[3] = { 0 };
+  double avg[3] = { 0 }, step_s = 0;
   int steps_this_run = 0;
   gboolean finished = FALSE;
   for (; s->epoch < o->epochs && !finished; s->epoch++, s->epoch_pos = 0) {
-    epoch_order (order, N, s->seed, s->epoch);
     for (; s->epoch_pos < steps_per_epoch; ) {
       s->elapsed_s = elapsed0 + (g_get_monotonic_time () - t0) / 1e6;
       /* every rank stops at the same step */
@@ -539,53 +489,23 @@ train_run (const TrainOptions *o)
       s->itc.alpha = o->alpha * MIN (1.0, (s->epoch + (double) ep / steps_per_epoch) / 2.0);
       train_zero_grads (s->model);
       TrainLosses l = { 0 }, sum = { 0 };
+      const gint64 step_t0 = g_get_monotonic_time ();
       for (int a = 0; a < A; a++) {
-        const float *pixels = px;
-        if (aug) {
-          if (!prefetched) {
-            batch_items (items, order, ep, a, A, W, R, B);
-            augmenter_submit (aug, items, s->seed, s->step, a * W + R);
-          }
-          if (!(pixels = augmenter_wait (aug, &error))) {
-            rc = fail (error);
-            error = NULL;
-            if (W > 1)
-              dist_abort (rc);
-            finished = TRUE;
-            break;
-          }
-          /* the next batch: this step's next part, the next step's first,
-           * or the first of the next epoch */
-          if (a + 1 < A)
-            batch_items (items, order, ep, a + 1, A, W, R, B);
-          else if (ep + 1 < steps_per_epoch)
-            batch_items (items, order, ep + 1, 0, A, W, R, B);
-          else {
-            epoch_order (next_order, N, s->seed, s->epoch + 1);
-            batch_items (items, next_order, 0, 0, A, W, R, B);
-          }
-          augmenter_submit (aug, items, s->seed, a + 1 < A ? s->step : s->step + 1, a + 1 < A ? (a + 1) * W + R : R);
-          prefetched = TRUE;
+        const LoaderBatch *lb = batch_loader_next (loader, &error);
+        if (!lb) {
+          rc = fail (error);
+          error = NULL;
+          if (W > 1)
+            dist_abort (rc);
+          finished = TRUE;
+          break;
         }
-        int Tb = 1;
-        for (int k = 0; k < B; k++) {
-          const int it = order[((ep * A + a) * W + R) * B + k];
-          while (Tb < T && mask[(gsize) it * T + Tb])
-            Tb++;
-        }
-        for (int k = 0; k < B; k++) {
-          const int it = order[((ep * A + a) * W + R) * B + k];
-          if (!aug)
-            memcpy (px + (gsize) k * train->image_len, train->pixels + (gsize) it * train->image_len,
-                    sizeof (float) * train->image_len);
-          memcpy (bi + (gsize) k * Tb, ids + (gsize) it * T, sizeof (int32_t) * Tb);
-          memcpy (bm + (gsize) k * Tb, mask + (gsize) it * T, sizeof (int32_t) * Tb);
-          bx[k] = idx[it];
-        }
-        pretrain_text_ids (be, bd, bi, B, Tb, enc, dec);
+        const int Tb = lb->T;
+        pretrain_text_ids (be, bd, lb->ids, B, Tb, enc, dec);
         const double w_lm = o->task == TRAIN_FINETUNE_RETRIEVAL ? 0 : 1.0 / A;
         const double w_vl = o->task == TRAIN_FINETUNE_CAPTION ? 0 : 1.0 / A;
-        PretrainBatch pb = { B, Tb, pixels, bi, be, bd, bm, bx, w_lm, w_vl, w_vl, prompt_len, NULL, NULL };
+        PretrainBatch pb = { B, Tb, lb->pixels, lb->ids, be, bd, lb->mask, lb->groups, w_lm, w_vl, w_vl, prompt_len,
+                             NULL, NULL };
         /* the objective `blip-train grad --loss pretrain` and tests/test-grad.c check */
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
         sum.itc += l.itc / A;
@@ -593,6 +513,7 @@ train_run (const TrainOptions *o)
         sum.lm += l.lm / A;
       }
       g_rand_free (rng);
+      step_s += (g_get_monotonic_time () - step_t0) / 1e6;
       if (finished)
         break;
       if (W > 1) {
@@ -673,6 +594,14 @@ train_run (const TrainOptions *o)
   if (lead) {
     if (tty)
       printf ("\n");
+    if (batch_loader_broken (loader))
+      g_printerr ("blip-train: %u broken entries of the training data skipped (%u in the annotations, %u whose image "
+                  "or caption did not read)\n", annotations_skipped (train) + batch_loader_broken (loader),
+                  annotations_skipped (train), batch_loader_broken (loader));
+    /* the time the math threads spent waiting for the loader */
+    printf ("data: waited %.2f s for batches in %.2f s of steps (%.1f%%); %d loader threads worked %.2f s\n",
+            batch_loader_wait_seconds (loader), step_s, 100 * batch_loader_wait_seconds (loader) / MAX (step_s, 1e-9),
+            o->loader_threads, batch_loader_work_seconds (loader));
     printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
@@ -690,14 +619,13 @@ train_run (const TrainOptions *o)
 out:
   if (metrics)
     fclose (metrics);
-  augmenter_free (aug);
-  g_free (order); g_free (next_order); g_free (items); g_free (px); g_free (bi); g_free (be); g_free (bd); g_free (bm); g_free (bx);
-  g_free (ids); g_free (mask); g_free (idx);
-  g_free (model_dir); g_free (ckpt); g_free (init_model); g_free (train_path);
+  batch_loader_free (loader);
+  g_free (be); g_free (bd);
+  g_free (model_dir); g_free (ckpt); g_free (init_model);
+  g_ptr_array_unref (train_files);
+  g_ptr_array_unref (other_files);
   train_state_free (s);
   blip_tokenizer_free (tok);
-  if (tokens)
-    g_ptr_array_unref (tokens);
-  dataset_free (train);
+  annotations_free (train);
   return rc;
 }

@@ -11,7 +11,14 @@ typedef enum { SCHEDULE_STEP, SCHEDULE_COSINE } TrainSchedule;
 
 typedef struct {
   TrainTask task;
-  const char *data;          /* folder with train.json (val.json, test.json) */
+  /* annotation files, or folders with train.json (val.json, test.json), mixed
+   * into one set (NULL-terminated) */
+  const char *const *data;
+  /* the folders relative image paths start from (BLIP's image_root): none
+   * (each file's folder), one for every file, or one a file (NULL-terminated
+   * or NULL) */
+  const char *const *image_roots;
+  int loader_threads, prefetch; /* the batch loader's workers, batches prepared ahead */
   const char *out;           /* run folder: model/, checkpoint.safetensors, metrics.jsonl, export */
   const char *preset;        /* geometry of a fresh model */
   const char *init;          /* a run folder or checkpoint to start from (weights only) */
