@@ -12,4 +12,5 @@ apt-get install -y -q --no-install-recommends \
   gstreamer1.0-plugins-bad gstreamer1.0-x gettext valgrind clang libclang-rt-14-dev \
   python3-numpy python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 \
   libopenmpi-dev openmpi-bin \
-  libsqlite3-dev sqlite3 libpq-dev postgresql-15
+  libsqlite3-dev sqlite3 libpq-dev postgresql-15 \
+  chromium
