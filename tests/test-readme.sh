@@ -29,7 +29,8 @@
 #     model=/models/blip-image-captioning-base (a Hugging Face download) is
 #     the embedded model's folder, models/shapes/caption; videotestsrc, endless,
 #     stops after 30 frames
-#   - /srv/videos, the archive folder, holds that clip
+#   - /srv/videos, the archive folder, holds that clip; models/shapes/ is
+#     the source tree's (the lines run in a temporary folder)
 #   - blip-train grad's placeholders are the fixtures' tiny captioning model
 #     and its reference inputs, the LM loss
 # As root, Open MPI refuses to start without OMPI_ALLOW_RUN_AS_ROOT and
@@ -63,6 +64,7 @@ sizes=(
 places=(
   "file:///path/video.mp4" "file://$tmp/work/video.mp4"
   "/srv/videos" "$tmp/work/videos"
+  "--init models/shapes/" "--init $src/models/shapes/"
   "model=/models/blip-image-captioning-base" "model=$src/models/shapes/caption"
   "videotestsrc pattern=ball" "videotestsrc pattern=ball num-buffers=30"
   "grad --model DIR --inputs REF.safetensors --loss lm|itc+itm --out GRADS.safetensors"
