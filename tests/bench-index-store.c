@@ -67,7 +67,8 @@ fill (const char *location, int64_t total, int per_video)
   BlipIndexFrame *frames = g_new0 (BlipIndexFrame, batch);
   gint64 t0 = g_get_monotonic_time ();
   int64_t written = 0;
-  for (int n_video = 0; written < total; n_video++) {
+  int rc = 0;
+  for (int n_video = 0; rc == 0 && written < total; n_video++) {
     char uri[64];
     g_snprintf (uri, sizeof uri, "file:///synthetic/%06d.webm", n_video);
     BlipIndexVideo video = { uri, -1, -1 };
@@ -77,7 +78,8 @@ fill (const char *location, int64_t total, int per_video)
       die (error);
     if (claim != BLIP_INDEX_CLAIM_TAKEN) {
       fprintf (stderr, "bench-index-store: %s is in the index already: fill a fresh one\n", uri);
-      return 1;
+      rc = 1;
+      break;
     }
     for (int seq = 0; seq < per_video && written < total; seq += batch) {
       int n = (int) MIN ((int64_t) batch, MIN ((int64_t) (per_video - seq), total - written));
@@ -103,19 +105,20 @@ fill (const char *location, int64_t total, int per_video)
   }
   double insert_s = (g_get_monotonic_time () - t0) / 1e6;
   BlipIndexStats stats;
-  if (!blip_index_store_stats (store, &stats, &error))
+  if (rc == 0 && !blip_index_store_stats (store, &stats, &error))
     die (error);
   /* one line a script reads: frames added, seconds, frames in the index, bytes */
-  printf ("fill %s: %" G_GINT64_FORMAT " frames added (model %s, E=%d) in %.2f s: %.0f frames/s; "
-          "index: %" G_GINT64_FORMAT " frames, %" G_GINT64_FORMAT " bytes, %.1f bytes per frame\n",
-          blip_index_store_kind (store), (gint64) written, model.name, dim, insert_s, written / insert_s,
-          (gint64) stats.frames, (gint64) stats.bytes, (double) stats.bytes / stats.frames);
+  if (rc == 0)
+    printf ("fill %s: %" G_GINT64_FORMAT " frames added (model %s, E=%d) in %.2f s: %.0f frames/s; "
+            "index: %" G_GINT64_FORMAT " frames, %" G_GINT64_FORMAT " bytes, %.1f bytes per frame\n",
+            blip_index_store_kind (store), (gint64) written, model.name, dim, insert_s, written / insert_s,
+            (gint64) stats.frames, (gint64) stats.bytes, (double) stats.bytes / stats.frames);
   blip_index_store_close (store);
   blip_index_model_clear (&model);
   g_free (frames);
   g_free (features);
   g_free (v);
-  return 0;
+  return rc;
 }
 
 int
