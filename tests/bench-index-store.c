@@ -1,11 +1,21 @@
 /* Measures the index store (not a test): bytes per stored frame, the insert
  * rate and the time of a full scan_features, on synthetic frames.
  * Usage: bench-index-store LOCATION FRAMES [DIM] [FRAMES_PER_VIDEO]
- * LOCATION: a new SQLite file or an empty postgresql:// database. */
+ * LOCATION: a new SQLite file or an empty postgresql:// database.
+ *
+ *        bench-index-store --fill LOCATION FRAMES [FRAMES_PER_VIDEO]
+ * adds FRAMES synthetic frames (L2-normalised random features) to an
+ * existing index whose model is bound (blip-annotate indexed a real clip
+ * into it), so that blip search with that model searches them: videos
+ * file:///synthetic/NNNNNN.webm of FRAMES_PER_VIDEO (1000) frames each.
+ * Their URIs do not exist: search them with --rerank 0. */
+#include "feature-table.h"
 #include "index-store.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct {
   int64_t rows;
@@ -28,11 +38,103 @@ die (GError *error)
   exit (1);
 }
 
+/* xorshift64*: the synthetic rows need speed, not quality */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float
+uniform (void)
+{
+  rng_state ^= rng_state >> 12;
+  rng_state ^= rng_state << 25;
+  rng_state ^= rng_state >> 27;
+  return (float) ((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (float) (1 << 24) * 2.0f - 1.0f;
+}
+
+static int
+fill (const char *location, int64_t total, int per_video)
+{
+  const int batch = 500;
+  GError *error = NULL;
+  BlipIndexStore *store = blip_index_store_open (location, FALSE, &error);
+  if (store == NULL)
+    die (error);
+  BlipIndexModel model = { 0 };
+  if (!blip_index_store_get_model (store, &model, &error))
+    die (error);
+  const int dim = model.feature_dim;
+  float *v = g_new (float, dim);
+  uint16_t *features = g_new (uint16_t, (size_t) batch * dim);
+  BlipIndexFrame *frames = g_new0 (BlipIndexFrame, batch);
+  gint64 t0 = g_get_monotonic_time ();
+  int64_t written = 0;
+  int rc = 0;
+  for (int n_video = 0; rc == 0 && written < total; n_video++) {
+    char uri[64];
+    g_snprintf (uri, sizeof uri, "file:///synthetic/%06d.webm", n_video);
+    BlipIndexVideo video = { uri, -1, -1 };
+    BlipIndexClaim claim;
+    int64_t id;
+    if (!blip_index_store_claim_video (store, &video, &claim, &id, &error))
+      die (error);
+    if (claim != BLIP_INDEX_CLAIM_TAKEN) {
+      fprintf (stderr, "bench-index-store: %s is in the index already: fill a fresh one\n", uri);
+      rc = 1;
+      break;
+    }
+    for (int seq = 0; seq < per_video && written < total; seq += batch) {
+      int n = (int) MIN ((int64_t) batch, MIN ((int64_t) (per_video - seq), total - written));
+      for (int i = 0; i < n; i++) {
+        double norm = 0;
+        for (int j = 0; j < dim; j++) {
+          v[j] = uniform ();
+          norm += (double) v[j] * v[j];
+        }
+        for (int j = 0; j < dim; j++)
+          v[j] = (float) (v[j] / sqrt (norm));
+        blip_f32_to_f16 (v, features + (size_t) i * dim, dim);
+        frames[i] = (BlipIndexFrame) { seq + i, (int64_t) (seq + i) * 1000000000,
+                                       (int64_t) (seq + i + 1) * 1000000000,
+                                       features + (size_t) i * dim, NULL };
+      }
+      if (!blip_index_store_add_frames (store, id, frames, n, &error))
+        die (error);
+      written += n;
+    }
+    if (!blip_index_store_end_video (store, id, (int64_t) per_video * 1000000000, NULL, &error))
+      die (error);
+  }
+  double insert_s = (g_get_monotonic_time () - t0) / 1e6;
+  BlipIndexStats stats;
+  if (rc == 0 && !blip_index_store_stats (store, &stats, &error))
+    die (error);
+  /* one line a script reads: frames added, seconds, frames in the index, bytes */
+  if (rc == 0)
+    printf ("fill %s: %" G_GINT64_FORMAT " frames added (model %s, E=%d) in %.2f s: %.0f frames/s; "
+            "index: %" G_GINT64_FORMAT " frames, %" G_GINT64_FORMAT " bytes, %.1f bytes per frame\n",
+            blip_index_store_kind (store), (gint64) written, model.name, dim, insert_s, written / insert_s,
+            (gint64) stats.frames, (gint64) stats.bytes, (double) stats.bytes / stats.frames);
+  blip_index_store_close (store);
+  blip_index_model_clear (&model);
+  g_free (frames);
+  g_free (features);
+  g_free (v);
+  return rc;
+}
+
 int
 main (int argc, char **argv)
 {
+  if (argc >= 4 && strcmp (argv[1], "--fill") == 0) {
+    const int per_video = argc > 4 ? atoi (argv[4]) : 1000;
+    if (per_video < 1) {
+      fprintf (stderr, "bench-index-store: FRAMES_PER_VIDEO must be at least 1\n");
+      return 2;
+    }
+    return fill (argv[2], g_ascii_strtoll (argv[3], NULL, 10), per_video);
+  }
   if (argc < 3) {
-    fprintf (stderr, "usage: bench-index-store LOCATION FRAMES [DIM] [FRAMES_PER_VIDEO]\n");
+    fprintf (stderr, "usage: bench-index-store LOCATION FRAMES [DIM] [FRAMES_PER_VIDEO]\n"
+                     "       bench-index-store --fill LOCATION FRAMES [FRAMES_PER_VIDEO]\n");
     return 2;
   }
   const char *location = argv[1];
