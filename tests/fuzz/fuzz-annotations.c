@@ -1,6 +1,9 @@
-/* libFuzzer: blip-train's annotation-file reader (JSON, BLIP/COCO style) on
- * arbitrary bytes; the seeds refer to an image the harness draws. */
+/* libFuzzer: blip-train's annotation readers (JSON arrays and JSON lines,
+ * BLIP/COCO style) on arbitrary bytes: the streaming annotation index the
+ * trainer uses, and the evaluation splits' dataset_load; the seeds refer to
+ * an image the harness draws. */
 #include "fuzz-util.h"
+#include "annotations.h"
 #include "dataset.h"
 #include "../../core/checkpoint.h"
 #include <image-load.h>
@@ -27,7 +30,23 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   GByteArray *text = fuzz_expand (data, size);
   char *path = fuzz_write_file ("train.json", text->data, text->len);
   GError *error = NULL;
-  Dataset *d = dataset_load (path, &c, 30, TRUE, BLIP_IMAGE_MAX_PIXELS_DEFAULT, &error);
+  AnnotationIndex *a = annotations_new (30);
+  if (annotations_add_file (a, path, NULL, &error)) {
+    annotations_finish (a);
+    /* whatever was kept is whole: an image, a caption, its references */
+    for (guint i = 0; i < annotations_size (a); i++) {
+      g_assert (annotations_image_written (a, i) && annotations_caption (a, i));
+      g_assert (annotations_n_refs (a, i) >= 1);
+      for (guint k = 0; k < annotations_n_refs (a, i); k++)
+        g_assert (annotations_ref (a, i, k));
+      g_free (annotations_image_path (a, i));
+    }
+  } else {
+    g_assert (error && error->message);
+  }
+  g_clear_error (&error);
+  annotations_free (a);
+  Dataset *d = dataset_load (path, NULL, &c, 30, TRUE, BLIP_IMAGE_MAX_PIXELS_DEFAULT, &error);
   if (d) {
     /* whatever was kept is whole: an image, a caption, references */
     for (int i = 0; i < d->n; i++)
