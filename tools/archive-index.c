@@ -21,6 +21,10 @@
 #define COMMIT_INTERVAL_US (2 * G_USEC_PER_SEC)
 /* how often the main thread looks at the bus and the probe's frames */
 #define POLL_INTERVAL (100 * GST_MSECOND)
+/* the elements of every video's pipeline share their models under these
+ * ids, kept loaded between videos by keep_models() */
+#define MATCH_INSTANCE "blip-annotate-index-match"
+#define CAPTION_INSTANCE "blip-annotate-index-caption"
 
 /* What folders are searched for: containers GStreamer decodes. */
 static const gchar *const video_extensions[] = {
@@ -194,13 +198,14 @@ build_pipeline (const BlipArchiveIndexOptions *o, const gchar *uri, const gchar 
     return NULL;
   }
   g_object_set (match, "features", TRUE, "model", o->match_model, "interval", o->interval,
-                "max-rate", o->max_rate, "threads", o->threads, NULL);
+                "max-rate", o->max_rate, "threads", o->threads, "model-instance-id", MATCH_INSTANCE, NULL);
   if (o->precision)
     gst_util_set_object_arg (G_OBJECT (match), "precision", o->precision);
   GstElement *last = match;
   gst_element_link (convert, match);
   if (cap) {
-    g_object_set (cap, "interval", o->interval, "max-rate", o->max_rate, "threads", o->threads, NULL);
+    g_object_set (cap, "interval", o->interval, "max-rate", o->max_rate, "threads", o->threads,
+                  "model-instance-id", CAPTION_INSTANCE, NULL);
     if (o->caption_model)
       g_object_set (cap, "model", o->caption_model, NULL);
     if (o->precision)
@@ -298,6 +303,69 @@ out:
   g_free (probe.wrong_model);
   g_mutex_clear (&probe.lock);
   return result;
+}
+
+/* One element of each kind, started outside any pipeline, holds the shared
+ * models from the first video to the last: without it every video would
+ * load them again (seconds at BLIP-base, more than a short clip takes).
+ * NULL and an error (the element's own message) when a model cannot be
+ * loaded: before any video is touched. */
+static GPtrArray *
+keep_models (const BlipArchiveIndexOptions *o, GError **error)
+{
+  GPtrArray *keepers = g_ptr_array_new ();
+  const gchar *factories[] = { "blipmatch", o->caption ? "blipcaption" : NULL };
+  for (guint i = 0; i < G_N_ELEMENTS (factories) && factories[i]; i++) {
+    GstElement *e = gst_element_factory_make (factories[i], NULL);
+    if (!e) {
+      g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_MISSING_PLUGIN,
+                   _("the %s element is missing (is the blip plugin installed or on GST_PLUGIN_PATH?)"), factories[i]);
+      break;
+    }
+    gst_object_ref_sink (e);
+    g_ptr_array_add (keepers, e);
+    const gchar *model = i == 0 ? o->match_model : o->caption_model;
+    if (model)
+      g_object_set (e, "model", model, NULL);
+    g_object_set (e, "model-instance-id", i == 0 ? MATCH_INSTANCE : CAPTION_INSTANCE, "threads", o->threads, NULL);
+    if (o->precision)
+      gst_util_set_object_arg (G_OBJECT (e), "precision", o->precision);
+    GstBus *bus = gst_bus_new ();
+    gst_element_set_bus (e, bus);
+    const gboolean ok = gst_element_set_state (e, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE;
+    GstMessage *msg = ok ? NULL : gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+    if (msg) {
+      GError *e2 = NULL;
+      gst_message_parse_error (msg, &e2, NULL);
+      g_propagate_error (error, e2);
+      gst_message_unref (msg);
+    } else if (!ok) {
+      g_set_error (error, GST_CORE_ERROR, GST_CORE_ERROR_STATE_CHANGE, _("%s could not start"), factories[i]);
+    }
+    gst_element_set_bus (e, NULL);
+    gst_object_unref (bus);
+    if (!ok)
+      break;
+  }
+  if (error && *error) {
+    g_ptr_array_set_free_func (keepers, gst_object_unref);
+    for (guint i = 0; i < keepers->len; i++)
+      gst_element_set_state (keepers->pdata[i], GST_STATE_NULL);
+    g_ptr_array_unref (keepers);
+    return NULL;
+  }
+  return keepers;
+}
+
+static void
+release_models (GPtrArray *keepers)
+{
+  for (guint i = 0; keepers && i < keepers->len; i++) {
+    gst_element_set_state (keepers->pdata[i], GST_STATE_NULL);
+    gst_object_unref (keepers->pdata[i]);
+  }
+  if (keepers)
+    g_ptr_array_unref (keepers);
 }
 
 /* ---- the file list ---- */
@@ -422,6 +490,14 @@ blip_archive_index (const BlipArchiveIndexOptions *o, gchar **inputs)
     blip_index_model_clear (&model);
     return 1;
   }
+  GPtrArray *keepers = keep_models (o, &error);
+  if (!keepers) {
+    g_printerr ("blip-annotate: %s\n", error->message);
+    g_error_free (error);
+    blip_index_store_close (store);
+    blip_index_model_clear (&model);
+    return 1;
+  }
   guint failed = 0, done = 0, skipped = 0, busy = 0;
   GPtrArray *files = collect_inputs (inputs, &failed);
   Writer w = { .store = store, .dim = model.feature_dim, .scene_change = o->scene_change,
@@ -500,6 +576,7 @@ blip_archive_index (const BlipArchiveIndexOptions *o, gchar **inputs)
   g_free (w.last);
   g_array_unref (w.batch);
   g_ptr_array_unref (files);
+  release_models (keepers);
   blip_index_store_close (store);
   blip_index_model_clear (&model);
   return rc;
