@@ -11,7 +11,7 @@ train=$build/training/blip-train
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 n=0; failed=0
-check() { n=$((n+1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; failed=$((failed+1)); fi; }
+check() { n=$((n+1)); if eval "$2"; then echo "ok $n - $1"; else echo "not ok $n - $1"; failed=$((failed+1)); return 1; fi; }
 py=/usr/bin/python3; [ -x $py ] || py=python3
 export OMP_WAIT_POLICY=PASSIVE
 # the loss columns of metrics.jsonl (elapsed time varies)
@@ -170,7 +170,8 @@ if command -v mpirun > /dev/null && [[ "$(ldd "$train")" == *libmpi* ]]; then
   mpi=(mpirun -np 2 --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))
   "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --loader-threads 1 --data "$ann/coco_karpathy_train.json" \
     --image-root "$tmp/coco/images" --out "$tmp/mpi" --steps 4 > "$tmp/mpi.log" 2>&1
-  check "two MPI ranks stream their shares and agree" 'grep -q "ranks. weights agree" "$tmp/mpi.log"'
+  check "two MPI ranks stream their shares and agree" 'grep -q "ranks. weights agree" "$tmp/mpi.log"' \
+    || tail -20 "$tmp/mpi.log" | sed 's/^/# /'
 else
   echo "ok $((n=n+1)) - two MPI ranks stream their shares # SKIP blip-train was built without MPI"
 fi
