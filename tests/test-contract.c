@@ -95,24 +95,8 @@ run (BlipSession *s, const Inputs *in, float *embeds, float *logits)
 static char *
 copy_model (void)
 {
-  GError *error = NULL;
   char *src = fixture_path ("caption_model");
-  char *dst = g_dir_make_tmp ("blip-contract-XXXXXX", &error);
-  g_assert_no_error (error);
-  GDir *d = g_dir_open (src, 0, &error);
-  g_assert_no_error (error);
-  for (const char *name; (name = g_dir_read_name (d));) {
-    char *from = g_build_filename (src, name, NULL), *to = g_build_filename (dst, name, NULL);
-    char *data;
-    gsize len;
-    g_assert_true (g_file_get_contents (from, &data, &len, &error));
-    g_assert_true (g_file_set_contents (to, data, len, &error));
-    g_assert_no_error (error);
-    g_free (data);
-    g_free (from);
-    g_free (to);
-  }
-  g_dir_close (d);
+  char *dst = copy_flat_dir (src);
   g_free (src);
   return dst;
 }

@@ -32,29 +32,6 @@ identity_of (const char *dir)
 }
 
 /* A temporary copy of a flat model folder; free with remove_flat_dir. */
-static char *
-copy_model (const char *src)
-{
-  GError *error = NULL;
-  char *dst = g_dir_make_tmp ("blip-identity-XXXXXX", &error);
-  g_assert_no_error (error);
-  GDir *d = g_dir_open (src, 0, &error);
-  g_assert_no_error (error);
-  for (const char *name; (name = g_dir_read_name (d));) {
-    char *from = g_build_filename (src, name, NULL), *to = g_build_filename (dst, name, NULL);
-    char *data;
-    gsize len;
-    g_assert_true (g_file_get_contents (from, &data, &len, &error));
-    g_assert_true (g_file_set_contents (to, data, len, &error));
-    g_assert_no_error (error);
-    g_free (data);
-    g_free (from);
-    g_free (to);
-  }
-  g_dir_close (d);
-  return dst;
-}
-
 /* The file offset of a tensor's first byte in dir/model.safetensors, and
  * its size, from the header. */
 static gsize
@@ -230,7 +207,7 @@ test_same_data_same_identity (void)
   char *a = identity_of (src), *b = identity_of (src);
   g_assert_cmpstr (a, ==, b);
   /* the folder's place and name are not the model */
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   char *c = identity_of (copy);
   g_assert_cmpstr (a, ==, c);
   /* nor how it is loaded */
@@ -282,7 +259,7 @@ static void
 check_byte (const char *src, const char *tensor, gsize offset, gboolean changed)
 {
   char *before = identity_of (src);
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   gsize nbytes;
   const gsize at = tensor_offset (copy, tensor, &nbytes);
   g_assert_cmpuint (offset, <, nbytes);
@@ -308,7 +285,7 @@ test_small_tensor_byte (void)
   /* and a matrix the session packs later, last byte */
   gsize n;
   const char *fc = "vision_model.encoder.layers.1.mlp.fc1.weight";
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   tensor_offset (copy, fc, &n);
   remove_flat_dir (copy);
   g_free (copy);
@@ -340,7 +317,7 @@ test_config_value (void)
 {
   char *src = fixture_path ("itm_model");
   char *before = identity_of (src);
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   JsonNode *root = read_json (copy, "config.json");
   JsonObject *vision = json_object_get_object_member (json_node_get_object (root), "vision_config");
   g_assert_cmpfloat (json_object_get_double_member (vision, "layer_norm_eps"), ==, 1e-5);
@@ -361,7 +338,7 @@ test_config_layout (void)
 {
   char *src = fixture_path ("itm_model");
   char *before = identity_of (src);
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   char *old_text, *new_text, *path = g_build_filename (copy, "config.json", NULL);
   g_assert_true (g_file_get_contents (path, &old_text, NULL, NULL));
   JsonNode *root = read_json (copy, "config.json");
@@ -391,7 +368,7 @@ test_vocab_token (void)
 {
   char *src = fixture_path ("itm_model");
   char *before = identity_of (src);
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   /* tokenizer.json is what the fixture's tokenizer reads: rename one token */
   JsonNode *root = read_json (copy, "tokenizer.json");
   check_rewrite_same (copy, "tokenizer.json", root, before);
@@ -422,7 +399,7 @@ test_tokenizer_setting (void)
 {
   char *src = fixture_path ("itm_model");
   char *before = identity_of (src);
-  char *copy = copy_model (src);
+  char *copy = copy_flat_dir (src);
   JsonNode *root = read_json (copy, "tokenizer.json");
   check_rewrite_same (copy, "tokenizer.json", root, before);
   JsonObject *norm = json_object_get_object_member (json_node_get_object (root), "normalizer");

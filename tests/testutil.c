@@ -100,6 +100,29 @@ odd_geometry_config (int text_layers)
   return c;
 }
 
+char *
+copy_flat_dir (const char *src)
+{
+  GError *error = NULL;
+  char *dst = g_dir_make_tmp ("blip-test-XXXXXX", &error);
+  g_assert_no_error (error);
+  GDir *d = g_dir_open (src, 0, &error);
+  g_assert_no_error (error);
+  for (const char *name; (name = g_dir_read_name (d));) {
+    char *from = g_build_filename (src, name, NULL), *to = g_build_filename (dst, name, NULL);
+    char *data;
+    gsize len;
+    g_assert_true (g_file_get_contents (from, &data, &len, &error));
+    g_assert_true (g_file_set_contents (to, data, len, &error));
+    g_assert_no_error (error);
+    g_free (data);
+    g_free (from);
+    g_free (to);
+  }
+  g_dir_close (d);
+  return dst;
+}
+
 void
 remove_flat_dir (const char *dir)
 {

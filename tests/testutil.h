@@ -20,6 +20,9 @@ double assert_close (const char *what, const float *got, const float *ref, int64
 
 JsonNode *load_json (const char *path);
 
+/* A temporary copy of a folder of plain files (a model folder a test
+ * changes); (transfer full) its path, remove with remove_flat_dir. */
+char *copy_flat_dir (const char *src);
 /* Removes a folder of plain files (a test's temporary copy). */
 void remove_flat_dir (const char *dir);
 
