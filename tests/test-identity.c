@@ -31,7 +31,6 @@ identity_of (const char *dir)
   return id;
 }
 
-/* A temporary copy of a flat model folder; free with remove_flat_dir. */
 /* The file offset of a tensor's first byte in dir/model.safetensors, and
  * its size, from the header. */
 static gsize
