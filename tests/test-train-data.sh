@@ -167,13 +167,24 @@ check "a run resumed mid-epoch repeats the uninterrupted one" 'grep -q "resuming
 
 # data parallelism: each rank reads its share; the ranks agree
 if command -v mpirun > /dev/null && [[ "$(ldd "$train")" == *libmpi* ]]; then
-  mpi=(mpirun -np 2 --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))
+  mpmd=(mpirun --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))
+  mpi=("${mpmd[@]}" -np 2)
   "${mpi[@]}" "$train" pretrain "${common[@]}" --threads 1 --loader-threads 1 --data "$ann/coco_karpathy_train.json" \
     --image-root "$tmp/coco/images" --out "$tmp/mpi" --steps 4 > "$tmp/mpi.log" 2>&1
   check "two MPI ranks stream their shares and agree" 'grep -q "ranks. weights agree" "$tmp/mpi.log"' \
-    || tail -20 "$tmp/mpi.log" | sed 's/^/# /'
+    || tail -20 "$tmp/mpi.log" | sed 's/^/# /' >&2
+  # ranks that start from different weights (here: different seeds) stop
+  # before their first all-reduce, which would mismatch
+  one=(-np 1 "$train" pretrain "${common[@]}" --threads 1 --loader-threads 1 --data "$tmp/own" --out "$tmp/mpi-seeds" --steps 2)
+  timeout 120 "${mpmd[@]}" "${one[@]}" --seed 1 : "${one[@]}" --seed 2 > "$tmp/seeds.log" 2>&1
+  rc=$?
+  check "ranks that do not start from the same weights stop with a message" \
+    '[ $rc != 0 ] && [ $rc != 124 ] && grep -q "the ranks do not start from the same weights" "$tmp/seeds.log" \
+     && ! grep -q "Signal:" "$tmp/seeds.log" && [ ! -s "$tmp/mpi-seeds/metrics.jsonl" ]' \
+    || tail -20 "$tmp/seeds.log" | sed 's/^/# /' >&2
 else
   echo "ok $((n=n+1)) - two MPI ranks stream their shares # SKIP blip-train was built without MPI"
+  echo "ok $((n=n+1)) - ranks that do not start from the same weights stop # SKIP blip-train was built without MPI"
 fi
 echo "1..$n"
 [ "$failed" = 0 ]

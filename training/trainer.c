@@ -15,6 +15,8 @@
 #include <image-load.h>
 #include "../core/checkpoint.h"
 
+#include <glib/gstdio.h>
+
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -55,9 +57,11 @@ train_options_default (TrainTask task)
 
 /* A WordPiece vocabulary of the data's words (every caption of the
  * indexes: training, validation and test), BERT's specials first and
- * BLIP's [DEC]/[ENC] after. */
+ * BLIP's [DEC]/[ENC] after.  Each rank builds it in a folder of its own:
+ * the run's model folder is the lead rank's to write (it rewrites vocab.txt
+ * without [DEC]/[ENC], which a rank reading it then would miss). */
 static BlipTokenizer *
-build_tokenizer (const char *dir, AnnotationIndex *const *sets, int n_sets, const char *prompt, GError **error)
+build_tokenizer (AnnotationIndex *const *sets, int n_sets, const char *prompt, GError **error)
 {
   GHashTable *words = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   GString *v = g_string_new ("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n");
@@ -77,19 +81,25 @@ build_tokenizer (const char *dir, AnnotationIndex *const *sets, int n_sets, cons
     }
   }
   g_string_append (v, "[DEC]\n[ENC]\n");
-  char *path = g_build_filename (dir, "vocab.txt", NULL);
+  g_hash_table_destroy (words);
   GError *err = NULL;
-  gboolean ok = FALSE;
-  if (g_mkdir_with_parents (dir, 0755) != 0)
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s: %s", dir, g_strerror (errno));
-  else if (!(ok = g_file_set_contents (path, v->str, -1, &err))) {
-    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "%s", err->message);
+  char *dir = g_dir_make_tmp ("blip-train-vocab-XXXXXX", &err);
+  char *path = dir ? g_build_filename (dir, "vocab.txt", NULL) : NULL;
+  BlipTokenizer *tok = NULL;
+  if (dir && g_file_set_contents (path, v->str, -1, &err))
+    tok = blip_tokenizer_load (dir, error);
+  if (err) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_IO, "the vocabulary: %s", err->message);
     g_error_free (err);
   }
+  if (path)
+    g_unlink (path);
+  if (dir)
+    g_rmdir (dir);
   g_free (path);
+  g_free (dir);
   g_string_free (v, TRUE);
-  g_hash_table_destroy (words);
-  return ok ? blip_tokenizer_load (dir, error) : NULL;
+  return tok;
 }
 
 /* The training files of --data (a folder: its train.json; a file: itself)
@@ -364,7 +374,7 @@ train_run (const TrainOptions *o)
       if (g_file_test (other_files->pdata[k], G_FILE_TEST_IS_REGULAR))
         annotations_add_file (sets[1], other_files->pdata[k], NULL, &error);
     if (!error)
-      tok = build_tokenizer (model_dir, sets, 2, o->prompt, &error);
+      tok = build_tokenizer (sets, 2, o->prompt, &error);
     annotations_free (sets[1]);
     if (!tok) {
       rc = fail (error);
@@ -437,6 +447,14 @@ train_run (const TrainOptions *o)
   for (guint i = 0; i < s->model->params->len; i++)
     n_params += ((TrainParam *) s->model->params->pdata[i])->numel;
 
+  /* the gradients' all-reduce needs the same parameters on every rank: a
+   * rank that built or read another model stops the job here, before the
+   * collectives would mismatch */
+  if (W > 1 && !ranks_agree (s->model)) {
+    g_printerr ("blip-train: rank %d: the ranks do not start from the same weights (%" G_GSIZE_FORMAT
+                " parameters here): give every rank the same options\n", R, n_params);
+    dist_abort (1);
+  }
   metrics = lead ? open_metrics (o->out, o->resume ? s->step : 0) : NULL;
   if (N < B * A * W) {
     g_printerr ("blip-train: %d pairs are fewer than a step's %d x %d x %d ranks\n", N, B, A, W);
