@@ -55,6 +55,28 @@ rc=$?
 check "without --image-root the Karpathy paths do not resolve, and the warning names them" \
   '[ $rc != 0 ] && grep -q "annotation/val2014/COCO_val2014_.*skipped" "$tmp/noroot.log"'
 
+# the user's usual job end to end on that set: finetune a captioner from a
+# Hugging Face folder (the one the run exported), evaluate, export, and
+# caption a picture of the set with the blipcaption element
+"$train" finetune-caption "${common[@]}" --data "$ann/coco_karpathy_train.json" --image-root "$tmp/coco/images" \
+  --init "$tmp/coco-run/caption" --prompt "a picture of " --out "$tmp/coco-cap" --steps 3 > "$tmp/coco-cap.log" 2>&1
+rc=$?
+check "finetune-caption --init a Hugging Face folder on Karpathy JPEGs, with a prompt" \
+  '[ $rc = 0 ] && [ "$(wc -l < "$tmp/coco-cap/metrics.jsonl")" = 3 ]' || tail -5 "$tmp/coco-cap.log" | sed 's/^/# /' >&2
+"$train" eval --beams 1 --data "$ann/coco_karpathy_test.json" --image-root "$tmp/coco/images" --model "$tmp/coco-cap" \
+  > "$tmp/coco-cap-eval.txt" 2> /dev/null
+rc=$?
+check "the finetuned captioner evaluates on Karpathy test" '[ $rc = 0 ] && $py -c "
+import json, sys; r = json.loads(open(sys.argv[1]).read().splitlines()[-1]); sys.exit(0 if r[\"n\"] == 16 and \"cider\" in r else 1)" "$tmp/coco-cap-eval.txt"'
+"$train" export --run "$tmp/coco-cap" --out "$tmp/coco-cap-hf" > /dev/null 2>&1
+jpeg=$(find "$tmp/coco/images" -name '*.jpg' | sort | head -1)
+GST_PLUGIN_PATH="$build/gst" GST_REGISTRY="$tmp/registry.bin" LD_LIBRARY_PATH="$build/core${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  timeout 120 gst-launch-1.0 -m filesrc location="$jpeg" ! jpegdec ! videoconvert ! imagefreeze num-buffers=1 \
+  ! blipcaption model="$tmp/coco-cap-hf/caption" prompt="a picture of" max-new-tokens=8 ! fakesink > "$tmp/gst.log" 2>&1
+rc=$?
+check "blipcaption loads the exported folder and captions a JPEG of the set" \
+  '[ $rc = 0 ] && grep -q "blip-caption, text=(string)" "$tmp/gst.log"' || tail -5 "$tmp/gst.log" | sed 's/^/# /' >&2
+
 # make-dataset's own layout in the other formats
 "$train" make-dataset --out "$tmp/own" --train 64 --val 8 --test 8 --size 32 --seed 6 > /dev/null
 $py - "$tmp/own" <<'PY'

@@ -576,14 +576,15 @@ train_run (const TrainOptions *o)
       }
       if (lead && s->step % o->log_every == 0) {
         const double run_s = (g_get_monotonic_time () - t0) / 1e6;
-        const double ips = steps_this_run * B * A * W / MAX (run_s, 1e-3);
-        double eta = (double) ((o->epochs - s->epoch) * steps_per_epoch - s->epoch_pos) * B * A / MAX (ips, 1e-3);
+        /* pairs a second over all ranks; a step takes B x A x W of them */
+        const double pps = steps_this_run * B * A * W / MAX (run_s, 1e-3), step_time = B * A * W / MAX (pps, 1e-9);
+        double eta = (double) ((o->epochs - s->epoch) * steps_per_epoch - s->epoch_pos) * step_time;
         if (o->steps > 0)
-          eta = MIN (eta, (o->steps - s->step) * B * A / MAX (ips, 1e-3));
+          eta = MIN (eta, (o->steps - s->step) * step_time);
         if (o->minutes > 0)
           eta = MIN (eta, o->minutes * 60 - s->elapsed_s);
-        printf ("%sstep %d epoch %d itc %.3f itm %.3f lm %.3f lr %.2e %.0f img/s eta %.0fs%s",
-                tty ? "\r" : "", s->step, s->epoch, avg[0], avg[1], avg[2], lr, ips, MAX (eta, 0), tty ? "   " : "\n");
+        printf ("%sstep %d epoch %d itc %.3f itm %.3f lm %.3f lr %.2e %.3g pairs/s eta %.0fs%s",
+                tty ? "\r" : "", s->step, s->epoch, avg[0], avg[1], avg[2], lr, pps, MAX (eta, 0), tty ? "   " : "\n");
         fflush (stdout);
         if (metrics)
           fflush (metrics);
