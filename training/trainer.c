@@ -12,6 +12,7 @@
 #include "distributed.h"
 #include "train-state.h"
 #include "init-weights.h"
+#include "step-flops.h"
 #include <image-load.h>
 #include "../core/checkpoint.h"
 
@@ -485,7 +486,7 @@ train_run (const TrainOptions *o)
 
   const gint64 t0 = g_get_monotonic_time ();
   const double elapsed0 = s->elapsed_s;
-  double avg[3] = { 0 }, step_s = 0;
+  double avg[3] = { 0 }, step_s = 0, math_s = 0, flops = 0;
   int steps_this_run = 0;
   gboolean finished = FALSE;
   for (; s->epoch < o->epochs && !finished; s->epoch++, s->epoch_pos = 0) {
@@ -526,6 +527,8 @@ train_run (const TrainOptions *o)
                              NULL, NULL };
         /* the objective `blip-train grad --loss pretrain` and tests/test-grad.c check */
         objective_pretrain (s->model, s->itc.momentum ? &s->itc : NULL, &pb, 0.07, 0.1, rng, &l);
+        flops += step_flops (&c, B, Tb, &(StepParts) { .itc = w_vl > 0, .momentum = w_vl > 0 && s->itc.momentum,
+                                                       .itm_pairs = w_vl > 0 ? 3 * B : 0, .lm = w_lm > 0 });
         sum.itc += l.itc / A;
         sum.itm += l.itm / A;
         sum.lm += l.lm / A;
@@ -549,6 +552,7 @@ train_run (const TrainOptions *o)
       steps_this_run++;
       if (!diverged)
         adamw_step (s, lr, o->weight_decay);
+      math_s += (g_get_monotonic_time () - step_t0) / 1e6;
       const double k = steps_this_run == 1 ? 1.0 : 0.05;
       avg[0] = (1 - k) * avg[0] + k * sum.itc;
       avg[1] = (1 - k) * avg[1] + k * sum.itm;
@@ -621,6 +625,11 @@ train_run (const TrainOptions *o)
     printf ("data: waited %.2f s for batches in %.2f s of steps (%.1f%%); %d loader threads worked %.2f s\n",
             batch_loader_wait_seconds (loader), step_s, 100 * batch_loader_wait_seconds (loader) / MAX (step_s, 1e-9),
             o->loader_threads, batch_loader_work_seconds (loader));
+    /* whole steps (forward, backward, all-reduce, AdamW) against the
+     * arithmetic of their products: compare with the sgemm ceiling */
+    if (steps_this_run > 0)
+      printf ("math: %.1f GFLOP/s%s in %.2f s of steps (%.0f GFLOP a step, matrix products counted from the shapes)\n",
+              flops / MAX (math_s, 1e-9) / 1e9, W > 1 ? " a rank" : "", math_s, flops / steps_this_run / 1e9);
     printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
