@@ -38,16 +38,14 @@ die (GError *error)
   exit (1);
 }
 
-/* xorshift64*: the synthetic rows need speed, not quality */
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
+/* the synthetic rows: GLib's generator, fixed seed (the same rows each run) */
 static float
 uniform (void)
 {
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return (float) ((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (float) (1 << 24) * 2.0f - 1.0f;
+  static GRand *rng;
+  if (!rng)
+    rng = g_rand_new_with_seed (0x9e3779b9u);
+  return (float) g_rand_double_range (rng, -1.0, 1.0);
 }
 
 static int
