@@ -84,6 +84,8 @@ BLIP_API gboolean blip_config_load (const char *dir, BlipConfig *config, GError 
  * dividing the widths, the patch dividing the image.  FALSE with a
  * BLIP_ERROR_CONFIG error naming the first bad value. */
 BLIP_API gboolean blip_config_validate (const BlipConfig *config, GError **error);
+/* The vision encoder's tokens: (image_size / patch_size)^2 patches and CLS. */
+BLIP_API int blip_config_vision_tokens (const BlipVisionConfig *vision);
 
 /* ---- tokenizer ---- */
 

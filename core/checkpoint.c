@@ -1,7 +1,6 @@
-/* Writing Hugging Face BLIP checkpoint folders: the parameter list of a
- * geometry (names and shapes exactly as transformers saves them),
- * config.json, tokenizer files, and random weights with BLIP's
- * initialisation (normal(0, 0.02) matrices, zero biases, unit LayerNorm). */
+/* Writing Hugging Face BLIP checkpoint folders: config.json, tokenizer
+ * files, and random weights with BLIP's initialisation (the tensors and
+ * their initialisation from schema.h). */
 #include "blip-private.h"
 #include "checkpoint.h"
 
@@ -10,135 +9,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <string.h>
-
-static void
-add_param (GArray *list, BlipParamInit init, int ndim, int64_t a, int64_t b, int64_t c,
-           int64_t d, const char *fmt, ...)
-{
-  BlipParam p = { 0 };
-  va_list ap;
-  va_start (ap, fmt);
-  p.name = g_strdup_vprintf (fmt, ap);
-  va_end (ap);
-  p.init = init;
-  p.ndim = ndim;
-  int64_t dims[4] = { a, b, c, d };
-  p.numel = 1;
-  for (int i = 0; i < ndim; i++) {
-    p.shape[i] = dims[i];
-    p.numel *= dims[i];
-  }
-  g_array_append_val (list, p);
-}
-
-static void
-add_linear (GArray *l, const char *pre, int out, int in)
-{
-  add_param (l, BLIP_INIT_NORMAL, 2, out, in, 0, 0, "%s.weight", pre);
-  add_param (l, BLIP_INIT_ZEROS, 1, out, 0, 0, 0, "%s.bias", pre);
-}
-
-static void
-add_norm (GArray *l, const char *pre, int dim)
-{
-  add_param (l, BLIP_INIT_ONES, 1, dim, 0, 0, 0, "%s.weight", pre);
-  add_param (l, BLIP_INIT_ZEROS, 1, dim, 0, 0, 0, "%s.bias", pre);
-}
-
-static void
-add_bert (GArray *l, const BlipTextConfig *t, const char *prefix)
-{
-  char *p = g_strdup_printf ("%s.embeddings", prefix);
-  char *n = g_strdup_printf ("%s.word_embeddings.weight", p);
-  add_param (l, BLIP_INIT_NORMAL, 2, t->vocab_size, t->hidden_size, 0, 0, "%s", n);
-  g_free (n);
-  add_param (l, BLIP_INIT_NORMAL, 2, t->max_position_embeddings, t->hidden_size, 0, 0,
-             "%s.position_embeddings.weight", p);
-  n = g_strdup_printf ("%s.LayerNorm", p);
-  add_norm (l, n, t->hidden_size);
-  g_free (n);
-  g_free (p);
-  const int D = t->hidden_size;
-  for (int i = 0; i < t->num_layers; i++) {
-    const char *att[2] = { "attention", "crossattention" };
-    for (int a = 0; a < 2; a++) {
-      const int kv = a ? t->encoder_hidden_size : D;
-      char *q = g_strdup_printf ("%s.encoder.layer.%d.%s", prefix, i, att[a]);
-      char *names[5] = {
-        g_strconcat (q, ".self.query", NULL), g_strconcat (q, ".self.key", NULL),
-        g_strconcat (q, ".self.value", NULL), g_strconcat (q, ".output.dense", NULL),
-        g_strconcat (q, ".output.LayerNorm", NULL),
-      };
-      add_linear (l, names[0], D, D);
-      add_linear (l, names[1], D, kv);
-      add_linear (l, names[2], D, kv);
-      add_linear (l, names[3], D, D);
-      add_norm (l, names[4], D);
-      for (int k = 0; k < 5; k++)
-        g_free (names[k]);
-      g_free (q);
-    }
-    char *q = g_strdup_printf ("%s.encoder.layer.%d", prefix, i);
-    char *n1 = g_strconcat (q, ".intermediate.dense", NULL), *n2 = g_strconcat (q, ".output.dense", NULL),
-         *n3 = g_strconcat (q, ".output.LayerNorm", NULL);
-    add_linear (l, n1, t->intermediate_size, D);
-    add_linear (l, n2, D, t->intermediate_size);
-    add_norm (l, n3, D);
-    g_free (n1);
-    g_free (n2);
-    g_free (n3);
-    g_free (q);
-  }
-}
-
-GArray *
-blip_param_list (const BlipConfig *c, BlipCheckpointKind kind)
-{
-  GArray *l = g_array_new (FALSE, TRUE, sizeof (BlipParam));
-  g_array_set_clear_func (l, (GDestroyNotify) blip_param_clear);
-  const BlipVisionConfig *v = &c->vision;
-  const int Dv = v->hidden_size, g = v->image_size / v->patch_size;
-  add_param (l, BLIP_INIT_NORMAL, 3, 1, 1, Dv, 0, "vision_model.embeddings.class_embedding");
-  add_param (l, BLIP_INIT_NORMAL, 4, Dv, 3, v->patch_size, v->patch_size,
-             "vision_model.embeddings.patch_embedding.weight");
-  add_param (l, BLIP_INIT_ZEROS, 1, Dv, 0, 0, 0, "vision_model.embeddings.patch_embedding.bias");
-  add_param (l, BLIP_INIT_NORMAL, 3, 1, g * g + 1, Dv, 0, "vision_model.embeddings.position_embedding");
-  for (int i = 0; i < v->num_layers; i++) {
-    const char *suffix[6] = { "layer_norm1", "layer_norm2", "self_attn.qkv", "self_attn.projection",
-                              "mlp.fc1", "mlp.fc2" };
-    char *n[6];
-    for (int k = 0; k < 6; k++)
-      n[k] = g_strdup_printf ("vision_model.encoder.layers.%d.%s", i, suffix[k]);
-    add_norm (l, n[0], Dv);
-    add_norm (l, n[1], Dv);
-    add_linear (l, n[2], 3 * Dv, Dv);
-    add_linear (l, n[3], Dv, Dv);
-    add_linear (l, n[4], v->intermediate_size, Dv);
-    add_linear (l, n[5], Dv, v->intermediate_size);
-    for (int k = 0; k < 6; k++)
-      g_free (n[k]);
-  }
-  add_norm (l, "vision_model.post_layernorm", Dv);
-  const BlipTextConfig *t = &c->text;
-  if (kind == BLIP_CHECKPOINT_CAPTION) {
-    add_bert (l, t, "text_decoder.bert");
-    add_linear (l, "text_decoder.cls.predictions.transform.dense", t->hidden_size, t->hidden_size);
-    add_norm (l, "text_decoder.cls.predictions.transform.LayerNorm", t->hidden_size);
-    add_param (l, BLIP_INIT_ZEROS, 1, t->vocab_size, 0, 0, 0, "text_decoder.cls.predictions.bias");
-  } else {
-    add_bert (l, t, "text_encoder");
-    add_linear (l, "vision_proj", c->image_text_hidden_size, Dv);
-    add_linear (l, "text_proj", c->image_text_hidden_size, t->hidden_size);
-    add_linear (l, "itm_head", 2, t->hidden_size);
-  }
-  return l;
-}
-
-void
-blip_param_clear (BlipParam *p)
-{
-  g_free (p->name);
-}
 
 BlipConfig
 blip_config_preset (const char *name, gboolean *found)
@@ -409,17 +279,10 @@ blip_checkpoint_write_random (const char *dir, const BlipConfig *c, BlipCheckpoi
   GPtrArray *data = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < params->len; i++) {
     const BlipParam *p = &g_array_index (params, BlipParam, i);
-    float *x = g_new (float, p->numel);
-    for (int64_t k = 0; k < p->numel; k++) {
-      if (p->init == BLIP_INIT_ONES)
-        x[k] = 1.0f;
-      else if (p->init == BLIP_INIT_ZEROS)
-        x[k] = 0.0f;
-      else { /* Box-Muller normal(0, 0.02) */
-        double u1 = g_rand_double (rng), u2 = g_rand_double (rng);
-        x[k] = (float) (0.02 * sqrt (-2.0 * log (MAX (u1, 1e-300))) * cos (2 * G_PI * u2));
-      }
-    }
+    if (p->tied)
+      continue;
+    float *x = g_new (float, MAX (p->numel, 1));
+    blip_param_init_values (p, rng, x);
     g_ptr_array_add (data, x);
     blip_safetensors_writer_add (w, p->name, BLIP_DTYPE_F32, p->ndim, p->shape, x);
   }

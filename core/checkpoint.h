@@ -2,33 +2,9 @@
 #ifndef BLIP_CHECKPOINT_H
 #define BLIP_CHECKPOINT_H
 
-#include "blip.h"
+#include "schema.h"
 
 G_BEGIN_DECLS
-
-typedef enum {
-  BLIP_CHECKPOINT_CAPTION,   /* BlipForConditionalGeneration */
-  BLIP_CHECKPOINT_RETRIEVAL, /* BlipForImageTextRetrieval */
-} BlipCheckpointKind;
-
-typedef enum {
-  BLIP_INIT_NORMAL, /* normal(0, 0.02) */
-  BLIP_INIT_ZEROS,
-  BLIP_INIT_ONES,
-} BlipParamInit;
-
-typedef struct {
-  char *name;         /* as transformers names it */
-  int ndim;
-  int64_t shape[4];
-  int64_t numel;
-  BlipParamInit init;
-} BlipParam;
-
-/* Every parameter of a checkpoint of this geometry and kind, in a fixed
- * order.  (transfer full) GArray of BlipParam; g_array_unref frees all. */
-GArray *blip_param_list (const BlipConfig *config, BlipCheckpointKind kind);
-void blip_param_clear (BlipParam *p);
 
 /* "base", "large" (BLIP's geometries) or "small" (trainable in minutes). */
 BlipConfig blip_config_preset (const char *name, gboolean *found);

@@ -106,6 +106,13 @@ check_range (const char *name, int v, int lo, int hi, GError **error)
   return TRUE;
 }
 
+int
+blip_config_vision_tokens (const BlipVisionConfig *v)
+{
+  const int g = v->image_size / v->patch_size;
+  return g * g + 1;
+}
+
 gboolean
 blip_config_validate (const BlipConfig *c, GError **error)
 {

@@ -5,7 +5,7 @@
 
 #include "bert.h"
 #include "packed-weights.h"
-#include "vit.h"
+#include "schema.h"
 
 G_BEGIN_DECLS
 
@@ -22,7 +22,7 @@ struct _BlipModel {
   BlipBert decoder;  /* text_decoder.bert + cls */
   BlipBert encoder;  /* text_encoder */
   gboolean has_itc, has_itm;
-  BlipLinear vision_proj, text_proj, itm_head;
+  BlipRetrievalHeads heads; /* vision_proj, text_proj, itm_head */
   BlipModelParams params;
   GChecksum *identity_sum; /* while loading: every bound tensor is added to it */
   char *identity;          /* its digest, once loaded (model-identity.h) */

@@ -62,9 +62,9 @@ prepack (BlipMath *math, const BlipModel *m, BlipPrecision precision, GError **e
     return FALSE;
   if (m->has_encoder
       && (!prepack_bert (math, &m->encoder, m->config.text.num_layers, precision, error)
-          || !blip_math_prepack (math, &m->vision_proj, error)
-          || !blip_math_prepack (math, &m->text_proj, error)
-          || !blip_math_prepack (math, &m->itm_head, error)))
+          || !blip_math_prepack (math, &m->heads.vision_proj, error)
+          || !blip_math_prepack (math, &m->heads.text_proj, error)
+          || !blip_math_prepack (math, &m->heads.itm_head, error)))
     return FALSE;
   return TRUE;
 }
@@ -267,7 +267,7 @@ itm_run (BlipSession *s, const float *image_embeds, gboolean shared_image,
       memcpy (hidden + (gsize) b0 * T * D, h, sizeof (float) * B * T * D);
     /* The ITM head reads each text's first token. */
     first_tokens (first, h, B, T, D);
-    if (logits && !blip_math_linear (s->math, logits + 2 * b0, first, &s->model->itm_head, B,
+    if (logits && !blip_math_linear (s->math, logits + 2 * b0, first, &s->model->heads.itm_head, B,
                                      FALSE, NULL, error))
       return FALSE;
   }
@@ -304,7 +304,7 @@ text_features_run (BlipSession *s, const int32_t *ids, const int32_t *mask,
       memcpy (hidden + (gsize) b0 * T * D, h, sizeof (float) * B * T * D);
     if (text_feat) {
       first_tokens (first, h, B, T, D);
-      if (!blip_math_linear (s->math, text_feat + (gsize) b0 * E, first, &s->model->text_proj, B,
+      if (!blip_math_linear (s->math, text_feat + (gsize) b0 * E, first, &s->model->heads.text_proj, B,
                              FALSE, NULL, error))
         return FALSE;
       blip_l2_normalize (text_feat + (gsize) b0 * E, B, E);
@@ -331,7 +331,7 @@ image_features_run (BlipSession *s, const float *image_embeds, int n_images,
   const int E = s->model->config.image_text_hidden_size;
   for (int i = 0; i < n_images; i++) {
     if (!blip_math_linear (s->math, image_feat + (gsize) i * E, image_embeds + (gsize) i * P * Dv,
-                           &s->model->vision_proj, 1, FALSE, NULL, error))
+                           &s->model->heads.vision_proj, 1, FALSE, NULL, error))
       return FALSE;
   }
   blip_l2_normalize (image_feat, n_images, E);
