@@ -198,10 +198,10 @@ first_rows (float *first, const float *x, int B, int rows, int width)
 }
 
 static void
-project (const char *proj, const float *x, int K, float *feat)
+project (const BlipLinear *proj, const float *x, int K, float *feat)
 {
   float raw[N * E], norm[N];
-  linear_forward (raw, x, train_param (model, "%s.weight", proj), train_param (model, "%s.bias", proj), N, K, E);
+  linear_forward (raw, x, proj->w, proj->b, N, K, E);
   l2norm_forward (feat, norm, raw, N, E);
 }
 
@@ -212,16 +212,15 @@ training_outputs (const Inputs *in, int P, Outputs *o)
   vision_tape_free (vision_forward (model, in->pixels, N, o->embeds));
   float cls[N * DV], first[N * D];
   first_rows (cls, o->embeds, N, P, DV);
-  project ("vision_proj", cls, DV, o->image_feat);
+  project (&model->heads.vision_proj, cls, DV, o->image_feat);
 
   text_tape_free (text_forward (model, in->itc_ids, in->mask, N, T, NULL, FALSE, o->text_hidden));
   first_rows (first, o->text_hidden, N, T, D);
-  project ("text_proj", first, D, o->text_feat);
+  project (&model->heads.text_proj, first, D, o->text_feat);
 
   text_tape_free (text_forward (model, in->itm_ids, in->mask, N, T, o->embeds, FALSE, o->itm_hidden));
   first_rows (first, o->itm_hidden, N, T, D);
-  linear_forward (o->itm_logits, first, train_param (model, "itm_head.weight"), train_param (model, "itm_head.bias"),
-                  N, D, 2);
+  linear_forward (o->itm_logits, first, model->heads.itm_head.w, model->heads.itm_head.b, N, D, 2);
 
   /* one image for every text: training takes one per text, so repeat it */
   float *image0 = g_new (float, (gsize) N * P * DV), *hidden = g_new (float, N * T * D);
@@ -229,8 +228,7 @@ training_outputs (const Inputs *in, int P, Outputs *o)
     memcpy (image0 + (gsize) b * P * DV, o->embeds, sizeof (float) * P * DV);
   text_tape_free (text_forward (model, in->itm_ids, in->mask, N, T, image0, FALSE, hidden));
   first_rows (first, hidden, N, T, D);
-  linear_forward (o->shared_itm_logits, first, train_param (model, "itm_head.weight"),
-                  train_param (model, "itm_head.bias"), N, D, 2);
+  linear_forward (o->shared_itm_logits, first, model->heads.itm_head.w, model->heads.itm_head.b, N, D, 2);
 
   text_tape_free (text_forward (model, in->dec_ids, in->mask, N, T, o->embeds, TRUE, hidden));
   head_tape_free (lm_head_forward (model, hidden, N * T, o->decoder_logits));

@@ -114,7 +114,7 @@ cmd_grad (void)
     dec = blip_tokenizer_token_id (tok, "[DEC]");
     blip_tokenizer_free (tok);
   }
-  if ((loss != GRAD_PRETRAIN && (loss == GRAD_LM) != g_str_equal (m->text, "text_decoder.bert"))
+  if ((loss != GRAD_PRETRAIN && (loss == GRAD_LM) != m->has_decoder)
       || (loss == GRAD_PRETRAIN && (enc < 0 || dec < 0))) {
     g_printerr ("blip-train grad: %s needs %s\n", opt_loss,
                 loss == GRAD_LM ? "a captioning model" : loss == GRAD_ITC_ITM ? "a retrieval model"

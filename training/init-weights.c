@@ -1,6 +1,7 @@
-/* --init from a run or a Hugging Face folder (see init-weights.h).  The
- * names come from train_model_hf_name, the mapping export writes with, so
- * a folder blip-train exported loads back into the same parameters. */
+/* --init from a run or a Hugging Face folder (see init-weights.h).  A
+ * folder's tensors are bound through the schema onto the model's structs,
+ * as export writes them, so a folder blip-train exported loads back into
+ * the same parameters. */
 #include "init-weights.h"
 #include "train-state.h"
 #include "../core/safetensors.h"
@@ -57,37 +58,18 @@ init_probe (const char *path, InitSource *source, char **config_dir, GError **er
   return TRUE;
 }
 
-/* the part of the pretraining model a parameter belongs to, for messages */
-static const char *
-part_of (const TrainModel *m, const char *name)
+/* The values (as m's structs point at them) of the tensors a Hugging Face
+ * folder of this kind holds. */
+static GHashTable *
+values_of_kind (TrainModel *m, BlipCheckpointKind kind)
 {
-  if (g_str_has_prefix (name, "vision_model."))
-    return "the vision encoder";
-  if (g_str_has_prefix (name, "text_decoder.cls."))
-    return "the LM head";
-  if (g_str_has_prefix (name, m->encoder_self) && strstr (name, ".attention."))
-    return "the text encoder's self-attention";
-  if (strstr (name, ".attention."))
-    return "the decoder's self-attention";
-  if (g_str_has_prefix (name, "vision_proj.") || g_str_has_prefix (name, "text_proj."))
-    return "the ITC projections";
-  if (g_str_has_prefix (name, "itm_head."))
-    return "the ITM head";
-  return "the shared text layers";
-}
-
-/* does task train (and so need from its start) this parameter? */
-static gboolean
-task_needs (TrainTask task, const char *name)
-{
-  char *hf = NULL;
-  if (task == TRAIN_FINETUNE_CAPTION)
-    hf = train_model_hf_name (name, BLIP_CHECKPOINT_CAPTION);
-  else if (task == TRAIN_FINETUNE_RETRIEVAL)
-    hf = train_model_hf_name (name, BLIP_CHECKPOINT_RETRIEVAL);
-  const gboolean needed = hf != NULL;
-  g_free (hf);
-  return needed;
+  GHashTable *set = g_hash_table_new (NULL, NULL);
+  GArray *list = train_model_schema (m, kind);
+  for (guint i = 0; i < list->len; i++)
+    if (!g_array_index (list, BlipParam, i).tied)
+      g_hash_table_add (set, (gpointer) *g_array_index (list, BlipParam, i).slot);
+  g_array_unref (list);
+  return set;
 }
 
 static gboolean
@@ -97,42 +79,48 @@ load_hf (TrainModel *m, const char *path, InitSource source, TrainTask task, cha
   BlipSafetensors *st = blip_safetensors_open_dir (path, error);
   if (!st)
     return FALSE;
-  GPtrArray *missing = g_ptr_array_new (); /* part names, each once */
+  /* the folder's tensors into the parameters its kind binds them to */
+  GArray *list = train_model_schema (m, kind);
+  GHashTable *filled = g_hash_table_new (NULL, NULL);
   gboolean ok = TRUE;
-  for (guint i = 0; ok && i < m->params->len; i++) {
-    TrainParam *p = m->params->pdata[i];
-    char *hf = train_model_hf_name (p->name, kind);
-    const BlipTensorInfo *t = hf ? blip_safetensors_get (st, hf) : NULL;
-    if (!t) {
-      const char *part = part_of (m, p->name);
-      if (g_str_equal (p->name, "temp"))
-        ; /* not exported: BLIP's 0.07 */
-      else if (task_needs (task, p->name)) {
-        g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s lacks %s (%s), which %s trains: give a %s folder or a run",
-                     path, part, hf ? hf : p->name,
-                     task == TRAIN_FINETUNE_CAPTION ? "finetune-caption" : "finetune-retrieval",
-                     task == TRAIN_FINETUNE_CAPTION ? "BlipForConditionalGeneration" : "BlipForImageTextRetrieval");
-        ok = FALSE;
-      } else if (!g_ptr_array_find_with_equal_func (missing, part, g_str_equal, NULL))
-        g_ptr_array_add (missing, (gpointer) part);
-      g_free (hf);
+  for (guint i = 0; ok && i < list->len; i++) {
+    const BlipParam *bp = &g_array_index (list, BlipParam, i);
+    const BlipTensorInfo *t = bp->tied ? NULL : blip_safetensors_get (st, bp->name);
+    if (!t)
       continue;
-    }
-    gboolean same = t->ndim == p->ndim && t->numel == (int64_t) p->numel;
-    for (int d = 0; same && d < p->ndim; d++)
-      same = t->shape[d] == p->shape[d];
+    gboolean same = t->ndim == bp->ndim && t->numel == bp->numel;
+    for (int d = 0; same && d < bp->ndim; d++)
+      same = t->shape[d] == bp->shape[d];
     if (!same) {
       g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s: %s has a shape other than its config.json gives",
-                   path, hf);
+                   path, bp->name);
       ok = FALSE;
-    } else {
-      float *owned = NULL;
-      const float *d = blip_tensor_as_f32 (t, &owned, error);
-      if ((ok = d != NULL))
-        memcpy (p->value, d, sizeof (float) * p->numel);
-      g_free (owned);
+      break;
     }
-    g_free (hf);
+    float *owned = NULL;
+    const float *d = blip_tensor_as_f32 (t, &owned, error);
+    if ((ok = d != NULL)) {
+      memcpy (train_value_of (m, *bp->slot), d, sizeof (float) * bp->numel);
+      g_hash_table_add (filled, (gpointer) *bp->slot);
+    }
+    g_free (owned);
+  }
+  /* what it lacks: refused where the task trains it, else BLIP's init */
+  GHashTable *needed = task == TRAIN_FINETUNE_CAPTION ? values_of_kind (m, BLIP_CHECKPOINT_CAPTION)
+      : task == TRAIN_FINETUNE_RETRIEVAL ? values_of_kind (m, BLIP_CHECKPOINT_RETRIEVAL)
+      : g_hash_table_new (NULL, NULL);
+  GPtrArray *missing = g_ptr_array_new (); /* part names, each once */
+  for (guint i = 0; ok && i < m->params->len; i++) {
+    const TrainParam *p = m->params->pdata[i];
+    if (g_hash_table_contains (filled, p->value) || p->value == m->temp) /* temp: not exported, BLIP's 0.07 */
+      continue;
+    if (g_hash_table_contains (needed, p->value)) {
+      g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT, "%s lacks %s (%s), which %s trains: give a %s folder or a run",
+                   path, p->part, p->name, task == TRAIN_FINETUNE_CAPTION ? "finetune-caption" : "finetune-retrieval",
+                   task == TRAIN_FINETUNE_CAPTION ? "BlipForConditionalGeneration" : "BlipForImageTextRetrieval");
+      ok = FALSE;
+    } else if (!g_ptr_array_find_with_equal_func (missing, p->part, g_str_equal, NULL))
+      g_ptr_array_add (missing, (gpointer) p->part);
   }
   if (ok && note && missing->len) {
     GString *s = g_string_new ("initialised as BLIP does (normal 0.02, LayerNorm 1 and 0), not in ");
@@ -142,6 +130,9 @@ load_hf (TrainModel *m, const char *path, InitSource source, TrainTask task, cha
     *note = g_string_free (s, FALSE);
   }
   g_ptr_array_unref (missing);
+  g_hash_table_destroy (needed);
+  g_hash_table_destroy (filled);
+  g_array_unref (list);
   blip_safetensors_free (st);
   return ok;
 }

@@ -13,28 +13,107 @@
 
 /* ---- parameters ---- */
 
-static void train_param_free (gpointer p);
+static TrainModel *
+model_alloc (const BlipConfig *c)
+{
+  TrainModel *m = g_new0 (TrainModel, 1);
+  m->c = *c;
+  m->params = g_ptr_array_new (); /* TrainParam *, freed by train_model_free */
+  m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  return m;
+}
+
+/* What a tensor of the list belongs to, for messages: the decoder's and the
+ * encoder's self-attention told apart. */
+static const char *
+part_name (const BlipParam *bp, gboolean encoder)
+{
+  if (bp->part == BLIP_PART_SELF_ATTENTION)
+    return encoder ? "the text encoder's self-attention" : "the decoder's self-attention";
+  if (bp->part == BLIP_PART_TEXT_EMBEDDINGS || bp->part == BLIP_PART_CROSS_ATTENTION
+      || bp->part == BLIP_PART_TEXT_FFN)
+    return "the shared text layers";
+  return blip_part_describe (bp->part);
+}
+
+/* Gives the entries of list that own[] marks storage in one flat buffer
+ * (and gradients, when grads), in list order, points their slots at it and
+ * records them as parameters; extra more floats at the end (the
+ * temperature). */
+static void
+allocate (TrainModel *m, GArray *list, const gboolean *own, const gboolean *encoder, gboolean grads, gsize extra)
+{
+  gsize n = extra;
+  for (guint i = 0; i < list->len; i++)
+    if (own[i])
+      n += g_array_index (list, BlipParam, i).numel;
+  m->n_values = n;
+  m->values = g_new0 (float, MAX (n, 1));
+  m->grads = grads ? g_new0 (float, MAX (n, 1)) : NULL;
+  gsize at = 0;
+  for (guint i = 0; i < list->len; i++) {
+    const BlipParam *bp = &g_array_index (list, BlipParam, i);
+    if (!own[i])
+      continue;
+    TrainParam *p = g_new0 (TrainParam, 1);
+    p->name = g_strdup (bp->name);
+    p->ndim = bp->ndim;
+    memcpy (p->shape, bp->shape, sizeof (int64_t) * bp->ndim);
+    p->numel = bp->numel;
+    p->part = part_name (bp, encoder[i]);
+    p->value = m->values + at;
+    p->grad = grads ? m->grads + at : NULL;
+    *bp->slot = p->value;
+    at += bp->numel;
+    g_ptr_array_add (m->params, p);
+    g_hash_table_insert (m->by_name, p->name, p);
+  }
+}
+
+/* The tied copies of list (the LM head's decoder) point where their
+ * tensors do. */
+static void
+tie_copies (GArray *list)
+{
+  for (guint i = 0; i < list->len; i++) {
+    const BlipParam *bp = &g_array_index (list, BlipParam, i);
+    if (bp->tied && bp->slot)
+      *bp->slot = *bp->tied_to;
+  }
+}
+
+/* BLIP's pretraining tie (blip_pretrain.py, tie_encoder_decoder_weights
+ * with skip key "/attention"): the text encoder uses the decoder's
+ * embeddings, cross-attention and feed-forward layers; only its
+ * self-attention is its own. */
+static void
+tie_encoder_to_decoder (TrainModel *m)
+{
+  BlipBert *e = &m->encoder;
+  const BlipBert *d = &m->decoder;
+  e->word_emb = d->word_emb;
+  e->pos_emb = d->pos_emb;
+  e->emb_ln = d->emb_ln;
+  for (int l = 0; l < m->c.text.num_layers; l++) {
+    e->layers[l].cross = d->layers[l].cross;
+    e->layers[l].inter = d->layers[l].inter;
+    e->layers[l].out = d->layers[l].out;
+    e->layers[l].out_ln = d->layers[l].out_ln;
+  }
+}
 
 static void
-add_param (TrainModel *m, const BlipParam *bp, GRand *rng)
+add_temp (TrainModel *m)
 {
   TrainParam *p = g_new0 (TrainParam, 1);
-  p->name = g_strdup (bp->name);
-  p->ndim = bp->ndim;
-  memcpy (p->shape, bp->shape, sizeof (int64_t) * 4);
-  p->numel = bp->numel;
-  p->value = g_new (float, MAX (p->numel, 1));
-  p->grad = g_new0 (float, MAX (p->numel, 1));
-  for (gsize k = 0; k < p->numel; k++) {
-    if (bp->init == BLIP_INIT_ONES)
-      p->value[k] = 1.0f;
-    else if (bp->init == BLIP_INIT_ZEROS)
-      p->value[k] = 0.0f;
-    else { /* normal(0, 0.02), Box-Muller */
-      const double u1 = MAX (g_rand_double (rng), 1e-300), u2 = g_rand_double (rng);
-      p->value[k] = (float) (0.02 * sqrt (-2.0 * log (u1)) * cos (2 * G_PI * u2));
-    }
-  }
+  p->name = g_strdup ("temp"); /* not exported */
+  p->ndim = 1;
+  p->shape[0] = 1;
+  p->numel = 1;
+  p->part = "the ITC temperature";
+  p->value = m->temp = m->values + m->n_values - 1;
+  p->grad = m->grads + m->n_values - 1;
+  m->temp[0] = 0.07f; /* BLIP's initial temperature */
   g_ptr_array_add (m->params, p);
   g_hash_table_insert (m->by_name, p->name, p);
 }
@@ -42,74 +121,91 @@ add_param (TrainModel *m, const BlipParam *bp, GRand *rng)
 TrainModel *
 train_model_new (const BlipConfig *c, guint64 seed)
 {
-  TrainModel *m = g_new0 (TrainModel, 1);
-  m->c = *c;
-  m->text = "text_decoder.bert";
-  m->encoder_self = "text_encoder";
-  m->params = g_ptr_array_new_with_free_func (train_param_free);
-  m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
-  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
-  GArray *cap = blip_param_list (c, BLIP_CHECKPOINT_CAPTION);
-  for (guint i = 0; i < cap->len; i++)
-    add_param (m, &g_array_index (cap, BlipParam, i), rng);
-  g_array_unref (cap);
-  /* from the retrieval model: what the decoder does not share with it */
-  GArray *ret = blip_param_list (c, BLIP_CHECKPOINT_RETRIEVAL);
-  for (guint i = 0; i < ret->len; i++) {
-    const BlipParam *bp = &g_array_index (ret, BlipParam, i);
-    if (strstr (bp->name, ".attention.") || g_str_has_prefix (bp->name, "vision_proj")
-        || g_str_has_prefix (bp->name, "text_proj") || g_str_has_prefix (bp->name, "itm_head"))
-      add_param (m, bp, rng);
+  TrainModel *m = model_alloc (c);
+  m->has_decoder = m->has_encoder = TRUE;
+  GArray *list = blip_param_array_new ();
+  blip_schema_append (list, c, BLIP_SCHEMA_VISION, &(BlipSchemaBinding) { .vit = &m->vit });
+  blip_schema_append (list, c, BLIP_SCHEMA_CAPTION_TEXT, &(BlipSchemaBinding) { .text = &m->decoder });
+  const guint n_caption = list->len;
+  blip_schema_append (list, c, BLIP_SCHEMA_RETRIEVAL_TEXT,
+                      &(BlipSchemaBinding) { .text = &m->encoder, .heads = &m->heads });
+  gboolean *own = g_new0 (gboolean, list->len), *encoder = g_new0 (gboolean, list->len);
+  for (guint i = 0; i < list->len; i++) {
+    const BlipParam *bp = &g_array_index (list, BlipParam, i);
+    const BlipPart part = bp->part;
+    encoder[i] = i >= n_caption;
+    own[i] = !bp->tied && (i < n_caption || part == BLIP_PART_SELF_ATTENTION || part == BLIP_PART_ITC_PROJECTIONS
+                           || part == BLIP_PART_ITM_HEAD);
   }
-  g_array_unref (ret);
+  allocate (m, list, own, encoder, TRUE, 1);
+  GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) (seed >> 32) }, 2);
+  for (guint i = 0; i < list->len; i++)
+    if (own[i])
+      blip_param_init_values (&g_array_index (list, BlipParam, i), rng, train_value_of (m, *g_array_index (list, BlipParam, i).slot));
   g_rand_free (rng);
-  /* ITC's learnable temperature, BLIP's initial 0.07; not exported */
-  const BlipParam temp = { .name = (char *) "temp", .ndim = 1, .shape = { 1 }, .numel = 1, .init = BLIP_INIT_ZEROS };
-  add_param (m, &temp, NULL);
-  ((TrainParam *) g_hash_table_lookup (m->by_name, "temp"))->value[0] = 0.07f;
+  add_temp (m);
+  tie_copies (list);
+  tie_encoder_to_decoder (m);
+  g_free (own);
+  g_free (encoder);
+  g_array_unref (list);
   return m;
 }
 
-TrainModel *
-train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const char *name))
+GArray *
+train_model_schema (TrainModel *m, BlipCheckpointKind kind)
 {
-  TrainModel *s = g_new0 (TrainModel, 1);
-  s->c = m->c;
-  s->text = m->text;
-  s->encoder_self = m->encoder_self;
-  s->params = g_ptr_array_new_with_free_func (train_param_free);
-  s->by_name = g_hash_table_new (g_str_hash, g_str_equal);
-  for (guint i = 0; i < m->params->len; i++) {
-    const TrainParam *p = m->params->pdata[i];
-    if (!keep (m, p->name))
-      continue;
-    TrainParam *c = g_new0 (TrainParam, 1);
-    *c = *p;
-    c->name = g_strdup (p->name);
-    c->value = g_memdup2 (p->value, sizeof (float) * MAX (p->numel, 1));
-    c->grad = NULL;
-    g_ptr_array_add (s->params, c);
-    g_hash_table_insert (s->by_name, c->name, c);
-  }
-  return s;
+  GArray *list = blip_param_array_new ();
+  const BlipSchemaBinding b = { .vit = &m->vit, .text = kind == BLIP_CHECKPOINT_CAPTION ? &m->decoder : &m->encoder,
+                                .heads = &m->heads };
+  blip_schema_append (list, &m->c, BLIP_SCHEMA_VISION, &b);
+  blip_schema_append (list, &m->c, blip_schema_text_piece (kind), &b);
+  return list;
 }
 
-char *
-train_model_hf_name (const char *name, BlipCheckpointKind kind)
+TrainModel *
+train_model_momentum (TrainModel *m)
 {
-  if (g_str_equal (name, "temp"))
-    return NULL;
-  if (kind == BLIP_CHECKPOINT_CAPTION)
-    return g_str_has_prefix (name, "text_decoder.") || g_str_has_prefix (name, "vision_model.")
-        ? g_strdup (name) : NULL;
-  /* the retrieval model's text encoder: the decoder's shared parameters
-   * under its name, and the encoder's own self-attention */
-  if (g_str_has_prefix (name, "text_decoder.cls.")
-      || (strstr (name, "text_decoder.bert.encoder.layer.") && strstr (name, ".attention.")))
-    return NULL;
-  if (g_str_has_prefix (name, "text_decoder.bert."))
-    return g_strconcat ("text_encoder.", name + strlen ("text_decoder.bert."), NULL);
-  return g_strdup (name);
+  TrainModel *s = model_alloc (&m->c);
+  s->has_encoder = TRUE;
+  GArray *mine = blip_param_array_new (), *theirs = train_model_schema (m, BLIP_CHECKPOINT_RETRIEVAL);
+  const BlipSchemaBinding b = { .vit = &s->vit, .text = &s->encoder, .heads = &s->heads };
+  blip_schema_append (mine, &m->c, BLIP_SCHEMA_VISION, &b);
+  blip_schema_append (mine, &m->c, BLIP_SCHEMA_RETRIEVAL_TEXT, &b);
+  g_assert (mine->len == theirs->len); /* one schema, one order */
+  gboolean *own = g_new0 (gboolean, mine->len), *encoder = g_new0 (gboolean, mine->len);
+  GHashTable *of_value = g_hash_table_new (NULL, NULL); /* m's value -> its TrainParam */
+  for (guint i = 0; i < m->params->len; i++)
+    g_hash_table_insert (of_value, ((TrainParam *) m->params->pdata[i])->value, m->params->pdata[i]);
+  for (guint i = 0; i < mine->len; i++) {
+    const BlipPart part = g_array_index (mine, BlipParam, i).part;
+    own[i] = !g_array_index (mine, BlipParam, i).tied && part != BLIP_PART_CROSS_ATTENTION
+        && part != BLIP_PART_ITM_HEAD;
+    encoder[i] = TRUE;
+  }
+  allocate (s, mine, own, encoder, FALSE, 0);
+  /* each copy under the name, and with the values, of the parameter it follows */
+  guint k = 0;
+  for (guint i = 0; i < mine->len; i++) {
+    if (!own[i])
+      continue;
+    TrainParam *p = s->params->pdata[k++];
+    const TrainParam *src = g_hash_table_lookup (of_value, *g_array_index (theirs, BlipParam, i).slot);
+    g_assert (src && src->numel == p->numel);
+    g_hash_table_remove (s->by_name, p->name);
+    g_free (p->name);
+    p->name = g_strdup (src->name);
+    p->part = src->part;
+    p->source = src->value;
+    g_hash_table_insert (s->by_name, p->name, p);
+    memcpy (p->value, src->value, sizeof (float) * p->numel);
+  }
+  g_hash_table_destroy (of_value);
+  g_free (own);
+  g_free (encoder);
+  g_array_unref (mine);
+  g_array_unref (theirs);
+  return s;
 }
 
 /* IEEE half precision, rounded to nearest even (overflow to infinity) */
@@ -141,21 +237,6 @@ float_to_half (float f)
   return (guint16) (sign | h);
 }
 
-/* The parameter a tensor of a Hugging Face folder of this kind is tied to,
- * for the names transformers saves a tied copy under (the LM head's
- * decoder: the word embeddings and the head's bias), else NULL. */
-static TrainParam *
-tied_param (TrainModel *m, const char *hf, BlipCheckpointKind kind)
-{
-  if (kind != BLIP_CHECKPOINT_CAPTION)
-    return NULL;
-  if (g_str_equal (hf, "text_decoder.cls.predictions.decoder.weight"))
-    return g_hash_table_lookup (m->by_name, "text_decoder.bert.embeddings.word_embeddings.weight");
-  if (g_str_equal (hf, "text_decoder.cls.predictions.decoder.bias"))
-    return g_hash_table_lookup (m->by_name, "text_decoder.cls.predictions.bias");
-  return NULL;
-}
-
 /* like's files other than its weights and config.json (tokenizer,
  * preprocessor) into sub, as they are */
 static gboolean
@@ -181,10 +262,21 @@ copy_folder_files (const char *like, const char *sub, GError **error)
   return ok;
 }
 
+
 gboolean
 train_model_export (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16, GError **error)
 {
   return train_model_export_like (m, tok, dir, f16, NULL, BLIP_CHECKPOINT_CAPTION, error);
+}
+
+/* The entry of list named name, or NULL. */
+static const BlipParam *
+find_entry (GArray *list, const char *name)
+{
+  for (guint i = 0; i < list->len; i++)
+    if (g_str_equal (g_array_index (list, BlipParam, i).name, name))
+      return &g_array_index (list, BlipParam, i);
+  return NULL;
 }
 
 gboolean
@@ -194,6 +286,8 @@ train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *di
   const char *kinds[2] = { "caption", "retrieval" };
   for (int k = 0; k < 2; k++) {
     const BlipCheckpointKind kind = k == 0 ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL;
+    if (!(kind == BLIP_CHECKPOINT_CAPTION ? m->has_decoder : m->has_encoder))
+      continue;
     BlipSafetensors *orig = NULL;
     if (like && kind == like_kind && !(orig = blip_safetensors_open_dir (like, error)))
       return FALSE;
@@ -205,46 +299,47 @@ train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *di
       return FALSE;
     }
     BlipSafetensorsWriter *w = blip_safetensors_writer_new ();
-    GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
     GPtrArray *halves = g_ptr_array_new_with_free_func (g_free);
     GHashTable *written = g_hash_table_new (g_str_hash, g_str_equal);
-    /* the parameters under their names; then, writing like a Hugging Face
-     * folder, its other tensors: tied copies from the parameters they are
-     * tied to, the rest (buffers such as position_ids) as they were */
+    GArray *list = train_model_schema (m, kind);
+    /* the kind's tensors, as the structs see them; then, writing like a
+     * Hugging Face folder, its other tensors: tied copies from the
+     * tensors they are tied to, the rest (buffers such as position_ids)
+     * as they were */
     GPtrArray *extra = orig ? blip_safetensors_names (orig) : g_ptr_array_new ();
-    const guint n_own = m->params->len;
-    for (guint i = 0; i < n_own + extra->len; i++) {
-      const TrainParam *p;
-      char *name;
-      if (i < n_own) {
-        p = m->params->pdata[i];
-        if (!(name = train_model_hf_name (p->name, kind)))
+    for (guint i = 0; i < list->len + extra->len; i++) {
+      const char *name;
+      const float *data;
+      const BlipParam *bp;
+      if (i < list->len) {
+        bp = &g_array_index (list, BlipParam, i);
+        if (bp->tied)
           continue;
+        name = bp->name;
+        data = *bp->slot;
       } else {
-        name = g_strdup (extra->pdata[i - n_own]);
-        if (g_hash_table_contains (written, name)) {
-          g_free (name);
+        name = extra->pdata[i - list->len];
+        if (g_hash_table_contains (written, name))
           continue;
-        }
         const BlipTensorInfo *t = blip_safetensors_get (orig, name);
-        if (!(p = tied_param (m, name, kind)) || (int64_t) p->numel != t->numel) {
-          g_ptr_array_add (names, name);
-          g_hash_table_add (written, name);
+        bp = find_entry (list, name);
+        if (!bp || !bp->tied || bp->numel != t->numel) {
+          g_hash_table_add (written, (gpointer) name);
           blip_safetensors_writer_add (w, name, t->dtype, t->ndim, t->shape, t->data);
           continue;
         }
+        data = *bp->tied_to;
       }
-      g_ptr_array_add (names, name);
-      g_hash_table_add (written, name);
+      g_hash_table_add (written, (gpointer) name);
       if (f16) {
         /* half the size; libblip computes in float32 from it */
-        guint16 *h = g_new (guint16, MAX (p->numel, 1));
-        for (gsize k = 0; k < p->numel; k++)
-          h[k] = GUINT16_TO_LE (float_to_half (p->value[k]));
+        guint16 *h = g_new (guint16, MAX (bp->numel, 1));
+        for (int64_t e = 0; e < bp->numel; e++)
+          h[e] = GUINT16_TO_LE (float_to_half (data[e]));
         g_ptr_array_add (halves, h);
-        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F16, p->ndim, p->shape, h);
+        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F16, bp->ndim, bp->shape, h);
       } else
-        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, p->ndim, p->shape, p->value);
+        blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, bp->ndim, bp->shape, data);
     }
     char *path = g_build_filename (sub, "model.safetensors", NULL);
     gboolean ok = blip_safetensors_writer_write (w, path, error)
@@ -264,8 +359,8 @@ train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *di
     g_hash_table_destroy (written);
     g_ptr_array_unref (extra);
     blip_safetensors_writer_free (w);
-    g_ptr_array_unref (names);
     g_ptr_array_unref (halves);
+    g_array_unref (list);
     blip_safetensors_free (orig);
     g_free (path);
     g_free (sub);
@@ -275,20 +370,10 @@ train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *di
   return TRUE;
 }
 
-static void
-train_param_free (gpointer p)
-{
-  TrainParam *t = p;
-  g_free (t->name);
-  g_free (t->value);
-  g_free (t->grad);
-  g_free (t);
-}
-
 TrainModel *
 train_model_load (const char *dir, GError **error)
 {
-  BlipModel *bm = blip_model_load (dir, error);
+  BlipModel *bm = blip_model_load (dir, error); /* checks the config and every tensor's shape */
   if (!bm)
     return NULL;
   BlipSafetensors *st = blip_safetensors_open_dir (dir, error);
@@ -296,34 +381,39 @@ train_model_load (const char *dir, GError **error)
     blip_model_unref (bm);
     return NULL;
   }
-  TrainModel *m = g_new0 (TrainModel, 1);
-  m->c = *blip_model_get_config (bm);
-  m->text = blip_model_can_caption (bm) ? "text_decoder.bert" : "text_encoder";
-  m->encoder_self = m->text;
-  m->params = g_ptr_array_new_with_free_func (train_param_free);
-  m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
-  GPtrArray *names = blip_safetensors_names (st);
+  TrainModel *m = model_alloc (blip_model_get_config (bm));
+  const BlipCheckpointKind kind = blip_model_can_caption (bm) ? BLIP_CHECKPOINT_CAPTION : BLIP_CHECKPOINT_RETRIEVAL;
+  m->has_decoder = kind == BLIP_CHECKPOINT_CAPTION;
+  m->has_encoder = !m->has_decoder;
+  blip_model_unref (bm);
+  GArray *list = train_model_schema (m, kind);
+  gboolean *own = g_new0 (gboolean, list->len), *encoder = g_new0 (gboolean, list->len);
+  for (guint i = 0; i < list->len; i++) {
+    own[i] = !g_array_index (list, BlipParam, i).tied;
+    encoder[i] = m->has_encoder;
+  }
+  allocate (m, list, own, encoder, TRUE, 0);
   gboolean ok = TRUE;
-  for (guint i = 0; ok && i < names->len; i++) {
-    const BlipTensorInfo *t = blip_safetensors_get (st, names->pdata[i]);
+  for (guint i = 0; ok && i < m->params->len; i++) {
+    TrainParam *p = m->params->pdata[i];
+    const BlipTensorInfo *t = blip_safetensors_get (st, p->name);
     float *owned = NULL;
     const float *d = blip_tensor_as_f32 (t, &owned, error);
-    ok = d != NULL;
-    if (ok) {
-      TrainParam *p = g_new0 (TrainParam, 1);
-      p->name = g_strdup (t->name);
-      p->value = owned ? owned : g_memdup2 (d, sizeof (float) * t->numel);
-      p->grad = g_new0 (float, MAX (t->numel, 1));
-      p->ndim = t->ndim;
-      memcpy (p->shape, t->shape, sizeof p->shape);
-      p->numel = t->numel;
-      g_ptr_array_add (m->params, p);
-      g_hash_table_insert (m->by_name, p->name, p);
-    }
+    if ((ok = d != NULL))
+      memcpy (p->value, d, sizeof (float) * p->numel);
+    g_free (owned);
   }
-  g_ptr_array_unref (names);
+  tie_copies (list);
+  if (m->has_decoder) {
+    /* one text model: the encoder's passes run the decoder's layers */
+    g_free (m->encoder.layers);
+    m->encoder = m->decoder;
+    m->encoder.layers = g_memdup2 (m->decoder.layers, sizeof (BlipBertLayer) * m->c.text.num_layers);
+  }
+  g_free (own);
+  g_free (encoder);
+  g_array_unref (list);
   blip_safetensors_free (st);
-  blip_model_unref (bm);
   if (!ok) {
     train_model_free (m);
     return NULL;
@@ -336,49 +426,53 @@ train_model_free (TrainModel *m)
 {
   if (!m)
     return;
-  g_hash_table_destroy (m->by_name);
+  for (guint i = 0; i < m->params->len; i++) {
+    TrainParam *p = m->params->pdata[i];
+    g_free (p->name);
+    g_free (p);
+  }
   g_ptr_array_unref (m->params);
+  g_hash_table_destroy (m->by_name);
+  g_free (m->vit.layers);
+  g_free (m->decoder.layers);
+  g_free (m->encoder.layers);
+  g_free (m->values);
+  g_free (m->grads);
   g_free (m);
-}
-
-static TrainParam *
-lookup (TrainModel *m, const char *fmt, va_list ap)
-{
-  char *name = g_strdup_vprintf (fmt, ap);
-  TrainParam *p = g_hash_table_lookup (m->by_name, name);
-  if (!p)
-    g_error ("parameter %s is missing", name); /* the model loaded and was checked */
-  g_free (name);
-  return p;
-}
-
-float *
-train_param (TrainModel *m, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  TrainParam *p = lookup (m, fmt, ap);
-  va_end (ap);
-  return p->value;
-}
-
-float *
-train_grad (TrainModel *m, const char *fmt, ...)
-{
-  va_list ap;
-  va_start (ap, fmt);
-  TrainParam *p = lookup (m, fmt, ap);
-  va_end (ap);
-  return p->grad;
 }
 
 void
 train_zero_grads (TrainModel *m)
 {
-  for (guint i = 0; i < m->params->len; i++) {
-    TrainParam *p = m->params->pdata[i];
-    memset (p->grad, 0, sizeof (float) * p->numel);
-  }
+  memset (m->grads, 0, sizeof (float) * m->n_values);
+}
+
+/* ---- the layers over the model's structs: sizes from them, gradients at
+ * their values' offsets ---- */
+
+static void
+lin_fwd (float *out, const float *inp, const BlipLinear *l, int M)
+{
+  linear_forward (out, inp, l->w, l->b, M, l->in, l->out);
+}
+
+static void
+lin_bwd (TrainModel *m, float *dinp, const float *dout, const float *inp, const BlipLinear *l, int M)
+{
+  linear_backward (dinp, train_grad_of (m, l->w), train_grad_of (m, l->b), dout, inp, l->w, M, l->in, l->out);
+}
+
+static void
+norm_fwd (float *out, float *mean, float *rstd, const float *inp, const BlipNorm *n, int M)
+{
+  layernorm_forward (out, mean, rstd, inp, n->w, n->b, M, n->dim, n->eps);
+}
+
+static void
+norm_bwd (TrainModel *m, float *dinp, const float *dout, const float *inp, const BlipNorm *n, const float *mean,
+          const float *rstd, int M)
+{
+  layernorm_backward (dinp, train_grad_of (m, n->w), train_grad_of (m, n->b), dout, inp, n->w, mean, rstd, M, n->dim);
 }
 
 /* ---- vision encoder ---- */
@@ -424,11 +518,9 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
                     pixels + (gsize) b * 3 * S * S + ((gsize) ch * S + py * p + ky) * S + px * p,
                     sizeof (float) * p);
   float *emb = g_new (float, (gsize) B * np * Dv);
-  linear_forward (emb, t->patches, train_param (m, "vision_model.embeddings.patch_embedding.weight"),
-                  train_param (m, "vision_model.embeddings.patch_embedding.bias"), B * np, t->patch_len, Dv);
+  linear_forward (emb, t->patches, m->vit.patch_w, m->vit.patch_b, B * np, t->patch_len, Dv);
   float *x = g_new (float, (gsize) R * Dv);
-  const float *cls = train_param (m, "vision_model.embeddings.class_embedding");
-  const float *pos = train_param (m, "vision_model.embeddings.position_embedding");
+  const float *cls = m->vit.cls, *pos = m->vit.pos;
   for (int b = 0; b < B; b++) {
     float *xb = x + (gsize) b * P * Dv;
     memcpy (xb, cls, sizeof (float) * Dv);
@@ -442,45 +534,37 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
   t->n_layers = c->num_layers;
   for (int l = 0; l < c->num_layers; l++) {
     VitLayerTape *L = &t->layers[l];
-    const char *pre = "vision_model.encoder.layers";
+    const BlipVitLayer *W = &m->vit.layers[l];
     L->x_in = x;
     L->ln1 = g_new (float, (gsize) R * Dv);
     L->ln1_mean = g_new (float, R);
     L->ln1_rstd = g_new (float, R);
-    layernorm_forward (L->ln1, L->ln1_mean, L->ln1_rstd, x, train_param (m, "%s.%d.layer_norm1.weight", pre, l),
-                       train_param (m, "%s.%d.layer_norm1.bias", pre, l), R, Dv, c->layer_norm_eps);
+    norm_fwd (L->ln1, L->ln1_mean, L->ln1_rstd, x, &W->ln1, R);
     L->qkv = g_new (float, (gsize) R * 3 * Dv);
-    linear_forward (L->qkv, L->ln1, train_param (m, "%s.%d.self_attn.qkv.weight", pre, l),
-                    train_param (m, "%s.%d.self_attn.qkv.bias", pre, l), R, Dv, 3 * Dv);
+    lin_fwd (L->qkv, L->ln1, &W->qkv, R);
     L->probs = g_new (float, (gsize) B * H * P * P);
     L->ctx = g_new (float, (gsize) R * Dv);
     attention_forward (L->ctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv, 3 * Dv, L->qkv + 2 * Dv,
                        3 * Dv, NULL, FALSE, B, P, P, H, Dv / H);
     L->x_mid = g_new (float, (gsize) R * Dv);
-    linear_forward (L->x_mid, L->ctx, train_param (m, "%s.%d.self_attn.projection.weight", pre, l),
-                    train_param (m, "%s.%d.self_attn.projection.bias", pre, l), R, Dv, Dv);
+    lin_fwd (L->x_mid, L->ctx, &W->proj, R);
     add_inplace (L->x_mid, x, (gsize) R * Dv);
     L->ln2 = g_new (float, (gsize) R * Dv);
     L->ln2_mean = g_new (float, R);
     L->ln2_rstd = g_new (float, R);
-    layernorm_forward (L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid,
-                       train_param (m, "%s.%d.layer_norm2.weight", pre, l),
-                       train_param (m, "%s.%d.layer_norm2.bias", pre, l), R, Dv, c->layer_norm_eps);
+    norm_fwd (L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid, &W->ln2, R);
     L->fc1 = g_new (float, (gsize) R * I);
     L->act = g_new (float, (gsize) R * I);
-    linear_forward (L->fc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l),
-                    train_param (m, "%s.%d.mlp.fc1.bias", pre, l), R, Dv, I);
+    lin_fwd (L->fc1, L->ln2, &W->fc1, R);
     gelu_forward (L->act, L->fc1, (gsize) R * I);
     x = g_new (float, (gsize) R * Dv);
-    linear_forward (x, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l),
-                    train_param (m, "%s.%d.mlp.fc2.bias", pre, l), R, I, Dv);
+    lin_fwd (x, L->act, &W->fc2, R);
     add_inplace (x, L->x_mid, (gsize) R * Dv);
   }
   t->x_out = x;
   t->post_mean = g_new (float, R);
   t->post_rstd = g_new (float, R);
-  layernorm_forward (out, t->post_mean, t->post_rstd, x, train_param (m, "vision_model.post_layernorm.weight"),
-                     train_param (m, "vision_model.post_layernorm.bias"), R, Dv, c->layer_norm_eps);
+  norm_fwd (out, t->post_mean, t->post_rstd, x, &m->vit.post_ln, R);
   return t;
 }
 
@@ -492,48 +576,35 @@ vision_backward (TrainModel *m, VisionTape *t, const float *dout)
   const int R = B * P, np = t->np;
   const gsize n = (gsize) R * Dv;
   float *dx = g_new0 (float, n);
-  layernorm_backward (dx, train_grad (m, "vision_model.post_layernorm.weight"),
-                      train_grad (m, "vision_model.post_layernorm.bias"), dout, t->x_out,
-                      train_param (m, "vision_model.post_layernorm.weight"), t->post_mean, t->post_rstd, R, Dv);
+  norm_bwd (m, dx, dout, t->x_out, &m->vit.post_ln, t->post_mean, t->post_rstd, R);
   float *dmid = g_new (float, n), *dln = g_new (float, n), *dctx = g_new (float, n);
   float *dact = g_new (float, (gsize) R * I), *dfc1 = g_new (float, (gsize) R * I);
   float *dqkv = g_new (float, (gsize) R * 3 * Dv);
-  const char *pre = "vision_model.encoder.layers";
   for (int l = c->num_layers - 1; l >= 0; l--) {
     VitLayerTape *L = &t->layers[l];
+    const BlipVitLayer *W = &m->vit.layers[l];
     /* x_out = x_mid + fc2(gelu(fc1(ln2(x_mid)))) */
     memcpy (dmid, dx, sizeof (float) * n);
     memset (dact, 0, sizeof (float) * R * I);
-    linear_backward (dact, train_grad (m, "%s.%d.mlp.fc2.weight", pre, l), train_grad (m, "%s.%d.mlp.fc2.bias", pre, l),
-                     dx, L->act, train_param (m, "%s.%d.mlp.fc2.weight", pre, l), R, I, Dv);
+    lin_bwd (m, dact, dx, L->act, &W->fc2, R);
     memset (dfc1, 0, sizeof (float) * R * I);
     gelu_backward (dfc1, L->fc1, dact, (gsize) R * I);
     memset (dln, 0, sizeof (float) * n);
-    linear_backward (dln, train_grad (m, "%s.%d.mlp.fc1.weight", pre, l), train_grad (m, "%s.%d.mlp.fc1.bias", pre, l),
-                     dfc1, L->ln2, train_param (m, "%s.%d.mlp.fc1.weight", pre, l), R, Dv, I);
-    layernorm_backward (dmid, train_grad (m, "%s.%d.layer_norm2.weight", pre, l),
-                        train_grad (m, "%s.%d.layer_norm2.bias", pre, l), dln, L->x_mid,
-                        train_param (m, "%s.%d.layer_norm2.weight", pre, l), L->ln2_mean, L->ln2_rstd, R, Dv);
+    lin_bwd (m, dln, dfc1, L->ln2, &W->fc1, R);
+    norm_bwd (m, dmid, dln, L->x_mid, &W->ln2, L->ln2_mean, L->ln2_rstd, R);
     /* x_mid = x_in + proj(attn(ln1(x_in))) */
     memcpy (dx, dmid, sizeof (float) * n);
     memset (dctx, 0, sizeof (float) * n);
-    linear_backward (dctx, train_grad (m, "%s.%d.self_attn.projection.weight", pre, l),
-                     train_grad (m, "%s.%d.self_attn.projection.bias", pre, l), dmid, L->ctx,
-                     train_param (m, "%s.%d.self_attn.projection.weight", pre, l), R, Dv, Dv);
+    lin_bwd (m, dctx, dmid, L->ctx, &W->proj, R);
     memset (dqkv, 0, sizeof (float) * R * 3 * Dv);
     attention_backward (dqkv, dqkv + Dv, dqkv + 2 * Dv, dctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv,
                         3 * Dv, L->qkv + 2 * Dv, 3 * Dv, B, P, P, H, Dv / H);
     memset (dln, 0, sizeof (float) * n);
-    linear_backward (dln, train_grad (m, "%s.%d.self_attn.qkv.weight", pre, l),
-                     train_grad (m, "%s.%d.self_attn.qkv.bias", pre, l), dqkv, L->ln1,
-                     train_param (m, "%s.%d.self_attn.qkv.weight", pre, l), R, Dv, 3 * Dv);
-    layernorm_backward (dx, train_grad (m, "%s.%d.layer_norm1.weight", pre, l),
-                        train_grad (m, "%s.%d.layer_norm1.bias", pre, l), dln, L->x_in,
-                        train_param (m, "%s.%d.layer_norm1.weight", pre, l), L->ln1_mean, L->ln1_rstd, R, Dv);
+    lin_bwd (m, dln, dqkv, L->ln1, &W->qkv, R);
+    norm_bwd (m, dx, dln, L->x_in, &W->ln1, L->ln1_mean, L->ln1_rstd, R);
   }
   /* embeddings: x = [cls; patches W^T + b] + pos, per image */
-  float *dpos = train_grad (m, "vision_model.embeddings.position_embedding");
-  float *dcls = train_grad (m, "vision_model.embeddings.class_embedding");
+  float *dpos = train_grad_of (m, m->vit.pos), *dcls = train_grad_of (m, m->vit.cls);
   float *demb = g_new (float, (gsize) B * np * Dv);
   for (int b = 0; b < B; b++) {
     const float *dxb = dx + (gsize) b * P * Dv;
@@ -543,8 +614,7 @@ vision_backward (TrainModel *m, VisionTape *t, const float *dout)
       dcls[d] += dxb[d];
     memcpy (demb + (gsize) b * np * Dv, dxb + Dv, sizeof (float) * np * Dv);
   }
-  linear_backward (NULL, train_grad (m, "vision_model.embeddings.patch_embedding.weight"),
-                   train_grad (m, "vision_model.embeddings.patch_embedding.bias"), demb, t->patches,
+  linear_backward (NULL, train_grad_of (m, m->vit.patch_w), train_grad_of (m, m->vit.patch_b), demb, t->patches,
                    NULL, B * np, t->patch_len, Dv);
   g_free (demb);
   g_free (dx);
@@ -610,54 +680,47 @@ struct _TextTape {
 };
 
 static void
-attn_forward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int B, int T, const float *kv,
-              int S, int kv_dim, const int32_t *mask, gboolean causal, float eps)
+attn_forward (TrainModel *m, AttnTape *a, const BlipBertAttention *W, const float *x, int B, int T, const float *kv,
+              int S, const int32_t *mask, gboolean causal)
 {
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
   const int R = B * T, RS = B * S;
   a->q = g_new (float, (gsize) R * D);
   a->k = g_new (float, (gsize) RS * D);
   a->v = g_new (float, (gsize) RS * D);
-  linear_forward (a->q, x, train_param (m, "%s.self.query.weight", pre), train_param (m, "%s.self.query.bias", pre), R, D, D);
-  linear_forward (a->k, kv, train_param (m, "%s.self.key.weight", pre), train_param (m, "%s.self.key.bias", pre), RS, kv_dim, D);
-  linear_forward (a->v, kv, train_param (m, "%s.self.value.weight", pre), train_param (m, "%s.self.value.bias", pre), RS, kv_dim, D);
+  lin_fwd (a->q, x, &W->q, R);
+  lin_fwd (a->k, kv, &W->k, RS);
+  lin_fwd (a->v, kv, &W->v, RS);
   a->probs = g_new (float, (gsize) B * H * T * S);
   a->ctx = g_new (float, (gsize) R * D);
   attention_forward (a->ctx, a->probs, a->q, D, a->k, D, a->v, D, mask, causal, B, T, S, H, D / H);
   a->sum = g_new (float, (gsize) R * D);
-  linear_forward (a->sum, a->ctx, train_param (m, "%s.output.dense.weight", pre),
-                  train_param (m, "%s.output.dense.bias", pre), R, D, D);
+  lin_fwd (a->sum, a->ctx, &W->o, R);
   add_inplace (a->sum, x, (gsize) R * D);
   a->mean = g_new (float, R);
   a->rstd = g_new (float, R);
   a->out = g_new (float, (gsize) R * D);
-  layernorm_forward (a->out, a->mean, a->rstd, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
-                     train_param (m, "%s.output.LayerNorm.bias", pre), R, D, eps);
+  norm_fwd (a->out, a->mean, a->rstd, a->sum, &W->ln, R);
 }
 
 /* dx (grad wrt x, +=) and dkv (grad wrt kv, +=, may alias dx for
  * self-attention; NULL: kv needs no gradient) */
 static void
-attn_backward (TrainModel *m, AttnTape *a, const char *pre, const float *x, int B, int T, const float *kv,
-               int S, int kv_dim, const float *dout, float *dx, float *dkv)
+attn_backward (TrainModel *m, AttnTape *a, const BlipBertAttention *W, const float *x, int B, int T, const float *kv,
+               int S, const float *dout, float *dx, float *dkv)
 {
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
   const int R = B * T, RS = B * S;
   float *dsum = g_new0 (float, (gsize) R * D);
-  layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
-                      dout, a->sum, train_param (m, "%s.output.LayerNorm.weight", pre), a->mean, a->rstd, R, D);
+  norm_bwd (m, dsum, dout, a->sum, &W->ln, a->mean, a->rstd, R);
   add_inplace (dx, dsum, (gsize) R * D);
   float *dctx = g_new0 (float, (gsize) R * D);
-  linear_backward (dctx, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
-                   dsum, a->ctx, train_param (m, "%s.output.dense.weight", pre), R, D, D);
+  lin_bwd (m, dctx, dsum, a->ctx, &W->o, R);
   float *dq = g_new0 (float, (gsize) R * D), *dk = g_new0 (float, (gsize) RS * D), *dv = g_new0 (float, (gsize) RS * D);
   attention_backward (dq, dk, dv, dctx, a->probs, a->q, D, a->k, D, a->v, D, B, T, S, H, D / H);
-  linear_backward (dx, train_grad (m, "%s.self.query.weight", pre), train_grad (m, "%s.self.query.bias", pre),
-                   dq, x, train_param (m, "%s.self.query.weight", pre), R, D, D);
-  linear_backward (dkv, train_grad (m, "%s.self.key.weight", pre), train_grad (m, "%s.self.key.bias", pre),
-                   dk, kv, train_param (m, "%s.self.key.weight", pre), RS, kv_dim, D);
-  linear_backward (dkv, train_grad (m, "%s.self.value.weight", pre), train_grad (m, "%s.self.value.bias", pre),
-                   dv, kv, train_param (m, "%s.self.value.weight", pre), RS, kv_dim, D);
+  lin_bwd (m, dx, dq, x, &W->q, R);
+  lin_bwd (m, dkv, dk, kv, &W->k, RS);
+  lin_bwd (m, dkv, dv, kv, &W->v, RS);
   g_free (dsum);
   g_free (dctx);
   g_free (dq);
@@ -679,15 +742,22 @@ attn_tape_clear (AttnTape *a)
   g_free (a->out);
 }
 
+/* The text model a pass runs: the decoder's causal one, or the encoder. */
+static const BlipBert *
+text_model (const TrainModel *m, gboolean causal)
+{
+  return causal ? &m->decoder : &m->encoder;
+}
+
 TextTape *
 text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int T, const float *image,
               gboolean causal, float *hidden)
 {
   const BlipTextConfig *c = &m->c.text;
-  const int D = c->hidden_size, I = c->intermediate_size, Dv = m->c.vision.hidden_size;
-  const int g = m->c.vision.image_size / m->c.vision.patch_size, P = g * g + 1;
+  const BlipBert *W = text_model (m, causal);
+  const int D = c->hidden_size, I = c->intermediate_size;
+  const int P = blip_config_vision_tokens (&m->c.vision);
   const int R = B * T;
-  const float eps = c->layer_norm_eps;
   TextTape *t = g_new0 (TextTape, 1);
   t->B = B;
   t->T = T;
@@ -697,8 +767,7 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int
   t->causal = causal;
   t->image = image;
   t->n_layers = c->num_layers;
-  const float *we = train_param (m, "%s.embeddings.word_embeddings.weight", m->text);
-  const float *pe = train_param (m, "%s.embeddings.position_embeddings.weight", m->text);
+  const float *we = W->word_emb, *pe = W->pos_emb;
   t->emb = g_new (float, (gsize) R * D);
   for (int i = 0; i < R; i++)
     for (int d = 0; d < D; d++)
@@ -706,40 +775,30 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int
   t->emb_mean = g_new (float, R);
   t->emb_rstd = g_new (float, R);
   float *x = g_new (float, (gsize) R * D);
-  layernorm_forward (x, t->emb_mean, t->emb_rstd, t->emb, train_param (m, "%s.embeddings.LayerNorm.weight", m->text),
-                     train_param (m, "%s.embeddings.LayerNorm.bias", m->text), R, D, eps);
+  norm_fwd (x, t->emb_mean, t->emb_rstd, t->emb, &W->emb_ln, R);
   t->layers = g_new0 (BertLayerTape, c->num_layers);
   for (int l = 0; l < c->num_layers; l++) {
     BertLayerTape *L = &t->layers[l];
-    char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
-    char *sa = causal ? g_strconcat (pre, ".attention", NULL)
-                      : g_strdup_printf ("%s.encoder.layer.%d.attention", m->encoder_self, l);
-    char *ca = g_strconcat (pre, ".crossattention", NULL);
+    const BlipBertLayer *WL = &W->layers[l];
     L->x_in = x;
-    attn_forward (m, &L->self, sa, x, B, T, x, T, D, mask, causal, eps);
+    attn_forward (m, &L->self, &WL->self, x, B, T, x, T, mask, causal);
     const float *h = L->self.out;
     if (image) {
-      attn_forward (m, &L->cross, ca, h, B, T, image, P, Dv, NULL, FALSE, eps);
+      attn_forward (m, &L->cross, &WL->cross, h, B, T, image, P, NULL, FALSE);
       h = L->cross.out;
     }
     L->inter = g_new (float, (gsize) R * I);
     L->act = g_new (float, (gsize) R * I);
-    linear_forward (L->inter, h, train_param (m, "%s.intermediate.dense.weight", pre),
-                    train_param (m, "%s.intermediate.dense.bias", pre), R, D, I);
+    lin_fwd (L->inter, h, &WL->inter, R);
     gelu_forward (L->act, L->inter, (gsize) R * I);
     L->sum = g_new (float, (gsize) R * D);
-    linear_forward (L->sum, L->act, train_param (m, "%s.output.dense.weight", pre),
-                    train_param (m, "%s.output.dense.bias", pre), R, I, D);
+    lin_fwd (L->sum, L->act, &WL->out, R);
     add_inplace (L->sum, h, (gsize) R * D);
     L->mean = g_new (float, R);
     L->rstd = g_new (float, R);
     L->out = g_new (float, (gsize) R * D);
-    layernorm_forward (L->out, L->mean, L->rstd, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre),
-                       train_param (m, "%s.output.LayerNorm.bias", pre), R, D, eps);
+    norm_fwd (L->out, L->mean, L->rstd, L->sum, &WL->out_ln, R);
     x = L->out;
-    g_free (pre);
-    g_free (sa);
-    g_free (ca);
   }
   memcpy (hidden, x, sizeof (float) * R * D);
   return t;
@@ -749,7 +808,8 @@ void
 text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
 {
   const BlipTextConfig *c = &m->c.text;
-  const int D = c->hidden_size, I = c->intermediate_size, B = t->B, T = t->T, Dv = m->c.vision.hidden_size;
+  const BlipBert *W = text_model (m, t->causal);
+  const int D = c->hidden_size, I = c->intermediate_size, B = t->B, T = t->T;
   const int R = B * T;
   const gsize n = (gsize) R * D;
   float *dx = g_memdup2 (dhidden, sizeof (float) * n);
@@ -757,42 +817,30 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
   float *dinter = g_new (float, (gsize) R * I), *dself = g_new (float, n);
   for (int l = c->num_layers - 1; l >= 0; l--) {
     BertLayerTape *L = &t->layers[l];
-    char *pre = g_strdup_printf ("%s.encoder.layer.%d", m->text, l);
-    char *sa = t->causal ? g_strconcat (pre, ".attention", NULL)
-                         : g_strdup_printf ("%s.encoder.layer.%d.attention", m->encoder_self, l);
-    char *ca = g_strconcat (pre, ".crossattention", NULL);
+    const BlipBertLayer *WL = &W->layers[l];
     const float *h = t->image ? L->cross.out : L->self.out;
     /* out = LN(h + W2 gelu(W1 h)) */
     memset (dsum, 0, sizeof (float) * n);
-    layernorm_backward (dsum, train_grad (m, "%s.output.LayerNorm.weight", pre), train_grad (m, "%s.output.LayerNorm.bias", pre),
-                        dx, L->sum, train_param (m, "%s.output.LayerNorm.weight", pre), L->mean, L->rstd, R, D);
+    norm_bwd (m, dsum, dx, L->sum, &WL->out_ln, L->mean, L->rstd, R);
     memcpy (dh, dsum, sizeof (float) * n);
     memset (dact, 0, sizeof (float) * R * I);
-    linear_backward (dact, train_grad (m, "%s.output.dense.weight", pre), train_grad (m, "%s.output.dense.bias", pre),
-                     dsum, L->act, train_param (m, "%s.output.dense.weight", pre), R, I, D);
+    lin_bwd (m, dact, dsum, L->act, &WL->out, R);
     memset (dinter, 0, sizeof (float) * R * I);
     gelu_backward (dinter, L->inter, dact, (gsize) R * I);
-    linear_backward (dh, train_grad (m, "%s.intermediate.dense.weight", pre), train_grad (m, "%s.intermediate.dense.bias", pre),
-                     dinter, h, train_param (m, "%s.intermediate.dense.weight", pre), R, D, I);
+    lin_bwd (m, dh, dinter, h, &WL->inter, R);
     /* cross-attention: its input is the self-attention's output */
     if (t->image) {
       memset (dself, 0, sizeof (float) * n);
-      attn_backward (m, &L->cross, ca, L->self.out, B, T, t->image, t->P, Dv, dh, dself, dimage);
+      attn_backward (m, &L->cross, &WL->cross, L->self.out, B, T, t->image, t->P, dh, dself, dimage);
       memcpy (dh, dself, sizeof (float) * n);
     }
     memset (dx, 0, sizeof (float) * n);
-    attn_backward (m, &L->self, sa, L->x_in, B, T, L->x_in, T, D, dh, dx, dx);
-    g_free (pre);
-    g_free (sa);
-    g_free (ca);
+    attn_backward (m, &L->self, &WL->self, L->x_in, B, T, L->x_in, T, dh, dx, dx);
   }
   /* embeddings: x0 = LN(word[ids] + pos) */
   float *demb = g_new0 (float, n);
-  layernorm_backward (demb, train_grad (m, "%s.embeddings.LayerNorm.weight", m->text),
-                      train_grad (m, "%s.embeddings.LayerNorm.bias", m->text), dx, t->emb,
-                      train_param (m, "%s.embeddings.LayerNorm.weight", m->text), t->emb_mean, t->emb_rstd, R, D);
-  float *dwe = train_grad (m, "%s.embeddings.word_embeddings.weight", m->text);
-  float *dpe = train_grad (m, "%s.embeddings.position_embeddings.weight", m->text);
+  norm_bwd (m, demb, dx, t->emb, &W->emb_ln, t->emb_mean, t->emb_rstd, R);
+  float *dwe = train_grad_of (m, W->word_emb), *dpe = train_grad_of (m, W->pos_emb);
   for (int i = 0; i < R; i++)
     for (int d = 0; d < D; d++) {
       dwe[(gsize) t->ids[i] * D + d] += demb[(gsize) i * D + d];
@@ -845,7 +893,8 @@ struct _HeadTape {
 HeadTape *
 lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits)
 {
-  const int D = m->c.text.hidden_size, V = m->c.text.vocab_size;
+  const BlipBert *W = &m->decoder;
+  const int D = m->c.text.hidden_size;
   HeadTape *h = g_new0 (HeadTape, 1);
   h->T = T;
   h->hidden = hidden;
@@ -854,35 +903,25 @@ lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits)
   h->normed = g_new (float, (gsize) T * D);
   h->mean = g_new (float, T);
   h->rstd = g_new (float, T);
-  linear_forward (h->dense, hidden, train_param (m, "text_decoder.cls.predictions.transform.dense.weight"),
-                  train_param (m, "text_decoder.cls.predictions.transform.dense.bias"), T, D, D);
+  lin_fwd (h->dense, hidden, &W->head_transform, T);
   gelu_forward (h->act, h->dense, (gsize) T * D);
-  layernorm_forward (h->normed, h->mean, h->rstd, h->act,
-                     train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"),
-                     train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.bias"), T, D,
-                     m->c.text.layer_norm_eps);
-  linear_forward (logits, h->normed, train_param (m, "text_decoder.bert.embeddings.word_embeddings.weight"),
-                  train_param (m, "text_decoder.cls.predictions.bias"), T, D, V);
+  norm_fwd (h->normed, h->mean, h->rstd, h->act, &W->head_ln, T);
+  lin_fwd (logits, h->normed, &W->head_decoder, T);
   return h;
 }
 
 void
 lm_head_backward (TrainModel *m, HeadTape *h, const float *dlogits, float *dhidden)
 {
-  const int D = m->c.text.hidden_size, V = m->c.text.vocab_size, T = h->T;
+  const BlipBert *W = &m->decoder;
+  const int D = m->c.text.hidden_size, T = h->T;
   float *dnormed = g_new0 (float, (gsize) T * D), *dact = g_new0 (float, (gsize) T * D);
   float *ddense = g_new0 (float, (gsize) T * D);
-  /* the tied decoder weight's gradient goes to the word embeddings */
-  linear_backward (dnormed, train_grad (m, "text_decoder.bert.embeddings.word_embeddings.weight"),
-                   train_grad (m, "text_decoder.cls.predictions.bias"), dlogits, h->normed,
-                   train_param (m, "text_decoder.bert.embeddings.word_embeddings.weight"), T, D, V);
-  layernorm_backward (dact, train_grad (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"),
-                      train_grad (m, "text_decoder.cls.predictions.transform.LayerNorm.bias"), dnormed, h->act,
-                      train_param (m, "text_decoder.cls.predictions.transform.LayerNorm.weight"), h->mean, h->rstd, T, D);
+  /* the tied decoder weight is the word embeddings: its gradient goes there */
+  lin_bwd (m, dnormed, dlogits, h->normed, &W->head_decoder, T);
+  norm_bwd (m, dact, dnormed, h->act, &W->head_ln, h->mean, h->rstd, T);
   gelu_backward (ddense, h->dense, dact, (gsize) T * D);
-  linear_backward (dhidden, train_grad (m, "text_decoder.cls.predictions.transform.dense.weight"),
-                   train_grad (m, "text_decoder.cls.predictions.transform.dense.bias"), ddense, h->hidden,
-                   train_param (m, "text_decoder.cls.predictions.transform.dense.weight"), T, D, D);
+  lin_bwd (m, dhidden, ddense, h->hidden, &W->head_transform, T);
   g_free (dnormed);
   g_free (dact);
   g_free (ddense);

@@ -8,24 +8,46 @@
 #include "layers.h"
 #include "../core/checkpoint.h"
 
-/* One parameter tensor and its gradient. */
+/* One parameter tensor: where its values and gradient are in the model's
+ * flat buffers, under its checkpoint name. */
 typedef struct {
   char *name;
-  float *value, *grad;
+  float *value, *grad; /* grad NULL in a copy without gradients */
   int ndim;
   int64_t shape[8];
   gsize numel;
+  const char *part;    /* what it belongs to, for messages: "the LM head", ... */
+  const float *source; /* in the momentum copy: the parameter it follows */
 } TrainParam;
 
+/* BLIP as blip-train holds it: every parameter's values in one buffer and
+ * their gradients in another at the same offsets (one all-reduce, one
+ * AdamW loop), and the layer structs of core/schema.h pointing into them.
+ * Tied parameters are one tensor reached through two structs. */
 typedef struct {
   BlipConfig c;
-  GPtrArray *params;   /* TrainParam *, in checkpoint order */
-  GHashTable *by_name; /* name -> TrainParam * */
-  const char *text;    /* text model prefix: "text_decoder.bert" or "text_encoder" */
-  /* the text encoder's self-attention: text's own, or (pretraining, where
-   * encoder and decoder share everything else as BLIP ties them) its own */
-  const char *encoder_self;
+  float *values, *grads; /* n_values each; grads NULL in the momentum copy */
+  gsize n_values;
+  GPtrArray *params;     /* TrainParam *, in checkpoint order, each tensor once */
+  GHashTable *by_name;   /* name -> TrainParam *, for saved states */
+  gboolean has_decoder;  /* the causal text model and LM head */
+  gboolean has_encoder;  /* the bidirectional text model, ITC projections and ITM head */
+  BlipVit vit;
+  BlipBert decoder;
+  /* BLIP's pretraining ties the encoder to the decoder in everything but
+   * its self-attention; a model loaded from a captioning folder uses the
+   * decoder's layers for both */
+  BlipBert encoder;
+  BlipRetrievalHeads heads;
+  float *temp;           /* ITC's learnable temperature (pretraining), or NULL */
 } TrainModel;
+
+/* The gradient of the parameter whose values start at value. */
+static inline float *
+train_grad_of (TrainModel *m, const float *value)
+{
+  return m->grads + (value - m->values);
+}
 
 /* A pretraining model of this geometry: the captioning parameters, the
  * encoder's own self-attention, projections and ITM head; BLIP's init. */
@@ -44,19 +66,25 @@ gboolean train_model_export (TrainModel *m, const BlipTokenizer *tok, const char
 gboolean train_model_export_like (TrainModel *m, const BlipTokenizer *tok, const char *dir, gboolean f16,
                                   const char *like, BlipCheckpointKind like_kind, GError **error);
 
-/* The name a parameter of the pretraining model has in a Hugging Face
- * folder of this kind (the caption model's decoder, the retrieval model's
- * text encoder with the shared parameters), NULL if that kind has none.
- * The one mapping export and --init use.  (transfer full) */
-char *train_model_hf_name (const char *name, BlipCheckpointKind kind);
+/* The tensors of a Hugging Face folder of this kind, bound to m's structs
+ * (their slots point at m's values), in the folder's order. (transfer full) */
+GArray *train_model_schema (TrainModel *m, BlipCheckpointKind kind);
 
+/* Writable values of the parameter a struct of m points at. */
+static inline float *
+train_value_of (TrainModel *m, const float *value)
+{
+  return m->values + (value - m->values);
+}
+
+/* The model of a Hugging Face folder (captioning or retrieval) as it is. */
 TrainModel *train_model_load (const char *dir, GError **error);
-/* A copy of the parameters keep() accepts, without gradients (the momentum
- * encoder); forward passes run on it as on the whole model. */
-TrainModel *train_model_subset (TrainModel *m, gboolean (*keep) (const TrainModel *m, const char *name));
+/* The momentum encoder (blip_pretrain.py's *_m models): a copy without
+ * gradients of the vision encoder, the text encoder as ITC runs it (no
+ * cross-attention) and the ITC projections; each parameter's source is the
+ * one of m it follows. */
+TrainModel *train_model_momentum (TrainModel *m);
 void train_model_free (TrainModel *m);
-float *train_param (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
-float *train_grad (TrainModel *m, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
 void train_zero_grads (TrainModel *m);
 
 /* Activations saved by a forward pass for its backward. */

@@ -9,13 +9,6 @@
 #include <math.h>
 #include <string.h>
 
-static int
-vision_tokens (const TrainModel *m)
-{
-  const int g = m->c.vision.image_size / m->c.vision.patch_size;
-  return g * g + 1;
-}
-
 /* ITC (blip_pretrain.py): image features (vision_proj of the CLS rows cls
  * [B,Dv]) and text features (text_proj of the first tokens first [B,D]),
  * L2-normalised, against keys: with a momentum encoder, its features of the
@@ -36,25 +29,21 @@ typedef struct {
   double temp;
 } ItcInputs;
 
-/* unit-length projection of rows x [B,K] by the model's proj.weight/bias */
+/* unit-length projection of rows x [B,K] by proj [E,K] */
 static void
-project (TrainModel *m, const char *proj, const float *x, int B, int K, int E, float *raw, float *feat, float *norm)
+project (const BlipLinear *proj, const float *x, int B, int K, int E, float *raw, float *feat, float *norm)
 {
-  char *w = g_strconcat (proj, ".weight", NULL), *b = g_strconcat (proj, ".bias", NULL);
-  linear_forward (raw, x, train_param (m, "%s", w), train_param (m, "%s", b), B, K, E);
+  linear_forward (raw, x, proj->w, proj->b, B, K, E);
   l2norm_forward (feat, norm, raw, B, E);
-  g_free (w);
-  g_free (b);
 }
 
 static void
-project_backward (TrainModel *m, const char *proj, const float *x, int B, int K, int E, const float *feat,
+project_backward (TrainModel *m, const BlipLinear *proj, const float *x, int B, int K, int E, const float *feat,
                   const float *norm, const float *dfeat, float *dx)
 {
   float *draw = g_new0 (float, (gsize) B * E);
   l2norm_backward (draw, dfeat, feat, norm, B, E);
-  linear_backward (dx, train_grad (m, "%s.weight", proj), train_grad (m, "%s.bias", proj), draw, x,
-                   train_param (m, "%s.weight", proj), B, K, E);
+  linear_backward (dx, train_grad_of (m, proj->w), train_grad_of (m, proj->b), draw, x, proj->w, B, K, E);
   g_free (draw);
 }
 
@@ -141,16 +130,16 @@ itc_forward_backward (TrainModel *m, ItcMomentum *mo, const ItcInputs *in, float
   float *raw = g_new (float, be);
   float *ifeat = g_new (float, be), *tfeat = g_new (float, be);
   float *inorm = g_new (float, B), *tnorm = g_new (float, B);
-  project (m, "vision_proj", in->cls, B, Dv, E, raw, ifeat, inorm);
-  project (m, "text_proj", in->first, B, D, E, raw, tfeat, tnorm);
+  project (&m->heads.vision_proj, in->cls, B, Dv, E, raw, ifeat, inorm);
+  project (&m->heads.text_proj, in->first, B, D, E, raw, tfeat, tnorm);
   float *difeat = g_new0 (float, be), *dtfeat = g_new0 (float, be);
   double loss;
   if (momentum) {
     const int Q = mo->queue_size, K = B + Q;
     float *image_keys = g_new (float, (gsize) K * E), *text_keys = g_new (float, (gsize) K * E);
     float *scratch = g_new (float, B);
-    project (mo->momentum, "vision_proj", in->cls_m, B, Dv, E, raw, image_keys, scratch);
-    project (mo->momentum, "text_proj", in->first_m, B, D, E, raw, text_keys, scratch);
+    project (&mo->momentum->heads.vision_proj, in->cls_m, B, Dv, E, raw, image_keys, scratch);
+    project (&mo->momentum->heads.text_proj, in->first_m, B, D, E, raw, text_keys, scratch);
     memcpy (image_keys + be, mo->image_queue, sizeof (float) * Q * E);
     memcpy (text_keys + be, mo->text_queue, sizeof (float) * Q * E);
     int32_t *idx_keys = g_new (int32_t, K);
@@ -191,8 +180,8 @@ itc_forward_backward (TrainModel *m, ItcMomentum *mo, const ItcInputs *in, float
          + itc_direction (tfeat, ifeat, B, B, E, in->temp, ti, t2i, dtfeat, difeat, dtemp);
     g_free (ti);
   }
-  project_backward (m, "vision_proj", in->cls, B, Dv, E, ifeat, inorm, difeat, dcls);
-  project_backward (m, "text_proj", in->first, B, D, E, tfeat, tnorm, dtfeat, dfirst);
+  project_backward (m, &m->heads.vision_proj, in->cls, B, Dv, E, ifeat, inorm, difeat, dcls);
+  project_backward (m, &m->heads.text_proj, in->first, B, D, E, tfeat, tnorm, dtfeat, dfirst);
   g_free (raw); g_free (ifeat); g_free (tfeat); g_free (inorm); g_free (tnorm);
   g_free (difeat); g_free (dtfeat);
   return loss;
@@ -200,27 +189,12 @@ itc_forward_backward (TrainModel *m, ItcMomentum *mo, const ItcInputs *in, float
 
 /* ---- the momentum encoder ---- */
 
-static gboolean
-is_momentum_param (const TrainModel *m, const char *name)
-{
-  if (g_str_has_prefix (name, "vision_model.") || g_str_has_prefix (name, "vision_proj.")
-      || g_str_has_prefix (name, "text_proj."))
-    return TRUE;
-  if (strstr (name, ".crossattention.") || g_str_has_prefix (name, "text_decoder.cls."))
-    return FALSE;
-  if (g_str_has_prefix (name, m->encoder_self) && name[strlen (m->encoder_self)] == '.')
-    return TRUE;
-  /* the text side shared with the decoder, except its own (causal) self-attention */
-  return g_str_has_prefix (name, m->text) && name[strlen (m->text)] == '.'
-      && (g_str_equal (m->text, m->encoder_self) || !strstr (name, ".attention."));
-}
-
 void
 itc_momentum_init (ItcMomentum *mo, TrainModel *m, int queue_size, guint64 seed)
 {
   const int E = m->c.image_text_hidden_size;
   memset (mo, 0, sizeof *mo);
-  mo->momentum = train_model_subset (m, is_momentum_param);
+  mo->momentum = train_model_momentum (m);
   mo->m = 0.995;
   mo->queue_size = queue_size;
   mo->image_queue = g_new (float, (gsize) queue_size * E);
@@ -261,9 +235,8 @@ itc_momentum_update (ItcMomentum *mo, TrainModel *m)
   const float a = (float) mo->m, b = (float) (1.0 - mo->m);
   for (guint i = 0; i < mo->momentum->params->len; i++) {
     TrainParam *pm = mo->momentum->params->pdata[i];
-    const float *p = train_param (m, "%s", pm->name);
     for (gsize k = 0; k < pm->numel; k++)
-      pm->value[k] = a * pm->value[k] + b * p[k];
+      pm->value[k] = a * pm->value[k] + b * pm->source[k];
   }
 }
 
@@ -396,13 +369,12 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     if (given->image[k] < 0 || given->image[k] >= b->B || given->text[k] < 0 || given->text[k] >= b->B)
       return FALSE;
   const int B = b->B, T = b->T, D = m->c.text.hidden_size, V = m->c.text.vocab_size;
-  const int P = vision_tokens (m), Dv = m->c.vision.hidden_size;
+  const int P = blip_config_vision_tokens (&m->c.vision), Dv = m->c.vision.hidden_size;
   const gsize img = (gsize) P * Dv;
-  TrainParam *temp_param = g_hash_table_lookup (m->by_name, "temp");
-  if (temp_param) {
+  if (m->temp) {
     /* BLIP clamps the learnable temperature before each forward */
-    temp_param->value[0] = CLAMP (temp_param->value[0], 0.001f, 0.5f);
-    temp = temp_param->value[0];
+    m->temp[0] = CLAMP (m->temp[0], 0.001f, 0.5f);
+    temp = m->temp[0];
   }
   float *embeds = g_new (float, (gsize) B * img), *dembeds = g_new0 (float, (gsize) B * img);
   VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
@@ -438,8 +410,8 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     dcls[k] *= (float) b->w_itc;
   for (gsize k = 0; k < (gsize) B * D; k++)
     dufirst[k] *= (float) b->w_itc;
-  if (temp_param)
-    temp_param->grad[0] += (float) (b->w_itc * dtemp);
+  if (m->temp)
+    train_grad_of (m, m->temp)[0] += (float) (b->w_itc * dtemp);
 
   /* ---- ITM ---- */
   ItmPairs *drawn = NULL;
@@ -463,10 +435,10 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   float *itm_logits = g_new (float, (gsize) 2 * np), *ditm = g_new0 (float, (gsize) 2 * np);
   float *dfirst = g_new0 (float, (gsize) np * D);
   if (np) {
-    linear_forward (itm_logits, first, train_param (m, "itm_head.weight"), train_param (m, "itm_head.bias"), np, D, 2);
+    const BlipLinear *head = &m->heads.itm_head;
+    linear_forward (itm_logits, first, head->w, head->b, np, D, 2);
     out->itm = crossentropy_forward_backward (ditm, NULL, itm_logits, pairs->label, np, 2, 0.0, b->w_itm);
-    linear_backward (dfirst, train_grad (m, "itm_head.weight"), train_grad (m, "itm_head.bias"), ditm, first,
-                     train_param (m, "itm_head.weight"), np, D, 2);
+    linear_backward (dfirst, train_grad_of (m, head->w), train_grad_of (m, head->b), ditm, first, head->w, np, D, 2);
   }
 
   /* ---- LM ---- */

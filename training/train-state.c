@@ -20,14 +20,8 @@ train_state_new (TrainModel *model, gint64 seed)
   TrainState *s = g_new0 (TrainState, 1);
   s->model = model;
   s->seed = seed;
-  const guint n = model->params->len;
-  s->adam_m = g_new0 (float *, n);
-  s->adam_v = g_new0 (float *, n);
-  for (guint i = 0; i < n; i++) {
-    const TrainParam *p = model->params->pdata[i];
-    s->adam_m[i] = g_new0 (float, MAX (p->numel, 1));
-    s->adam_v[i] = g_new0 (float, MAX (p->numel, 1));
-  }
+  s->adam_m = g_new0 (float, MAX (model->n_values, 1));
+  s->adam_v = g_new0 (float, MAX (model->n_values, 1));
   return s;
 }
 
@@ -36,15 +30,19 @@ train_state_free (TrainState *s)
 {
   if (!s)
     return;
-  for (guint i = 0; i < s->model->params->len; i++) {
-    g_free (s->adam_m[i]);
-    g_free (s->adam_v[i]);
-  }
   g_free (s->adam_m);
   g_free (s->adam_v);
   itc_momentum_clear (&s->itc);
   train_model_free (s->model);
   g_free (s);
+}
+
+/* kind 0: p's values; 1, 2: its AdamW moments */
+static float *
+moment_of (const TrainState *s, const TrainParam *p, int kind)
+{
+  const gsize at = (gsize) (p->value - s->model->values);
+  return kind == 0 ? p->value : kind == 1 ? s->adam_m + at : s->adam_v + at;
 }
 
 static gboolean
@@ -74,7 +72,7 @@ train_state_save (const TrainState *s, const char *path, GError **error)
       char *name = g_strdup_printf ("%s.%s", kinds[k], p->name);
       g_ptr_array_add (names, name);
       blip_safetensors_writer_add (w, name, BLIP_DTYPE_F32, p->ndim, p->shape,
-                                   k == 0 ? p->value : k == 1 ? s->adam_m[i] : s->adam_v[i]);
+                                   moment_of (s, p, k));
     }
   const ItcMomentum *mo = &s->itc;
   if (mo->momentum) {
@@ -217,7 +215,7 @@ train_state_load (TrainState *s, const char *path, GError **error)
     for (guint i = 0; ok && i < s->model->params->len; i++) {
       TrainParam *p = s->model->params->pdata[i];
       char *name = g_strdup_printf ("%s.%s", kinds[k], p->name);
-      ok = restore (st, path, name, p, k == 0 ? p->value : k == 1 ? s->adam_m[i] : s->adam_v[i], error);
+      ok = restore (st, path, name, p, moment_of (s, p, k), error);
       g_free (name);
     }
   ItcMomentum *mo = &s->itc;

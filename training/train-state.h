@@ -9,7 +9,7 @@
 
 typedef struct {
   TrainModel *model;
-  float **adam_m, **adam_v; /* per parameter, as model->params */
+  float *adam_m, *adam_v;   /* AdamW's moments, at the offsets of model->values */
   ItcMomentum itc;          /* itc.momentum NULL: none */
   gint64 seed;
   int step;                 /* optimiser steps taken */

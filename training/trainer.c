@@ -157,66 +157,45 @@ static double
 clip_gradients (TrainModel *m, double max_norm)
 {
   double ss = 0;
-  for (guint i = 0; i < m->params->len; i++) {
-    const TrainParam *p = m->params->pdata[i];
-    for (gsize k = 0; k < p->numel; k++)
-      ss += (double) p->grad[k] * p->grad[k];
-  }
+  for (gsize k = 0; k < m->n_values; k++)
+    ss += (double) m->grads[k] * m->grads[k];
   const double norm = sqrt (ss);
   if (max_norm > 0 && norm > max_norm) {
     const float scale = (float) (max_norm / norm);
-    for (guint i = 0; i < m->params->len; i++) {
-      TrainParam *p = m->params->pdata[i];
-      for (gsize k = 0; k < p->numel; k++)
-        p->grad[k] *= scale;
-    }
+    for (gsize k = 0; k < m->n_values; k++)
+      m->grads[k] *= scale;
   }
   return norm;
 }
 
-/* torch.optim.AdamW: decoupled weight decay, bias-corrected moments */
+/* torch.optim.AdamW: decoupled weight decay, bias-corrected moments; one
+ * loop over the flat buffers */
 static void
 adamw_step (TrainState *s, double lr, double wd)
 {
   const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
   const double c1 = 1 - pow (b1, s->step), c2 = 1 - pow (b2, s->step);
-  for (guint i = 0; i < s->model->params->len; i++) {
-    TrainParam *p = s->model->params->pdata[i];
-    float *m = s->adam_m[i], *v = s->adam_v[i];
-#pragma omp parallel for schedule(static) if (p->numel > 65536)
-    for (gsize k = 0; k < p->numel; k++) {
-      const float g = p->grad[k];
-      p->value[k] *= (float) (1 - lr * wd);
-      m[k] = (float) (b1 * m[k] + (1 - b1) * g);
-      v[k] = (float) (b2 * v[k] + (1 - b2) * g * g);
-      p->value[k] -= (float) (lr * (m[k] / c1) / (sqrt (v[k] / c2) + eps));
-    }
+  float *value = s->model->values, *m = s->adam_m, *v = s->adam_v;
+  const float *grad = s->model->grads;
+#pragma omp parallel for schedule(static)
+  for (gsize k = 0; k < s->model->n_values; k++) {
+    const float g = grad[k];
+    value[k] *= (float) (1 - lr * wd);
+    m[k] = (float) (b1 * m[k] + (1 - b1) * g);
+    v[k] = (float) (b2 * v[k] + (1 - b2) * g * g);
+    value[k] -= (float) (lr * (m[k] / c1) / (sqrt (v[k] / c2) + eps));
   }
 }
 
 /* ---- data parallelism ---- */
 
+/* the ranks' mean gradient: one all-reduce over the flat buffer */
 static void
 allreduce_gradients (TrainModel *m, int W)
 {
-  gsize n = 0;
-  for (guint i = 0; i < m->params->len; i++)
-    n += ((TrainParam *) m->params->pdata[i])->numel;
-  float *flat = g_new (float, n), *p = flat;
-  for (guint i = 0; i < m->params->len; i++) {
-    const TrainParam *t = m->params->pdata[i];
-    memcpy (p, t->grad, sizeof (float) * t->numel);
-    p += t->numel;
-  }
-  dist_allreduce_f32 (flat, n);
-  p = flat;
-  for (guint i = 0; i < m->params->len; i++) {
-    TrainParam *t = m->params->pdata[i];
-    for (gsize k = 0; k < t->numel; k++)
-      t->grad[k] = p[k] / W;
-    p += t->numel;
-  }
-  g_free (flat);
+  dist_allreduce_f32 (m->grads, m->n_values);
+  for (gsize k = 0; k < m->n_values; k++)
+    m->grads[k] /= W;
 }
 
 /* every rank holds bit-identical weights (the same updates from the same
@@ -225,12 +204,9 @@ static gboolean
 ranks_agree (TrainModel *m)
 {
   guint32 h = 2166136261u;
-  for (guint i = 0; i < m->params->len; i++) {
-    const TrainParam *t = m->params->pdata[i];
-    const guint8 *b = (const guint8 *) t->value;
-    for (gsize k = 0; k < t->numel * sizeof (float); k++)
-      h = (h ^ b[k]) * 16777619u;
-  }
+  const guint8 *b = (const guint8 *) m->values;
+  for (gsize k = 0; k < m->n_values * sizeof (float); k++)
+    h = (h ^ b[k]) * 16777619u;
   guint32 *all = g_new (guint32, dist_world ());
   dist_allgather (&h, all, sizeof h);
   gboolean same = TRUE;
@@ -444,9 +420,7 @@ train_run (const TrainOptions *o)
     rc = fail (error);
     goto out;
   }
-  gsize n_params = 0;
-  for (guint i = 0; i < s->model->params->len; i++)
-    n_params += ((TrainParam *) s->model->params->pdata[i])->numel;
+  const gsize n_params = s->model->n_values;
 
   /* the gradients' all-reduce needs the same parameters on every rank: a
    * rank that built or read another model stops the job here, before the
@@ -557,14 +531,14 @@ train_run (const TrainOptions *o)
       avg[0] = (1 - k) * avg[0] + k * sum.itc;
       avg[1] = (1 - k) * avg[1] + k * sum.itm;
       avg[2] = (1 - k) * avg[2] + k * sum.lm;
-      const TrainParam *temp = g_hash_table_lookup (s->model->by_name, "temp");
+      const float *temp = s->model->temp;
       if (metrics) {
         char b[7][G_ASCII_DTOSTR_BUF_SIZE];
         fprintf (metrics, "{\"step\": %d, \"epoch\": %d, \"lr\": %s, \"itc\": %s, \"itm\": %s, \"lm\": %s, "
                  "\"grad_norm\": %s, \"temp\": %s, \"alpha\": %s, \"elapsed_s\": %.1f}\n",
                  s->step, s->epoch, json_number (b[0], "%.6g", lr), json_number (b[1], "%.6f", sum.itc),
                  json_number (b[2], "%.6f", sum.itm), json_number (b[3], "%.6f", sum.lm),
-                 json_number (b[4], "%.5g", gnorm), json_number (b[5], "%.5f", temp ? temp->value[0] : 0.07),
+                 json_number (b[4], "%.5g", gnorm), json_number (b[5], "%.5f", temp ? temp[0] : 0.07),
                  json_number (b[6], "%.4f", s->itc.alpha), s->elapsed_s);
       }
       if (diverged) {
