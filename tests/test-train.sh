@@ -319,6 +319,35 @@ check "pretrain --init a Hugging Face folder" '[ $? = 0 ] && grep -q "initialise
 "$train" export --run "$tmp/run" --out "$tmp/exported" > /dev/null 2>&1
 check "export writes both Hugging Face folders" 'cmp -s "$tmp/exported/caption/model.safetensors" "$tmp/run/caption/model.safetensors" && [ -f "$tmp/exported/retrieval/config.json" ]'
 
+# capfilt --init from those Hugging Face folders (given in either order):
+# the captioner starts from the BlipForConditionalGeneration folder, the
+# filter from the BlipForImageTextRetrieval one; one folder alone, a run
+# beside a folder, two of a kind and folders of another image size are
+# refused before anything is written
+cfa=(--data "$tmp/cfw/data" --caption-steps 2 --filter-steps 2 --batch 8 --threads 1)
+"$train" capfilt --init "$tmp/exported/retrieval" --init "$tmp/exported/caption" "${cfa[@]}" --out "$tmp/cfhf" > "$tmp/cfhf.log" 2>&1
+rc=$?
+check "capfilt --init a BlipForConditionalGeneration and a BlipForImageTextRetrieval folder: each model from its own, a bootstrapped set" '[ $rc = 0 ] && [ "$(cat "$tmp/cfhf/captioner/model/init-origin.txt")" = "$(realpath -s "$tmp/exported/caption")" ] && [ "$(cat "$tmp/cfhf/filter/model/init-origin.txt")" = "$(realpath -s "$tmp/exported/retrieval")" ] && $py - "$tmp/cfhf/bootstrapped/train.json" <<PY
+import json, sys
+rows = json.load(open(sys.argv[1]))
+sys.exit(0 if sum(r["source"] == "human" for r in rows) == 16 else 1)
+PY'
+"$train" capfilt --init "$tmp/exported/caption" "${cfa[@]}" --out "$tmp/cf1" > "$tmp/cf1.log" 2>&1
+rc1=$?
+"$train" capfilt --init "$tmp/exported/retrieval" "${cfa[@]}" --out "$tmp/cf1" > "$tmp/cf1r.log" 2>&1
+rc2=$?
+check "capfilt --init one Hugging Face folder names the one missing" '[ $rc1 = 2 ] && grep -q "capfilt.s filter needs a BlipForImageTextRetrieval folder or a run: give --init twice" "$tmp/cf1.log" && [ $rc2 = 2 ] && grep -q "capfilt.s captioner needs a BlipForConditionalGeneration folder or a run: give --init twice" "$tmp/cf1r.log" && [ ! -e "$tmp/cf1" ]'
+"$train" capfilt --init "$tmp/run" --init "$tmp/exported/retrieval" "${cfa[@]}" --out "$tmp/cf1" > "$tmp/cfmix.log" 2>&1
+rc1=$?
+"$train" capfilt --init "$tmp/exported/caption" --init "$tmp/exported/caption" "${cfa[@]}" --out "$tmp/cf1" > "$tmp/cfsame.log" 2>&1
+rc2=$?
+check "capfilt --init a run and a folder, or two folders of a kind, is refused" '[ $rc1 = 2 ] && grep -q "run is a blip-train run and .*retrieval is a BlipForImageTextRetrieval folder" "$tmp/cfmix.log" && [ $rc2 = 2 ] && grep -q "are both BlipForConditionalGeneration folders" "$tmp/cfsame.log" && [ ! -e "$tmp/cf1" ]'
+mkdir -p "$tmp/ret48" && cp "$tmp/exported/retrieval/"* "$tmp/ret48/"
+$py -c 'import json, sys; p = sys.argv[1] + "/config.json"; c = json.load(open(p)); c["vision_config"]["image_size"] *= 2; json.dump(c, open(p, "w"))' "$tmp/ret48"
+"$train" capfilt --init "$tmp/exported/caption" --init "$tmp/ret48" "${cfa[@]}" --out "$tmp/cf1" > "$tmp/cfgeo.log" 2>&1
+rc=$?
+check "capfilt --init folders of different image sizes is refused, naming the field" '[ $rc = 2 ] && grep -q "differ in their vision geometry (vision_config.image_size [0-9]* and [0-9]*)" "$tmp/cfgeo.log" && [ ! -e "$tmp/cf1" ]'
+
 # grad --loss pretrain: the trainer's objective (objective_pretrain) on a
 # run, without the update: deterministic for a seed, a gradient for every
 # parameter and every part, BLIP's 3B ITM pairs

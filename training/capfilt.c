@@ -1,4 +1,6 @@
-/* CapFilt (BLIP, section 3.3): from a pretrained run, a captioner (LM) and a
+/* CapFilt (BLIP, section 3.3): from a pretrained run (or a Hugging Face
+ * BlipForConditionalGeneration folder for the captioner and a
+ * BlipForImageTextRetrieval one for the filter), a captioner (LM) and a
  * filter (ITC + ITM) are finetuned separately on the human-annotated pairs;
  * the captioner writes K captions for every web image by nucleus sampling,
  * the filter scores the web text and each synthetic caption by ITM match
@@ -12,6 +14,7 @@
 #include "caption-metrics.h"
 #include "dataset.h"
 #include "distributed.h"
+#include "init-weights.h"
 #include "json-fields.h"
 #include "trainer.h"
 #include "../core/file-read.h"
@@ -26,14 +29,17 @@
 #include <string.h>
 #include <unistd.h>
 
-static gchar *opt_data, *opt_init, *opt_out, *opt_augment;
+static gchar *opt_data, *opt_out, *opt_augment;
+static gchar **opt_init;
 static int opt_k = 1, opt_caption_steps = 300, opt_filter_steps = 300, opt_batch = 32, opt_threads = 2;
 static double opt_threshold = 0.5, opt_top_p = 0.9, opt_rep = 1.1, opt_lr = 1e-4, opt_calibrate = 0;
 static gint64 opt_seed = 0, opt_max_pixels = BLIP_IMAGE_MAX_PIXELS_DEFAULT;
 
 GOptionEntry capfilt_entries[] = {
   { "data", 'd', 0, G_OPTION_ARG_FILENAME, &opt_data, "Data folder: train.json with \"source\": \"human\" or \"web\" entries", "DIR" },
-  { "init", 0, 0, G_OPTION_ARG_FILENAME, &opt_init, "Pretraining run folder the captioner and filter start from", "DIR" },
+  { "init", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &opt_init,
+    "Where the captioner and the filter start: a pretraining run folder, or twice, a Hugging Face "
+    "BlipForConditionalGeneration folder (the captioner) and a BlipForImageTextRetrieval one (the filter)", "DIR" },
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt_out, "Output folder: captioner/, filter/, bootstrapped/train.json, report", "DIR" },
   { "k", 'k', 0, G_OPTION_ARG_INT, &opt_k, "Synthetic captions a web image (default 1)", "K" },
   { "threshold", 0, 0, G_OPTION_ARG_DOUBLE, &opt_threshold, "ITM match probability kept (default 0.5)", "P" },
@@ -126,7 +132,7 @@ write_human (const Dataset *d, const char *dir, GError **error)
 }
 
 static int
-finetune (TrainTask task, const char *human_dir, const char *out, int steps)
+finetune (TrainTask task, const char *init, const char *human_dir, const char *out, int steps)
 {
   char *done = g_build_filename (out, task == TRAIN_FINETUNE_CAPTION ? "caption" : "retrieval",
                                  "model.safetensors", NULL);
@@ -136,7 +142,7 @@ finetune (TrainTask task, const char *human_dir, const char *out, int steps)
   const char *data[] = { human_dir, NULL };
   o.data = data;
   o.out = out;
-  o.init = opt_init;
+  o.init = init;
   o.resume = !finished && g_file_test (ckpt, G_FILE_TEST_EXISTS);
   o.steps = steps;
   o.batch = opt_batch;
@@ -354,6 +360,121 @@ histogram_png (const char *path, const double *web, int n_web, const double *syn
   return TRUE;
 }
 
+/* a Hugging Face folder's kind, for messages */
+static const char *
+source_name (InitSource s)
+{
+  return s == INIT_FROM_CAPTION ? "a BlipForConditionalGeneration folder" : "a BlipForImageTextRetrieval folder";
+}
+
+/* where the two differ in what capfilt shares between the captioner and
+ * the filter: the pixels of every image, read once (image size and
+ * normalisation), and the buffer of its vision tokens (patch size, width);
+ * FALSE, with the difference in buf, when they do */
+static gboolean
+same_vision (const BlipConfig *a, const BlipConfig *b, char *buf, gsize len)
+{
+  const BlipVisionConfig *va = &a->vision, *vb = &b->vision;
+  const char *field = NULL;
+  int x = 0, y = 0;
+  if (va->image_size != vb->image_size)
+    field = "image_size", x = va->image_size, y = vb->image_size;
+  else if (va->patch_size != vb->patch_size)
+    field = "patch_size", x = va->patch_size, y = vb->patch_size;
+  else if (va->num_channels != vb->num_channels)
+    field = "num_channels", x = va->num_channels, y = vb->num_channels;
+  else if (va->hidden_size != vb->hidden_size)
+    field = "hidden_size", x = va->hidden_size, y = vb->hidden_size;
+  if (field) {
+    g_snprintf (buf, len, "vision_config.%s %d and %d", field, x, y);
+    return FALSE;
+  }
+  for (int k = 0; k < 3; k++)
+    if (a->image_mean[k] != b->image_mean[k] || a->image_std[k] != b->image_std[k]) {
+      g_snprintf (buf, len, "image_mean/image_std (preprocessor_config.json) %g/%g and %g/%g in channel %d",
+                  a->image_mean[k], a->image_std[k], b->image_mean[k], b->image_std[k], k);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* What --init names: one run, which the captioner and the filter both
+ * start from, or a BlipForConditionalGeneration folder (the captioner's
+ * start: finetune-caption trains the decoder) and a
+ * BlipForImageTextRetrieval folder (the filter's: finetune-retrieval trains
+ * the text encoder, projections and ITM head, which a captioning folder
+ * lacks), in either order.  *cap_init and *filt_init point into opt_init;
+ * *c is the configuration the data is read at, from the captioner's
+ * config folder.  0, or the exit status after a message. */
+static int
+resolve_init (const char **cap_init, const char **filt_init, BlipConfig *c)
+{
+  const guint n = g_strv_length (opt_init);
+  if (n > 2) {
+    g_printerr ("blip-train capfilt: --init is given %u times: give it once (a run, which the captioner and the "
+                "filter both start from) or twice (a BlipForConditionalGeneration folder for the captioner and a "
+                "BlipForImageTextRetrieval folder for the filter)\n", n);
+    return 2;
+  }
+  InitSource src[2] = { INIT_FROM_RUN, INIT_FROM_RUN };
+  char *config_dir[2] = { NULL, NULL };
+  GError *error = NULL;
+  int rc = 0;
+  for (guint i = 0; i < n && rc == 0; i++)
+    if (!init_probe (opt_init[i], &src[i], &config_dir[i], &error)) {
+      g_printerr ("blip-train capfilt: --init: %s\n", error->message);
+      g_clear_error (&error);
+      rc = 1;
+    }
+  if (rc == 0 && n == 2 && src[0] == src[1]) {
+    g_printerr ("blip-train capfilt: --init %s and %s are both %s: give one run (the captioner and the filter both "
+                "start from it), or a BlipForConditionalGeneration folder (the captioner) and a "
+                "BlipForImageTextRetrieval folder (the filter)\n", opt_init[0], opt_init[1],
+                src[0] == INIT_FROM_RUN ? "blip-train runs"
+                : src[0] == INIT_FROM_CAPTION ? "BlipForConditionalGeneration folders" : "BlipForImageTextRetrieval folders");
+    rc = 2;
+  } else if (rc == 0 && n == 2 && (src[0] == INIT_FROM_RUN || src[1] == INIT_FROM_RUN)) {
+    const int r = src[0] == INIT_FROM_RUN ? 0 : 1;
+    g_printerr ("blip-train capfilt: --init %s is a blip-train run and %s is %s: a run is the start of both the "
+                "captioner and the filter, so give it alone, or two Hugging Face folders (a "
+                "BlipForConditionalGeneration one and a BlipForImageTextRetrieval one)\n",
+                opt_init[r], opt_init[1 - r], source_name (src[1 - r]));
+    rc = 2;
+  } else if (rc == 0 && n == 1 && src[0] == INIT_FROM_CAPTION) {
+    g_printerr ("blip-train capfilt: capfilt's filter needs a BlipForImageTextRetrieval folder or a run: give "
+                "--init twice, %s (BlipForConditionalGeneration, for the captioner) and a "
+                "BlipForImageTextRetrieval folder (finetune-retrieval cannot start from %s: it has no text "
+                "encoder, ITC projections or ITM head)\n", opt_init[0], opt_init[0]);
+    rc = 2;
+  } else if (rc == 0 && n == 1 && src[0] == INIT_FROM_RETRIEVAL) {
+    g_printerr ("blip-train capfilt: capfilt's captioner needs a BlipForConditionalGeneration folder or a run: give "
+                "--init twice, a BlipForConditionalGeneration folder and %s (BlipForImageTextRetrieval, for the "
+                "filter) (finetune-caption cannot start from %s: it has no decoder)\n", opt_init[0], opt_init[0]);
+    rc = 2;
+  }
+  if (rc == 0) {
+    /* the run for both, or each folder for its model */
+    const guint ci = n == 2 && src[1] == INIT_FROM_CAPTION ? 1 : 0, fi = n == 2 ? 1 - ci : 0;
+    *cap_init = opt_init[ci];
+    *filt_init = opt_init[fi];
+    BlipConfig fc;
+    char diff[256];
+    if (!blip_config_load (config_dir[ci], c, &error) || (fi != ci && !blip_config_load (config_dir[fi], &fc, &error))) {
+      g_printerr ("blip-train capfilt: --init: %s\n", error->message);
+      g_clear_error (&error);
+      rc = 1;
+    } else if (fi != ci && !same_vision (c, &fc, diff, sizeof diff)) {
+      g_printerr ("blip-train capfilt: the captioner's %s and the filter's %s differ in their vision geometry (%s): "
+                  "capfilt reads every image once for both, so give two folders of the same image size, patch "
+                  "size, vision width and normalisation\n", opt_init[ci], opt_init[fi], diff);
+      rc = 2;
+    }
+  }
+  g_free (config_dir[0]);
+  g_free (config_dir[1]);
+  return rc;
+}
+
 int
 cmd_capfilt (void)
 {
@@ -375,27 +496,17 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: --augment is crop+flip, crop or none\n");
     return 2;
   }
+  /* the data at the model's image size */
+  const char *cap_init, *filt_init;
+  BlipConfig c;
+  const int init_rc = resolve_init (&cap_init, &filt_init, &c);
+  if (init_rc != 0)
+    return init_rc;
   dist_init (NULL, NULL);
   const int R = dist_rank (), W = dist_world ();
   char *train_path = g_build_filename (opt_data, "train.json", NULL);
-  char *init_model = g_build_filename (opt_init, "model", NULL);
-  BlipModel *probe = NULL;
-  BlipConfig c;
-  {
-    /* the data at the model's image size */
-    char *cap = g_build_filename (opt_init, "caption", NULL);
-    probe = blip_model_load (cap, &error);
-    g_free (cap);
-    if (!probe) {
-      g_printerr ("blip-train capfilt: %s\n", error->message);
-      return 1;
-    }
-    c = *blip_model_get_config (probe);
-    blip_model_unref (probe);
-  }
   Dataset *d = dataset_load (train_path, NULL, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
   g_free (train_path);
-  g_free (init_model);
   if (!d) {
     g_printerr ("blip-train capfilt: %s\n", error->message);
     return 1;
@@ -423,11 +534,11 @@ cmd_capfilt (void)
   dist_allreduce_f64 (&barrier, 1);
   if (R == 0)
     printf ("capfilt: %d human pairs, %d web pairs; finetuning the captioner\n", n_human, n_web);
-  rc = finetune (TRAIN_FINETUNE_CAPTION, human_dir, cap_dir, opt_caption_steps);
+  rc = finetune (TRAIN_FINETUNE_CAPTION, cap_init, human_dir, cap_dir, opt_caption_steps);
   if (rc == 0) {
     if (R == 0)
       printf ("capfilt: finetuning the filter\n");
-    rc = finetune (TRAIN_FINETUNE_RETRIEVAL, human_dir, filt_dir, opt_filter_steps);
+    rc = finetune (TRAIN_FINETUNE_RETRIEVAL, filt_init, human_dir, filt_dir, opt_filter_steps);
   }
   if (rc != 0)
     dist_abort (rc);
