@@ -96,17 +96,6 @@ bind_piece (BlipModel *m, BlipSchemaPiece piece, const BlipSchemaBinding *b, GEr
   return ok;
 }
 
-/* Whether the checkpoint has piece at all (its first tensor). */
-static gboolean
-has_piece (BlipModel *m, BlipSchemaPiece piece)
-{
-  GArray *list = blip_param_array_new ();
-  blip_schema_append (list, &m->config, piece, NULL);
-  const gboolean has = blip_safetensors_get (m->st, g_array_index (list, BlipParam, 0).name) != NULL;
-  g_array_unref (list);
-  return has;
-}
-
 static void
 model_free (BlipModel *m)
 {
@@ -165,8 +154,8 @@ blip_model_load_with_params (const char *dir, const BlipModelParams *params, GEr
                  dir, blip_tokenizer_vocab_size (m->tokenizer), t->vocab_size);
     goto fail;
   }
-  m->has_decoder = has_piece (m, BLIP_SCHEMA_CAPTION_TEXT);
-  m->has_encoder = has_piece (m, BLIP_SCHEMA_RETRIEVAL_TEXT);
+  m->has_decoder = blip_schema_has_piece (m->st, BLIP_SCHEMA_CAPTION_TEXT);
+  m->has_encoder = blip_schema_has_piece (m->st, BLIP_SCHEMA_RETRIEVAL_TEXT);
   if (!m->has_decoder && !m->has_encoder) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_TENSOR,
                  "%s: neither a text decoder (text_decoder.*) nor a text encoder "

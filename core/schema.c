@@ -216,7 +216,7 @@ blip_schema_append (GArray *list, const BlipConfig *c, BlipSchemaPiece piece, co
   Emit e = { .list = list };
   const int64_t dims[N_DIMS] = {
     [DIM_1] = 1, [DIM_2] = 2, [DIM_3] = 3, [DIM_DV] = v->hidden_size, [DIM_IV] = v->intermediate_size,
-    [DIM_3DV] = 3 * v->hidden_size, [DIM_PATCH] = v->patch_size, [DIM_P] = blip_config_vision_tokens (v),
+    [DIM_3DV] = 3 * v->hidden_size, [DIM_PATCH] = v->patch_size, [DIM_P] = v->patch_size > 0 ? blip_config_vision_tokens (v) : 0,
     [DIM_D] = t->hidden_size, [DIM_I] = t->intermediate_size, [DIM_V] = t->vocab_size,
     [DIM_POS] = t->max_position_embeddings, [DIM_KV] = t->hidden_size, [DIM_E] = c->image_text_hidden_size,
   };
@@ -293,6 +293,17 @@ blip_param_list (const BlipConfig *c, BlipCheckpointKind kind)
   blip_schema_append (l, c, BLIP_SCHEMA_VISION, NULL);
   blip_schema_append (l, c, blip_schema_text_piece (kind), NULL);
   return l;
+}
+
+gboolean
+blip_schema_has_piece (const BlipSafetensors *st, BlipSchemaPiece piece)
+{
+  const BlipConfig none = { 0 }; /* the names of a piece's first tensors need no sizes */
+  GArray *list = blip_param_array_new ();
+  blip_schema_append (list, &none, piece, NULL);
+  const gboolean has = blip_safetensors_get (st, g_array_index (list, BlipParam, 0).name) != NULL;
+  g_array_unref (list);
+  return has;
 }
 
 const char *

@@ -7,6 +7,7 @@
 #define BLIP_SCHEMA_H
 
 #include "bert.h"
+#include "safetensors.h"
 #include "vit.h"
 
 G_BEGIN_DECLS
@@ -92,6 +93,10 @@ void blip_param_init_values (const BlipParam *p, GRand *rng, float *x);
 
 /* The tensors of a checkpoint kind's text side. */
 BlipSchemaPiece blip_schema_text_piece (BlipCheckpointKind kind);
+
+/* Whether st holds piece (its first tensor: the checkpoint kind's text
+ * side tells BlipForConditionalGeneration from BlipForImageTextRetrieval). */
+gboolean blip_schema_has_piece (const BlipSafetensors *st, BlipSchemaPiece piece);
 
 /* "the vision encoder", "the LM head", ... */
 const char *blip_part_describe (BlipPart part);

@@ -41,9 +41,8 @@ init_probe (const char *path, InitSource *source, char **config_dir, GError **er
   BlipSafetensors *st = blip_safetensors_open_dir (path, error);
   if (!st)
     return FALSE;
-  const gboolean caption = blip_safetensors_get (st, "text_decoder.cls.predictions.bias") != NULL
-      || blip_safetensors_get (st, "text_decoder.bert.embeddings.word_embeddings.weight") != NULL;
-  const gboolean retrieval = blip_safetensors_get (st, "itm_head.weight") != NULL;
+  const gboolean caption = blip_schema_has_piece (st, BLIP_SCHEMA_CAPTION_TEXT);
+  const gboolean retrieval = blip_schema_has_piece (st, BLIP_SCHEMA_RETRIEVAL_TEXT);
   blip_safetensors_free (st);
   if (caption == retrieval) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_FORMAT,

@@ -20,6 +20,7 @@ model_alloc (const BlipConfig *c)
   m->c = *c;
   m->params = g_ptr_array_new (); /* TrainParam *, freed by train_model_free */
   m->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  m->arena = train_arena_new ();
   return m;
 }
 
@@ -438,6 +439,7 @@ train_model_free (TrainModel *m)
   g_free (m->encoder.layers);
   g_free (m->values);
   g_free (m->grads);
+  train_arena_free (m->arena);
   g_free (m);
 }
 
@@ -508,7 +510,7 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
   t->Dv = Dv;
   t->np = np;
   t->patch_len = 3 * p * p;
-  t->patches = g_new (float, (gsize) B * np * t->patch_len);
+  t->patches = train_arena_alloc (m->arena, (gsize) B * np * t->patch_len);
   for (int b = 0; b < B; b++)
     for (int py = 0; py < g; py++)
       for (int px = 0; px < g; px++)
@@ -517,9 +519,9 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
             memcpy (t->patches + ((gsize) b * np + py * g + px) * t->patch_len + (ch * p + ky) * p,
                     pixels + (gsize) b * 3 * S * S + ((gsize) ch * S + py * p + ky) * S + px * p,
                     sizeof (float) * p);
-  float *emb = g_new (float, (gsize) B * np * Dv);
+  float *emb = train_arena_alloc (m->arena, (gsize) B * np * Dv);
   linear_forward (emb, t->patches, m->vit.patch_w, m->vit.patch_b, B * np, t->patch_len, Dv);
-  float *x = g_new (float, (gsize) R * Dv);
+  float *x = train_arena_alloc (m->arena, (gsize) R * Dv);
   const float *cls = m->vit.cls, *pos = m->vit.pos;
   for (int b = 0; b < B; b++) {
     float *xb = x + (gsize) b * P * Dv;
@@ -528,7 +530,6 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
     for (gsize i = 0; i < (gsize) P * Dv; i++)
       xb[i] += pos[i];
   }
-  g_free (emb);
 
   t->layers = g_new0 (VitLayerTape, c->num_layers);
   t->n_layers = c->num_layers;
@@ -536,34 +537,34 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
     VitLayerTape *L = &t->layers[l];
     const BlipVitLayer *W = &m->vit.layers[l];
     L->x_in = x;
-    L->ln1 = g_new (float, (gsize) R * Dv);
-    L->ln1_mean = g_new (float, R);
-    L->ln1_rstd = g_new (float, R);
+    L->ln1 = train_arena_alloc (m->arena, (gsize) R * Dv);
+    L->ln1_mean = train_arena_alloc (m->arena, R);
+    L->ln1_rstd = train_arena_alloc (m->arena, R);
     norm_fwd (L->ln1, L->ln1_mean, L->ln1_rstd, x, &W->ln1, R);
-    L->qkv = g_new (float, (gsize) R * 3 * Dv);
+    L->qkv = train_arena_alloc (m->arena, (gsize) R * 3 * Dv);
     lin_fwd (L->qkv, L->ln1, &W->qkv, R);
-    L->probs = g_new (float, (gsize) B * H * P * P);
-    L->ctx = g_new (float, (gsize) R * Dv);
+    L->probs = train_arena_alloc (m->arena, (gsize) B * H * P * P);
+    L->ctx = train_arena_alloc (m->arena, (gsize) R * Dv);
     attention_forward (L->ctx, L->probs, L->qkv, 3 * Dv, L->qkv + Dv, 3 * Dv, L->qkv + 2 * Dv,
                        3 * Dv, NULL, FALSE, B, P, P, H, Dv / H);
-    L->x_mid = g_new (float, (gsize) R * Dv);
+    L->x_mid = train_arena_alloc (m->arena, (gsize) R * Dv);
     lin_fwd (L->x_mid, L->ctx, &W->proj, R);
     add_inplace (L->x_mid, x, (gsize) R * Dv);
-    L->ln2 = g_new (float, (gsize) R * Dv);
-    L->ln2_mean = g_new (float, R);
-    L->ln2_rstd = g_new (float, R);
+    L->ln2 = train_arena_alloc (m->arena, (gsize) R * Dv);
+    L->ln2_mean = train_arena_alloc (m->arena, R);
+    L->ln2_rstd = train_arena_alloc (m->arena, R);
     norm_fwd (L->ln2, L->ln2_mean, L->ln2_rstd, L->x_mid, &W->ln2, R);
-    L->fc1 = g_new (float, (gsize) R * I);
-    L->act = g_new (float, (gsize) R * I);
+    L->fc1 = train_arena_alloc (m->arena, (gsize) R * I);
+    L->act = train_arena_alloc (m->arena, (gsize) R * I);
     lin_fwd (L->fc1, L->ln2, &W->fc1, R);
     gelu_forward (L->act, L->fc1, (gsize) R * I);
-    x = g_new (float, (gsize) R * Dv);
+    x = train_arena_alloc (m->arena, (gsize) R * Dv);
     lin_fwd (x, L->act, &W->fc2, R);
     add_inplace (x, L->x_mid, (gsize) R * Dv);
   }
   t->x_out = x;
-  t->post_mean = g_new (float, R);
-  t->post_rstd = g_new (float, R);
+  t->post_mean = train_arena_alloc (m->arena, R);
+  t->post_rstd = train_arena_alloc (m->arena, R);
   norm_fwd (out, t->post_mean, t->post_rstd, x, &m->vit.post_ln, R);
   return t;
 }
@@ -571,15 +572,16 @@ vision_forward (TrainModel *m, const float *pixels, int B, float *out)
 void
 vision_backward (TrainModel *m, VisionTape *t, const float *dout)
 {
+  const TrainArenaMark scratch = train_arena_mark (m->arena); /* this pass's temporaries */
   const BlipVisionConfig *c = &m->c.vision;
   const int B = t->B, P = t->P, Dv = t->Dv, H = c->num_heads, I = c->intermediate_size;
   const int R = B * P, np = t->np;
   const gsize n = (gsize) R * Dv;
-  float *dx = g_new0 (float, n);
+  float *dx = train_arena_alloc0 (m->arena, n);
   norm_bwd (m, dx, dout, t->x_out, &m->vit.post_ln, t->post_mean, t->post_rstd, R);
-  float *dmid = g_new (float, n), *dln = g_new (float, n), *dctx = g_new (float, n);
-  float *dact = g_new (float, (gsize) R * I), *dfc1 = g_new (float, (gsize) R * I);
-  float *dqkv = g_new (float, (gsize) R * 3 * Dv);
+  float *dmid = train_arena_alloc (m->arena, n), *dln = train_arena_alloc (m->arena, n), *dctx = train_arena_alloc (m->arena, n);
+  float *dact = train_arena_alloc (m->arena, (gsize) R * I), *dfc1 = train_arena_alloc (m->arena, (gsize) R * I);
+  float *dqkv = train_arena_alloc (m->arena, (gsize) R * 3 * Dv);
   for (int l = c->num_layers - 1; l >= 0; l--) {
     VitLayerTape *L = &t->layers[l];
     const BlipVitLayer *W = &m->vit.layers[l];
@@ -605,7 +607,7 @@ vision_backward (TrainModel *m, VisionTape *t, const float *dout)
   }
   /* embeddings: x = [cls; patches W^T + b] + pos, per image */
   float *dpos = train_grad_of (m, m->vit.pos), *dcls = train_grad_of (m, m->vit.cls);
-  float *demb = g_new (float, (gsize) B * np * Dv);
+  float *demb = train_arena_alloc (m->arena, (gsize) B * np * Dv);
   for (int b = 0; b < B; b++) {
     const float *dxb = dx + (gsize) b * P * Dv;
     for (gsize i = 0; i < (gsize) P * Dv; i++)
@@ -616,14 +618,7 @@ vision_backward (TrainModel *m, VisionTape *t, const float *dout)
   }
   linear_backward (NULL, train_grad_of (m, m->vit.patch_w), train_grad_of (m, m->vit.patch_b), demb, t->patches,
                    NULL, B * np, t->patch_len, Dv);
-  g_free (demb);
-  g_free (dx);
-  g_free (dmid);
-  g_free (dln);
-  g_free (dctx);
-  g_free (dact);
-  g_free (dfc1);
-  g_free (dqkv);
+  train_arena_release (m->arena, scratch);
 }
 
 void
@@ -631,27 +626,7 @@ vision_tape_free (VisionTape *t)
 {
   if (!t)
     return;
-  for (int l = 0; l < t->n_layers; l++) {
-    VitLayerTape *L = &t->layers[l];
-    g_free (L->x_in);
-    g_free (L->ln1);
-    g_free (L->ln1_mean);
-    g_free (L->ln1_rstd);
-    g_free (L->qkv);
-    g_free (L->probs);
-    g_free (L->ctx);
-    g_free (L->x_mid);
-    g_free (L->ln2);
-    g_free (L->ln2_mean);
-    g_free (L->ln2_rstd);
-    g_free (L->fc1);
-    g_free (L->act);
-  }
   g_free (t->layers);
-  g_free (t->patches);
-  g_free (t->x_out);
-  g_free (t->post_mean);
-  g_free (t->post_rstd);
   g_free (t);
 }
 
@@ -685,21 +660,21 @@ attn_forward (TrainModel *m, AttnTape *a, const BlipBertAttention *W, const floa
 {
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
   const int R = B * T, RS = B * S;
-  a->q = g_new (float, (gsize) R * D);
-  a->k = g_new (float, (gsize) RS * D);
-  a->v = g_new (float, (gsize) RS * D);
+  a->q = train_arena_alloc (m->arena, (gsize) R * D);
+  a->k = train_arena_alloc (m->arena, (gsize) RS * D);
+  a->v = train_arena_alloc (m->arena, (gsize) RS * D);
   lin_fwd (a->q, x, &W->q, R);
   lin_fwd (a->k, kv, &W->k, RS);
   lin_fwd (a->v, kv, &W->v, RS);
-  a->probs = g_new (float, (gsize) B * H * T * S);
-  a->ctx = g_new (float, (gsize) R * D);
+  a->probs = train_arena_alloc (m->arena, (gsize) B * H * T * S);
+  a->ctx = train_arena_alloc (m->arena, (gsize) R * D);
   attention_forward (a->ctx, a->probs, a->q, D, a->k, D, a->v, D, mask, causal, B, T, S, H, D / H);
-  a->sum = g_new (float, (gsize) R * D);
+  a->sum = train_arena_alloc (m->arena, (gsize) R * D);
   lin_fwd (a->sum, a->ctx, &W->o, R);
   add_inplace (a->sum, x, (gsize) R * D);
-  a->mean = g_new (float, R);
-  a->rstd = g_new (float, R);
-  a->out = g_new (float, (gsize) R * D);
+  a->mean = train_arena_alloc (m->arena, R);
+  a->rstd = train_arena_alloc (m->arena, R);
+  a->out = train_arena_alloc (m->arena, (gsize) R * D);
   norm_fwd (a->out, a->mean, a->rstd, a->sum, &W->ln, R);
 }
 
@@ -709,37 +684,20 @@ static void
 attn_backward (TrainModel *m, AttnTape *a, const BlipBertAttention *W, const float *x, int B, int T, const float *kv,
                int S, const float *dout, float *dx, float *dkv)
 {
+  const TrainArenaMark scratch = train_arena_mark (m->arena); /* this pass's temporaries */
   const int D = m->c.text.hidden_size, H = m->c.text.num_heads;
   const int R = B * T, RS = B * S;
-  float *dsum = g_new0 (float, (gsize) R * D);
+  float *dsum = train_arena_alloc0 (m->arena, (gsize) R * D);
   norm_bwd (m, dsum, dout, a->sum, &W->ln, a->mean, a->rstd, R);
   add_inplace (dx, dsum, (gsize) R * D);
-  float *dctx = g_new0 (float, (gsize) R * D);
+  float *dctx = train_arena_alloc0 (m->arena, (gsize) R * D);
   lin_bwd (m, dctx, dsum, a->ctx, &W->o, R);
-  float *dq = g_new0 (float, (gsize) R * D), *dk = g_new0 (float, (gsize) RS * D), *dv = g_new0 (float, (gsize) RS * D);
+  float *dq = train_arena_alloc0 (m->arena, (gsize) R * D), *dk = train_arena_alloc0 (m->arena, (gsize) RS * D), *dv = train_arena_alloc0 (m->arena, (gsize) RS * D);
   attention_backward (dq, dk, dv, dctx, a->probs, a->q, D, a->k, D, a->v, D, B, T, S, H, D / H);
   lin_bwd (m, dx, dq, x, &W->q, R);
   lin_bwd (m, dkv, dk, kv, &W->k, RS);
   lin_bwd (m, dkv, dv, kv, &W->v, RS);
-  g_free (dsum);
-  g_free (dctx);
-  g_free (dq);
-  g_free (dk);
-  g_free (dv);
-}
-
-static void
-attn_tape_clear (AttnTape *a)
-{
-  g_free (a->q);
-  g_free (a->k);
-  g_free (a->v);
-  g_free (a->probs);
-  g_free (a->ctx);
-  g_free (a->sum);
-  g_free (a->mean);
-  g_free (a->rstd);
-  g_free (a->out);
+  train_arena_release (m->arena, scratch);
 }
 
 /* The text model a pass runs: the decoder's causal one, or the encoder. */
@@ -768,13 +726,13 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int
   t->image = image;
   t->n_layers = c->num_layers;
   const float *we = W->word_emb, *pe = W->pos_emb;
-  t->emb = g_new (float, (gsize) R * D);
+  t->emb = train_arena_alloc (m->arena, (gsize) R * D);
   for (int i = 0; i < R; i++)
     for (int d = 0; d < D; d++)
       t->emb[(gsize) i * D + d] = we[(gsize) ids[i] * D + d] + pe[(gsize) (i % T) * D + d];
-  t->emb_mean = g_new (float, R);
-  t->emb_rstd = g_new (float, R);
-  float *x = g_new (float, (gsize) R * D);
+  t->emb_mean = train_arena_alloc (m->arena, R);
+  t->emb_rstd = train_arena_alloc (m->arena, R);
+  float *x = train_arena_alloc (m->arena, (gsize) R * D);
   norm_fwd (x, t->emb_mean, t->emb_rstd, t->emb, &W->emb_ln, R);
   t->layers = g_new0 (BertLayerTape, c->num_layers);
   for (int l = 0; l < c->num_layers; l++) {
@@ -787,16 +745,16 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int
       attn_forward (m, &L->cross, &WL->cross, h, B, T, image, P, NULL, FALSE);
       h = L->cross.out;
     }
-    L->inter = g_new (float, (gsize) R * I);
-    L->act = g_new (float, (gsize) R * I);
+    L->inter = train_arena_alloc (m->arena, (gsize) R * I);
+    L->act = train_arena_alloc (m->arena, (gsize) R * I);
     lin_fwd (L->inter, h, &WL->inter, R);
     gelu_forward (L->act, L->inter, (gsize) R * I);
-    L->sum = g_new (float, (gsize) R * D);
+    L->sum = train_arena_alloc (m->arena, (gsize) R * D);
     lin_fwd (L->sum, L->act, &WL->out, R);
     add_inplace (L->sum, h, (gsize) R * D);
-    L->mean = g_new (float, R);
-    L->rstd = g_new (float, R);
-    L->out = g_new (float, (gsize) R * D);
+    L->mean = train_arena_alloc (m->arena, R);
+    L->rstd = train_arena_alloc (m->arena, R);
+    L->out = train_arena_alloc (m->arena, (gsize) R * D);
     norm_fwd (L->out, L->mean, L->rstd, L->sum, &WL->out_ln, R);
     x = L->out;
   }
@@ -807,14 +765,16 @@ text_forward (TrainModel *m, const int32_t *ids, const int32_t *mask, int B, int
 void
 text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
 {
+  const TrainArenaMark scratch = train_arena_mark (m->arena); /* this pass's temporaries */
   const BlipTextConfig *c = &m->c.text;
   const BlipBert *W = text_model (m, t->causal);
   const int D = c->hidden_size, I = c->intermediate_size, B = t->B, T = t->T;
   const int R = B * T;
   const gsize n = (gsize) R * D;
-  float *dx = g_memdup2 (dhidden, sizeof (float) * n);
-  float *dsum = g_new (float, n), *dh = g_new (float, n), *dact = g_new (float, (gsize) R * I);
-  float *dinter = g_new (float, (gsize) R * I), *dself = g_new (float, n);
+  float *dx = train_arena_alloc (m->arena, n);
+  memcpy (dx, dhidden, sizeof (float) * n);
+  float *dsum = train_arena_alloc (m->arena, n), *dh = train_arena_alloc (m->arena, n), *dact = train_arena_alloc (m->arena, (gsize) R * I);
+  float *dinter = train_arena_alloc (m->arena, (gsize) R * I), *dself = train_arena_alloc (m->arena, n);
   for (int l = c->num_layers - 1; l >= 0; l--) {
     BertLayerTape *L = &t->layers[l];
     const BlipBertLayer *WL = &W->layers[l];
@@ -838,7 +798,7 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
     attn_backward (m, &L->self, &WL->self, L->x_in, B, T, L->x_in, T, dh, dx, dx);
   }
   /* embeddings: x0 = LN(word[ids] + pos) */
-  float *demb = g_new0 (float, n);
+  float *demb = train_arena_alloc0 (m->arena, n);
   norm_bwd (m, demb, dx, t->emb, &W->emb_ln, t->emb_mean, t->emb_rstd, R);
   float *dwe = train_grad_of (m, W->word_emb), *dpe = train_grad_of (m, W->pos_emb);
   for (int i = 0; i < R; i++)
@@ -846,13 +806,7 @@ text_backward (TrainModel *m, TextTape *t, const float *dhidden, float *dimage)
       dwe[(gsize) t->ids[i] * D + d] += demb[(gsize) i * D + d];
       dpe[(gsize) (i % T) * D + d] += demb[(gsize) i * D + d];
     }
-  g_free (demb);
-  g_free (dx);
-  g_free (dsum);
-  g_free (dh);
-  g_free (dact);
-  g_free (dinter);
-  g_free (dself);
+  train_arena_release (m->arena, scratch);
 }
 
 void
@@ -860,25 +814,7 @@ text_tape_free (TextTape *t)
 {
   if (!t)
     return;
-  for (int l = 0; l < t->n_layers; l++) {
-    BertLayerTape *L = &t->layers[l];
-    g_free (L->x_in);
-    attn_tape_clear (&L->self);
-    if (t->image)
-      attn_tape_clear (&L->cross);
-    g_free (L->inter);
-    g_free (L->act);
-    g_free (L->sum);
-    g_free (L->mean);
-    g_free (L->rstd);
-    /* L->out is the next layer's x_in, freed there; the last one here */
-    if (l == t->n_layers - 1)
-      g_free (L->out);
-  }
   g_free (t->layers);
-  g_free (t->emb);
-  g_free (t->emb_mean);
-  g_free (t->emb_rstd);
   g_free (t);
 }
 
@@ -898,11 +834,11 @@ lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits)
   HeadTape *h = g_new0 (HeadTape, 1);
   h->T = T;
   h->hidden = hidden;
-  h->dense = g_new (float, (gsize) T * D);
-  h->act = g_new (float, (gsize) T * D);
-  h->normed = g_new (float, (gsize) T * D);
-  h->mean = g_new (float, T);
-  h->rstd = g_new (float, T);
+  h->dense = train_arena_alloc (m->arena, (gsize) T * D);
+  h->act = train_arena_alloc (m->arena, (gsize) T * D);
+  h->normed = train_arena_alloc (m->arena, (gsize) T * D);
+  h->mean = train_arena_alloc (m->arena, T);
+  h->rstd = train_arena_alloc (m->arena, T);
   lin_fwd (h->dense, hidden, &W->head_transform, T);
   gelu_forward (h->act, h->dense, (gsize) T * D);
   norm_fwd (h->normed, h->mean, h->rstd, h->act, &W->head_ln, T);
@@ -913,18 +849,17 @@ lm_head_forward (TrainModel *m, const float *hidden, int T, float *logits)
 void
 lm_head_backward (TrainModel *m, HeadTape *h, const float *dlogits, float *dhidden)
 {
+  const TrainArenaMark scratch = train_arena_mark (m->arena); /* this pass's temporaries */
   const BlipBert *W = &m->decoder;
   const int D = m->c.text.hidden_size, T = h->T;
-  float *dnormed = g_new0 (float, (gsize) T * D), *dact = g_new0 (float, (gsize) T * D);
-  float *ddense = g_new0 (float, (gsize) T * D);
+  float *dnormed = train_arena_alloc0 (m->arena, (gsize) T * D), *dact = train_arena_alloc0 (m->arena, (gsize) T * D);
+  float *ddense = train_arena_alloc0 (m->arena, (gsize) T * D);
   /* the tied decoder weight is the word embeddings: its gradient goes there */
   lin_bwd (m, dnormed, dlogits, h->normed, &W->head_decoder, T);
   norm_bwd (m, dact, dnormed, h->act, &W->head_ln, h->mean, h->rstd, T);
   gelu_backward (ddense, h->dense, dact, (gsize) T * D);
   lin_bwd (m, dhidden, ddense, h->hidden, &W->head_transform, T);
-  g_free (dnormed);
-  g_free (dact);
-  g_free (ddense);
+  train_arena_release (m->arena, scratch);
 }
 
 void
@@ -932,10 +867,5 @@ head_tape_free (HeadTape *h)
 {
   if (!h)
     return;
-  g_free (h->dense);
-  g_free (h->act);
-  g_free (h->normed);
-  g_free (h->mean);
-  g_free (h->rstd);
   g_free (h);
 }

@@ -5,6 +5,7 @@
 #define BLIP_TRAIN_MODEL_H
 
 #include <blip.h>
+#include "arena.h"
 #include "layers.h"
 #include "../core/checkpoint.h"
 
@@ -40,6 +41,9 @@ typedef struct {
   BlipBert encoder;
   BlipRetrievalHeads heads;
   float *temp;           /* ITC's learnable temperature (pretraining), or NULL */
+  /* the activations of the forward passes (their tapes) and the backward
+   * passes' temporaries; objective_pretrain resets it after each step */
+  TrainArena *arena;
 } TrainModel;
 
 /* The gradient of the parameter whose values start at value. */
@@ -87,7 +91,8 @@ TrainModel *train_model_momentum (TrainModel *m);
 void train_model_free (TrainModel *m);
 void train_zero_grads (TrainModel *m);
 
-/* Activations saved by a forward pass for its backward. */
+/* Activations saved by a forward pass for its backward: in m's arena, valid
+ * until it is reset; *_tape_free frees the rest. */
 typedef struct _VisionTape VisionTape;
 typedef struct _TextTape TextTape;
 

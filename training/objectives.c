@@ -376,13 +376,13 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     m->temp[0] = CLAMP (m->temp[0], 0.001f, 0.5f);
     temp = m->temp[0];
   }
-  float *embeds = g_new (float, (gsize) B * img), *dembeds = g_new0 (float, (gsize) B * img);
+  float *embeds = train_arena_alloc (m->arena, (gsize) B * img), *dembeds = train_arena_alloc0 (m->arena, (gsize) B * img);
   VisionTape *vt = vision_forward (m, b->pixels, B, embeds);
 
   /* ---- ITC (also when only ITM is wanted: its similarities choose the hard negatives) ---- */
   const gboolean do_itm = b->w_itm > 0, do_itc = b->w_itc > 0 || (do_itm && !given);
-  float *uh = g_new (float, (gsize) B * T * D), *ufirst = g_new0 (float, (gsize) B * D);
-  float *cls = g_new (float, (gsize) B * Dv);
+  float *uh = train_arena_alloc (m->arena, (gsize) B * T * D), *ufirst = train_arena_alloc0 (m->arena, (gsize) B * D);
+  float *cls = train_arena_alloc (m->arena, (gsize) B * Dv);
   TextTape *ut = do_itc ? text_forward (m, b->itc_ids, b->mask, B, T, NULL, FALSE, uh) : NULL;
   if (ut)
     first_tokens (ufirst, uh, B, T, D);
@@ -390,18 +390,16 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   float *cls_m = NULL, *ufirst_m = NULL;
   if (do_itc && mo && mo->momentum) {
     itc_momentum_update (mo, m);
-    float *e_m = g_new (float, (gsize) B * img), *h_m = g_new (float, (gsize) B * T * D);
+    float *e_m = train_arena_alloc (m->arena, (gsize) B * img), *h_m = train_arena_alloc (m->arena, (gsize) B * T * D);
     vision_tape_free (vision_forward (mo->momentum, b->pixels, B, e_m));
     text_tape_free (text_forward (mo->momentum, b->itc_ids, b->mask, B, T, NULL, FALSE, h_m));
-    cls_m = g_new (float, (gsize) B * Dv);
-    ufirst_m = g_new (float, (gsize) B * D);
+    cls_m = train_arena_alloc (m->arena, (gsize) B * Dv);
+    ufirst_m = train_arena_alloc (m->arena, (gsize) B * D);
     first_tokens (cls_m, e_m, B, P, Dv);
     first_tokens (ufirst_m, h_m, B, T, D);
-    g_free (e_m);
-    g_free (h_m);
   }
-  float *i2t = g_new0 (float, (gsize) B * B), *t2i = g_new0 (float, (gsize) B * B);
-  float *dcls = g_new0 (float, (gsize) B * Dv), *dufirst = g_new0 (float, (gsize) B * D);
+  float *i2t = train_arena_alloc0 (m->arena, (gsize) B * B), *t2i = train_arena_alloc0 (m->arena, (gsize) B * B);
+  float *dcls = train_arena_alloc0 (m->arena, (gsize) B * Dv), *dufirst = train_arena_alloc0 (m->arena, (gsize) B * D);
   double dtemp = 0;
   const ItcInputs in = { cls, ufirst, cls_m, ufirst_m, b->idx, B, temp };
   if (do_itc)
@@ -422,18 +420,18 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     pairs = drawn;
   }
   const int np = do_itm ? pairs->n : 0;
-  float *itm_embeds = g_new (float, (gsize) np * img), *ditm_embeds = g_new0 (float, (gsize) np * img);
+  float *itm_embeds = train_arena_alloc (m->arena, (gsize) np * img), *ditm_embeds = train_arena_alloc0 (m->arena, (gsize) np * img);
   int32_t *itm_ids = g_new (int32_t, (gsize) np * T), *itm_mask = g_new (int32_t, (gsize) np * T);
   for (int k = 0; k < np; k++) {
     memcpy (itm_embeds + k * img, embeds + pairs->image[k] * img, sizeof (float) * img);
     memcpy (itm_ids + (gsize) k * T, b->itm_ids + (gsize) pairs->text[k] * T, sizeof (int32_t) * T);
     memcpy (itm_mask + (gsize) k * T, b->mask + (gsize) pairs->text[k] * T, sizeof (int32_t) * T);
   }
-  float *mh = g_new (float, (gsize) np * T * D), *first = g_new (float, (gsize) np * D);
+  float *mh = train_arena_alloc (m->arena, (gsize) np * T * D), *first = train_arena_alloc (m->arena, (gsize) np * D);
   TextTape *mt = np ? text_forward (m, itm_ids, itm_mask, np, T, itm_embeds, FALSE, mh) : NULL;
   first_tokens (first, mh, np, T, D);
-  float *itm_logits = g_new (float, (gsize) 2 * np), *ditm = g_new0 (float, (gsize) 2 * np);
-  float *dfirst = g_new0 (float, (gsize) np * D);
+  float *itm_logits = train_arena_alloc (m->arena, (gsize) 2 * np), *ditm = train_arena_alloc0 (m->arena, (gsize) 2 * np);
+  float *dfirst = train_arena_alloc0 (m->arena, (gsize) np * D);
   if (np) {
     const BlipLinear *head = &m->heads.itm_head;
     linear_forward (itm_logits, first, head->w, head->b, np, D, 2);
@@ -443,8 +441,9 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
 
   /* ---- LM ---- */
   const gboolean do_lm = b->w_lm > 0;
-  float *lh = g_new (float, (gsize) B * T * D), *logits = g_new (float, (gsize) B * T * V);
-  float *dlogits = g_new0 (float, (gsize) B * T * V);
+  float *lh = train_arena_alloc (m->arena, (gsize) B * T * D);
+  float *logits = do_lm ? train_arena_alloc (m->arena, (gsize) B * T * V) : NULL;
+  float *dlogits = do_lm ? train_arena_alloc0 (m->arena, (gsize) B * T * V) : NULL;
   TextTape *dt = do_lm ? text_forward (m, b->lm_ids, b->mask, B, T, embeds, TRUE, lh) : NULL;
   HeadTape *ht = dt ? lm_head_forward (m, lh, B * T, logits) : NULL;
   int32_t *labels = g_new (int32_t, (gsize) B * T);
@@ -453,7 +452,7 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
     out->lm = crossentropy_forward_backward (dlogits, &out->lm_nosmooth, logits, labels, B * T, V, smoothing, b->w_lm);
 
   /* ---- backward: each text pass, then the ViT once with the summed gradients ---- */
-  float *dh = g_new0 (float, (gsize) MAX (np, B) * T * D);
+  float *dh = train_arena_alloc0 (m->arena, (gsize) MAX (np, B) * T * D);
   if (dt) {
     memset (dh, 0, sizeof (float) * B * T * D);
     lm_head_backward (m, ht, dlogits, dh);
@@ -480,10 +479,12 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   head_tape_free (ht);
   if (drawn != b->itm_drawn)
     itm_pairs_free (drawn);
-  g_free (embeds); g_free (dembeds); g_free (uh); g_free (ufirst); g_free (cls);
-  g_free (cls_m); g_free (ufirst_m); g_free (i2t); g_free (t2i); g_free (dcls); g_free (dufirst);
-  g_free (itm_embeds); g_free (ditm_embeds); g_free (itm_ids); g_free (itm_mask);
-  g_free (mh); g_free (first); g_free (itm_logits); g_free (ditm); g_free (dfirst);
-  g_free (lh); g_free (logits); g_free (dlogits); g_free (labels); g_free (dh);
+  g_free (itm_ids);
+  g_free (itm_mask);
+  g_free (labels);
+  /* the step's activations are gone; their memory serves the next step */
+  train_arena_reset (m->arena);
+  if (mo && mo->momentum)
+    train_arena_reset (mo->momentum->arena);
   return TRUE;
 }
