@@ -128,18 +128,10 @@ add (Emit *e, const char *prefix, const char *name, const char *suffix, int ndim
      BlipParamInit init, BlipPart part, gboolean matrix, const float **slot, gboolean tied,
      const float **tied_to)
 {
-  BlipParam p = { 0 };
-  p.name = g_strconcat (prefix, *prefix ? "." : "", name, suffix, NULL);
-  p.ndim = ndim;
-  p.numel = 1;
+  BlipParam p = { .name = g_strconcat (prefix, *prefix ? "." : "", name, suffix, NULL), .ndim = ndim, .numel = 1,
+                  .init = init, .part = part, .matrix = matrix, .slot = slot, .tied = tied, .tied_to = tied_to };
   for (int i = 0; i < ndim; i++)
     p.numel *= (p.shape[i] = shape[i]);
-  p.init = init;
-  p.part = part;
-  p.matrix = matrix;
-  p.slot = slot;
-  p.tied = tied;
-  p.tied_to = tied_to;
   g_array_append_val (e->list, p);
 }
 

@@ -1,38 +1,37 @@
-/* The activation arena (see arena.h): a list of blocks, each bump
- * allocated; a reset merges them into one. */
+/* The activation arena (see arena.h): a private anonymous mapping the size
+ * of the machine's memory, reserved without commitment (MAP_NORESERVE);
+ * the kernel backs pages as a step first touches them. */
 #include "arena.h"
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ALIGN 64
-#define MIN_BLOCK ((gsize) 16 << 20) /* bytes */
-
-typedef struct {
-  guint8 *data;
-  gsize size, used;
-} Block;
 
 struct _TrainArena {
-  GArray *blocks; /* Block */
-  guint current;  /* the block allocations come from */
-  gsize in_use, peak;
+  guint8 *base;
+  gsize reserved, used, peak;
 };
 
 TrainArena *
 train_arena_new (void)
 {
   TrainArena *a = g_new0 (TrainArena, 1);
-  a->blocks = g_array_new (FALSE, TRUE, sizeof (Block));
+  const long pages = sysconf (_SC_PHYS_PAGES), page = sysconf (_SC_PAGESIZE);
+  gsize want = pages > 0 && page > 0 ? (gsize) pages * (gsize) page : (gsize) 1 << 34;
+  /* a smaller range where address space is limited (ulimit -v) */
+  for (; want >= ((gsize) 1 << 28); want /= 2) {
+    void *p = mmap (NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      a->base = p;
+      a->reserved = want;
+      break;
+    }
+  }
+  if (!a->base)
+    g_error ("activation arena: cannot reserve 256 MB of address space (ulimit -v?)");
   return a;
-}
-
-static void
-free_blocks (TrainArena *a)
-{
-  for (guint i = 0; i < a->blocks->len; i++)
-    g_free (g_array_index (a->blocks, Block, i).data);
-  g_array_set_size (a->blocks, 0);
-  a->current = 0;
 }
 
 void
@@ -40,48 +39,21 @@ train_arena_free (TrainArena *a)
 {
   if (!a)
     return;
-  free_blocks (a);
-  g_array_unref (a->blocks);
+  munmap (a->base, a->reserved);
   g_free (a);
-}
-
-static gsize
-round_up (gsize n)
-{
-  return (n + ALIGN - 1) / ALIGN * ALIGN;
-}
-
-static guint8 *
-block_new (gsize size)
-{
-  /* g_malloc's 16-byte alignment, rounded up inside the block */
-  return g_malloc (size + ALIGN);
 }
 
 float *
 train_arena_alloc (TrainArena *a, gsize n)
 {
-  if (n > (G_MAXSIZE - 2 * ALIGN) / sizeof (float))
-    g_error ("activation arena: %" G_GSIZE_FORMAT " floats do not fit in memory", n);
-  const gsize bytes = round_up (MAX (n, 1) * sizeof (float));
-  /* the current block, then the next ones a release emptied, then a new one */
-  for (; a->current < a->blocks->len; a->current++) {
-    Block *b = &g_array_index (a->blocks, Block, a->current);
-    if (b->size - b->used >= bytes)
-      break;
-  }
-  if (a->current == a->blocks->len) {
-    const gsize last = a->blocks->len ? g_array_index (a->blocks, Block, a->blocks->len - 1).size : 0;
-    Block b = { .size = MAX (MAX (bytes, MIN_BLOCK), last) };
-    b.data = block_new (b.size);
-    g_array_append_val (a->blocks, b);
-  }
-  Block *b = &g_array_index (a->blocks, Block, a->current);
-  guint8 *base = (guint8 *) (((guintptr) b->data + ALIGN - 1) / ALIGN * ALIGN);
-  float *p = (float *) (base + b->used);
-  b->used += bytes;
-  a->in_use += bytes;
-  a->peak = MAX (a->peak, a->in_use);
+  const gsize room = a->reserved - a->used;
+  if (n >= room / sizeof (float) || (MAX (n, 1) * sizeof (float) + ALIGN - 1) / ALIGN * ALIGN > room)
+    g_error ("activation arena: a step needs more than the %.1f GB reserved (%.1f GB in use, %" G_GSIZE_FORMAT
+             " more floats asked): use a smaller --batch", a->reserved / 1e9, a->used / 1e9, n);
+  const gsize bytes = (MAX (n, 1) * sizeof (float) + ALIGN - 1) / ALIGN * ALIGN;
+  float *p = (float *) (a->base + a->used);
+  a->used += bytes;
+  a->peak = MAX (a->peak, a->used);
   return p;
 }
 
@@ -96,38 +68,20 @@ train_arena_alloc0 (TrainArena *a, gsize n)
 TrainArenaMark
 train_arena_mark (const TrainArena *a)
 {
-  TrainArenaMark m = { a->current, 0 };
-  if (a->current < a->blocks->len)
-    m.used = g_array_index (a->blocks, Block, a->current).used;
-  return m;
+  return a->used;
 }
 
 void
 train_arena_release (TrainArena *a, TrainArenaMark mark)
 {
-  for (guint i = mark.block; i < a->blocks->len; i++) {
-    Block *b = &g_array_index (a->blocks, Block, i);
-    const gsize keep = i == mark.block ? mark.used : 0;
-    g_assert (b->used >= keep); /* releases nest: a mark is never past what is in use */
-    a->in_use -= b->used - keep;
-    b->used = keep;
-  }
-  a->current = MIN (mark.block, a->blocks->len);
+  g_assert (mark <= a->used); /* releases nest */
+  a->used = mark;
 }
 
 void
 train_arena_reset (TrainArena *a)
 {
-  if (a->blocks->len > 1) {
-    /* the same allocations, in one block, end at the peak */
-    free_blocks (a);
-    Block b = { .size = MAX (a->peak, MIN_BLOCK) };
-    b.data = block_new (b.size);
-    g_array_append_val (a->blocks, b);
-  } else if (a->blocks->len == 1)
-    g_array_index (a->blocks, Block, 0).used = 0;
-  a->current = 0;
-  a->in_use = 0;
+  a->used = 0;
 }
 
 gsize

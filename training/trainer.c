@@ -604,6 +604,10 @@ train_run (const TrainOptions *o)
     if (steps_this_run > 0)
       printf ("math: %.1f GFLOP/s%s in %.2f s of steps (%.0f GFLOP a step, matrix products counted from the shapes)\n",
               flops / MAX (math_s, 1e-9) / 1e9, W > 1 ? " a rank" : "", math_s, flops / steps_this_run / 1e9);
+    /* what a step's passes keep at once, and the weights with their moments */
+    if (steps_this_run > 0)
+      printf ("memory: activations %.2f GB at the peak of a step; parameters, gradients and AdamW moments %.2f GB\n",
+              train_arena_peak (s->model->arena) / 1e9, 4.0 * s->model->n_values * sizeof (float) / 1e9);
     printf ("%s %d steps (%.1f minutes of training)%s\n", interrupted ? "interrupted after" : "trained",
             s->step, s->elapsed_s / 60, rc ? ", stopped by the error above" : "");
     if (rc == 0 && !train_state_save (s, ckpt, &error))
