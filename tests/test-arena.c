@@ -86,6 +86,28 @@ test_too_big (void)
   g_test_trap_assert_stderr ("*a step needs more than the*GB reserved*smaller --batch*");
 }
 
+/* under AddressSanitizer, writing past an allocation or into released
+ * memory is caught as with malloc's buffers */
+static void
+test_checked (void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+  if (g_test_subprocess ()) {
+    TrainArena *a = train_arena_new ();
+    float *p = train_arena_alloc (a, 10);
+    train_arena_alloc (a, 10);
+    volatile float *q = p;
+    q[10] = 1.0f; /* the red zone */
+    return;
+  }
+  g_test_trap_subprocess (NULL, 0, G_TEST_SUBPROCESS_DEFAULT);
+  g_test_trap_assert_failed ();
+  g_test_trap_assert_stderr ("*use-after-poison*");
+#else
+  g_test_skip ("not built with AddressSanitizer (the CI's sanitized build runs this)");
+#endif
+}
+
 int
 main (int argc, char **argv)
 {
@@ -94,5 +116,6 @@ main (int argc, char **argv)
   g_test_add_func ("/arena/release", test_release);
   g_test_add_func ("/arena/reset-reuses", test_reset_reuses);
   g_test_add_func ("/arena/too-big", test_too_big);
+  g_test_add_func ("/arena/checked", test_checked);
   return g_test_run ();
 }

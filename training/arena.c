@@ -1,11 +1,35 @@
 /* The activation arena (see arena.h): a private anonymous mapping the size
  * of the machine's memory, reserved without commitment (MAP_NORESERVE);
- * the kernel backs pages as a step first touches them. */
+ * the kernel backs pages as a step first touches them.
+ *
+ * The checkers see its allocations as they see malloc's: under ASan
+ * released memory and a red zone after each allocation are poisoned, so
+ * an overrun into the next buffer is caught;
+ * under valgrind an allocation is undefined until written (memcheck would
+ * otherwise take the mapping's zeros as initialised) and released memory
+ * inaccessible. */
 #include "arena.h"
 
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define REDZONE 64
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION (p, n)
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION (p, n)
+#else
+#define REDZONE 0
+#define POISON(p, n) ((void) 0)
+#define UNPOISON(p, n) ((void) 0)
+#endif
+#ifdef HAVE_VALGRIND_MEMCHECK_H
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_UNDEFINED(p, n) ((void) 0)
+#define VALGRIND_MAKE_MEM_NOACCESS(p, n) ((void) 0)
+#endif
 
 #define ALIGN 64
 
@@ -31,6 +55,11 @@ train_arena_new (void)
   }
   if (!a->base)
     g_error ("activation arena: cannot reserve 256 MB of address space (ulimit -v?)");
+  /* 2 MB pages where the kernel has them (transparent_hugepage "madvise"):
+   * a step's gigabytes of activations in 512 times fewer page faults and
+   * TLB entries */
+  madvise (a->base, a->reserved, MADV_HUGEPAGE);
+  VALGRIND_MAKE_MEM_NOACCESS (a->base, a->reserved);
   return a;
 }
 
@@ -39,6 +68,7 @@ train_arena_free (TrainArena *a)
 {
   if (!a)
     return;
+  UNPOISON (a->base, a->reserved);
   munmap (a->base, a->reserved);
   g_free (a);
 }
@@ -47,11 +77,15 @@ float *
 train_arena_alloc (TrainArena *a, gsize n)
 {
   const gsize room = a->reserved - a->used;
-  if (n >= room / sizeof (float) || (MAX (n, 1) * sizeof (float) + ALIGN - 1) / ALIGN * ALIGN > room)
+  if (n >= (room - REDZONE - ALIGN) / sizeof (float))
     g_error ("activation arena: a step needs more than the %.1f GB reserved (%.1f GB in use, %" G_GSIZE_FORMAT
              " more floats asked): use a smaller --batch", a->reserved / 1e9, a->used / 1e9, n);
-  const gsize bytes = (MAX (n, 1) * sizeof (float) + ALIGN - 1) / ALIGN * ALIGN;
+  const gsize size = MAX (n, 1) * sizeof (float);
+  const gsize bytes = (size + REDZONE + ALIGN - 1) / ALIGN * ALIGN;
   float *p = (float *) (a->base + a->used);
+  UNPOISON (p, size);
+  POISON ((guint8 *) p + size, bytes - size);
+  VALGRIND_MAKE_MEM_UNDEFINED (p, size);
   a->used += bytes;
   a->peak = MAX (a->peak, a->used);
   return p;
@@ -75,13 +109,15 @@ void
 train_arena_release (TrainArena *a, TrainArenaMark mark)
 {
   g_assert (mark <= a->used); /* releases nest */
+  POISON (a->base + mark, a->used - mark);
+  VALGRIND_MAKE_MEM_NOACCESS (a->base + mark, a->used - mark);
   a->used = mark;
 }
 
 void
 train_arena_reset (TrainArena *a)
 {
-  a->used = 0;
+  train_arena_release (a, 0);
 }
 
 gsize

@@ -391,8 +391,11 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   if (do_itc && mo && mo->momentum) {
     itc_momentum_update (mo, m);
     float *e_m = train_arena_alloc (m->arena, (gsize) B * img), *h_m = train_arena_alloc (m->arena, (gsize) B * T * D);
+    /* no backward through the momentum encoder: its activations go at once */
+    const TrainArenaMark before = train_arena_mark (mo->momentum->arena);
     vision_tape_free (vision_forward (mo->momentum, b->pixels, B, e_m));
     text_tape_free (text_forward (mo->momentum, b->itc_ids, b->mask, B, T, NULL, FALSE, h_m));
+    train_arena_release (mo->momentum->arena, before);
     cls_m = train_arena_alloc (m->arena, (gsize) B * Dv);
     ufirst_m = train_arena_alloc (m->arena, (gsize) B * D);
     first_tokens (cls_m, e_m, B, P, Dv);
