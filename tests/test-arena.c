@@ -32,10 +32,10 @@ test_release (void)
   const TrainArenaMark m = train_arena_mark (a);
   float *s1 = train_arena_alloc (a, 100);
   const TrainArenaMark inner = train_arena_mark (a);
-  train_arena_alloc (a, (gsize) 6 << 20);
+  float *gone = train_arena_alloc (a, (gsize) 6 << 20);
+  g_assert_true (gone > s1 + 100);
   train_arena_release (a, inner);
-  float *s2 = train_arena_alloc (a, 10);
-  g_assert_true (s2 == s1 + 112); /* 400 bytes rounded to 448: where the released block was */
+  g_assert_true (train_arena_alloc (a, 10) == gone); /* where the released block was */
   train_arena_release (a, m);
   g_assert_true (train_arena_alloc (a, 100) == s1); /* the same memory again */
   g_assert_cmpfloat (keep[15], ==, 7.0f);
@@ -62,7 +62,10 @@ test_reset_reuses (void)
   TrainArena *a = train_arena_new ();
   float *at = step (a);
   const gsize peak = train_arena_peak (a);
-  g_assert_cmpuint (peak, ==, ((gsize) 1 << 20) * 4 * 14); /* 13 units of tape and one of scratch at the end */
+  /* 13 units of tape and one of scratch at the end (plus, under ASan,
+   * a red zone after each of the 10 allocations) */
+  g_assert_cmpuint (peak, >=, ((gsize) 1 << 20) * 4 * 14);
+  g_assert_cmpuint (peak, <=, ((gsize) 1 << 20) * 4 * 14 + 10 * 128);
   train_arena_reset (a);
   for (int k = 0; k < 3; k++) {
     g_assert_true (step (a) == at); /* the same addresses each step */

@@ -168,6 +168,9 @@ TrainModel *
 train_model_momentum (TrainModel *m)
 {
   TrainModel *s = model_alloc (&m->c);
+  train_arena_free (s->arena);
+  s->arena = m->arena;
+  s->arena_borrowed = TRUE;
   s->has_encoder = TRUE;
   GArray *mine = blip_param_array_new (), *theirs = train_model_schema (m, BLIP_CHECKPOINT_RETRIEVAL);
   const BlipSchemaBinding b = { .vit = &s->vit, .text = &s->encoder, .heads = &s->heads };
@@ -439,7 +442,8 @@ train_model_free (TrainModel *m)
   g_free (m->encoder.layers);
   g_free (m->values);
   g_free (m->grads);
-  train_arena_free (m->arena);
+  if (!m->arena_borrowed)
+    train_arena_free (m->arena);
   g_free (m);
 }
 

@@ -42,8 +42,11 @@ typedef struct {
   BlipRetrievalHeads heads;
   float *temp;           /* ITC's learnable temperature (pretraining), or NULL */
   /* the activations of the forward passes (their tapes) and the backward
-   * passes' temporaries; objective_pretrain resets it after each step */
+   * passes' temporaries; objective_pretrain resets it after each step.
+   * The momentum copy borrows its model's, so that the memory its passes
+   * release serves the rest of the step. */
   TrainArena *arena;
+  gboolean arena_borrowed;
 } TrainModel;
 
 /* The gradient of the parameter whose values start at value. */

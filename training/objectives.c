@@ -487,7 +487,5 @@ objective_pretrain (TrainModel *m, ItcMomentum *mo, const PretrainBatch *b, doub
   g_free (labels);
   /* the step's activations are gone; their memory serves the next step */
   train_arena_reset (m->arena);
-  if (mo && mo->momentum)
-    train_arena_reset (mo->momentum->arena);
   return TRUE;
 }
