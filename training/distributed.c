@@ -61,8 +61,14 @@ dist_allgather (const void *send, void *recv, gsize bytes)
 void
 dist_abort (int code)
 {
-  if (initialised && world > 1)
+  /* Open MPI 4.1's mpirun can crash when several ranks abort at once (an
+   * error every rank meets): rank 0 aborts the job, the others only if it
+   * has not after a moment (an error of their own) */
+  if (initialised && world > 1) {
+    if (rank != 0)
+      g_usleep (2 * G_USEC_PER_SEC);
     MPI_Abort (MPI_COMM_WORLD, code);
+  }
   exit (code);
 }
 

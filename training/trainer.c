@@ -424,11 +424,14 @@ train_run (const TrainOptions *o)
 
   /* the gradients' all-reduce needs the same parameters on every rank: a
    * rank that built or read another model stops the job here, before the
-   * collectives would mismatch */
+   * collectives would mismatch.  Every rank knows the answer (it is an
+   * all-gather), so they all end normally: Open MPI 4.1's mpirun can crash
+   * when several ranks call MPI_Abort at once. */
   if (W > 1 && !ranks_agree (s->model)) {
     g_printerr ("blip-train: rank %d: the ranks do not start from the same weights (%" G_GSIZE_FORMAT
                 " parameters here): give every rank the same options\n", R, n_params);
-    dist_abort (1);
+    rc = 1;
+    goto out;
   }
   metrics = lead ? open_metrics (o->out, o->resume ? s->step : 0) : NULL;
   if (N < B * A * W) {
