@@ -11,8 +11,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static double blip_model_vision_tokens_of (const BlipConfig *c);
-
 typedef struct {
   BlipModel *model;
   BlipSession *session;
@@ -29,8 +27,8 @@ static double
 vision_gflop (const BlipConfig *c)
 {
   const double D = c->vision.hidden_size, I = c->vision.intermediate_size, L = c->vision.num_layers;
-  const double g = c->vision.image_size / c->vision.patch_size, P = g * g + 1;
-  const double patch = 2.0 * g * g * D * 3 * c->vision.patch_size * c->vision.patch_size;
+  const double P = blip_config_vision_tokens (&c->vision);
+  const double patch = 2.0 * (P - 1) * D * 3 * c->vision.patch_size * c->vision.patch_size; /* not [CLS] */
   const double layer = 2.0 * P * D * 3 * D + 2.0 * P * D * D + 4.0 * P * D * I + 4.0 * P * P * D;
   return (patch + L * layer) / 1e9;
 }
@@ -40,8 +38,7 @@ static double
 text_gflop (const BlipConfig *c, double T, gboolean cross, gboolean lm_head)
 {
   const double D = c->text.hidden_size, I = c->text.intermediate_size, L = c->text.num_layers;
-  const double Dv = c->vision.hidden_size, P = c->vision.image_size / c->vision.patch_size;
-  const double Pt = P * P + 1;
+  const double Dv = c->vision.hidden_size, Pt = blip_config_vision_tokens (&c->vision);
   double layer = 2.0 * T * D * 4 * D + 4.0 * T * T * D + 4.0 * T * D * I;
   if (cross)
     layer += 2.0 * T * D * 2 * D + 2.0 * Pt * Dv * 2 * D + 4.0 * T * Pt * D;
@@ -107,7 +104,7 @@ case_gflop (const BlipConfig *c, const char *name, int T)
     /* one pass per new token over the KV cache: T=1 rows, beams as many;
      * the image's cross-attention keys and values once */
     const double beams = g_str_equal (name, "caption-beam3x20") ? 3 : 1;
-    const double Pt = blip_model_vision_tokens_of (c);
+    const double Pt = blip_config_vision_tokens (&c->vision);
     const double cross_kv = 2.0 * c->text.num_layers * Pt * c->vision.hidden_size * 2 * c->text.hidden_size / 1e9;
     return vision_gflop (c) + cross_kv + 20 * beams * (text_gflop (c, 1, TRUE, TRUE) - cross_kv);
   }
@@ -115,18 +112,11 @@ case_gflop (const BlipConfig *c, const char *name, int T)
     return text_gflop (c, T, TRUE, FALSE);
   if (g_str_equal (name, "itm8")) {
     /* one image: its cross-attention keys and values once for all 8 texts */
-    const double cross_kv = 2.0 * c->text.num_layers * blip_model_vision_tokens_of (c)
+    const double cross_kv = 2.0 * c->text.num_layers * blip_config_vision_tokens (&c->vision)
         * c->vision.hidden_size * 2 * c->text.hidden_size / 1e9;
     return 8 * text_gflop (c, T, TRUE, FALSE) - 7 * cross_kv;
   }
   return 8 * text_gflop (c, T, FALSE, FALSE);
-}
-
-static double
-blip_model_vision_tokens_of (const BlipConfig *c)
-{
-  const double g = c->vision.image_size / c->vision.patch_size;
-  return g * g + 1;
 }
 
 static gint

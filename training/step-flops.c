@@ -19,7 +19,7 @@ text_forward_flops (const BlipConfig *c, double T, gboolean cross)
 {
   const BlipTextConfig *t = &c->text;
   const double D = t->hidden_size, I = t->intermediate_size, Dv = c->vision.hidden_size;
-  const double g = c->vision.image_size / c->vision.patch_size, N = g * g + 1;
+  const double N = blip_config_vision_tokens (&c->vision);
   double layer = 2 * T * D * (4 * D + 2 * I) + 4 * T * T * D;
   if (cross)
     layer += 2 * T * D * D * 2 + 2 * N * Dv * D * 2 + 4 * T * N * D; /* Q and output; K and V; the products */
