@@ -8,6 +8,9 @@
 #include "precision-private.h"
 #include "primitive-cache.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,12 +178,27 @@ int8_weight_max (void)
   return blip_cpu_has_vnni () ? 127 : 63;
 }
 
+/* x rounded to the nearest integer, ties to even (lrintf in the default
+ * rounding mode), without a libm call per weight */
+static inline int
+round_to_int (float x)
+{
+#ifdef __SSE2__
+  return _mm_cvtss_si32 (_mm_set_ss (x));
+#else
+  return (int) lrintf (x);
+#endif
+}
+
 /* int8 weights: W [N,K] per output channel, symmetric, w ~ scale[n] * q;
- * sums[n] is the sum of row n of q (exact in a float: |sum| < 2^24). */
+ * sums[n] is the sum of row n of q (exact in a float: |sum| < 2^24).
+ * Rows are independent: spread over the threads (a model load quantises
+ * every weight). */
 static void
 quantise_weight (const float *W, int N, int K, gint8 *q, float *scales, float *sums)
 {
   const int qmax = int8_weight_max ();
+#pragma omp parallel for if ((gsize) N * K > 65536)
   for (int n = 0; n < N; n++) {
     const float *row = W + (gsize) n * K;
     float amax = 0;
@@ -190,7 +208,7 @@ quantise_weight (const float *W, int N, int K, gint8 *q, float *scales, float *s
     scales[n] = scale;
     int32_t sum = 0;
     for (int k = 0; k < K; k++) {
-      q[(gsize) n * K + k] = (gint8) CLAMP (lrintf (row[k] * inv), -qmax, qmax);
+      q[(gsize) n * K + k] = (gint8) CLAMP (round_to_int (row[k] * inv), -qmax, qmax);
       sum += q[(gsize) n * K + k];
     }
     sums[n] = (float) sum;
