@@ -1,5 +1,6 @@
-/* BLIP's train transforms: RandomResizedCrop and flip, and their worker
- * thread, which must hand out exactly what a direct call computes. */
+/* BLIP's train transforms: RandomResizedCrop and flip (the batch loader's
+ * workers compute them: test-train-data.sh checks that their batches do not
+ * depend on the number of threads). */
 #include "augment.h"
 #include "../core/checkpoint.h"
 
@@ -108,40 +109,6 @@ test_crops (void)
   g_free (a); g_free (b); g_free (prev); g_free (f.data);
 }
 
-/* the worker thread's batches equal direct calls with the documented seeds */
-static void
-test_augmenter (void)
-{
-  DatasetFrame frames[3] = { make_frame (), make_frame (), make_frame () };
-  BlipConfig c = config ();
-  const int S = 16, L = 3 * S * S, B = 4;
-  Dataset d = { .n = 3, .image_len = L, .frames = frames };
-  AugmentOptions o = { 0.2, 1.0, TRUE };
-  Augmenter *aug = augmenter_new (&d, &c, &o, B);
-  float *want = g_new (float, (gsize) B * L);
-  const int items[2][4] = { { 0, 1, 2, 0 }, { 2, 2, 1, 0 } };
-  const gint64 seed = 0x123456789ll;
-  augmenter_submit (aug, items[0], seed, 7, 1);
-  for (int job = 0; job < 6; job++) {
-    const float *got = augmenter_wait (aug, NULL);
-    g_assert_nonnull (got);
-    const int step = 7 + job;
-    for (int k = 0; k < B; k++) {
-      GRand *rng = g_rand_new_with_seed_array ((guint32[]) { (guint32) seed, (guint32) ((guint64) seed >> 32),
-                                                             0xa0900000u + 1, (guint32) step, (guint32) k }, 5);
-      g_assert_true (augment_image (&frames[items[job % 2][k]], &o, &c, rng, want + (gsize) k * L, NULL));
-      g_rand_free (rng);
-    }
-    /* the next batch is computed while this one is read */
-    augmenter_submit (aug, items[(job + 1) % 2], seed, step + 1, 1);
-    g_assert_cmpmem (got, sizeof (float) * B * L, want, sizeof (float) * B * L);
-  }
-  augmenter_free (aug);
-  g_free (want);
-  for (int i = 0; i < 3; i++)
-    g_free (frames[i].data);
-}
-
 static void
 test_parse (void)
 {
@@ -158,7 +125,6 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/augment/whole-and-flip", test_whole_and_flip);
   g_test_add_func ("/augment/crops", test_crops);
-  g_test_add_func ("/augment/worker-thread", test_augmenter);
   g_test_add_func ("/augment/parse", test_parse);
   return g_test_run ();
 }

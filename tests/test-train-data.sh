@@ -187,6 +187,35 @@ check "the run reports the fraction of step time spent waiting for data" 'grep -
 check "a run resumed mid-epoch repeats the uninterrupted one" 'grep -q "resuming at step 5 (epoch 0, batch 5)" "$tmp/r.log" \
   && [ "$(wc -l < "$tmp/u/metrics.jsonl")" = 11 ] && diff <(losses "$tmp/u/metrics.jsonl") <(losses "$tmp/r/metrics.jsonl") > /dev/null'
 
+# eval streams its split: at 384 px (a 32 px patch, the small preset's
+# width) an image is 1.77 MB of pixels but only 145 x 192 floats (111 kB) of
+# the embeddings retrieval keeps.  200 images against 20: the resident size
+# may grow by the 180 more embeddings and 64 MB of slack, not by their 318 MB
+# of pixels (as when the whole split was decoded at once).  One image of the
+# split is cut short: skipped, named, counted, and the rest evaluated.
+"$train" make-dataset --out "$tmp/big" --format jpeg --train 8 --val 2 --test 200 --size 384 --seed 8 > /dev/null
+"$train" pretrain --batch 4 --steps 1 --threads 2 --image-size 384 --patch-size 32 --queue-size 8 --augment none \
+  --data "$tmp/big" --out "$tmp/big-run" > "$tmp/big-run.log" 2>&1
+$py - "$tmp/big/test.json" "$tmp/big/test20.json" "$tmp/big/test-cut.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+json.dump(rows[:20], open(sys.argv[2], "w"))
+json.dump(rows[:19] + [dict(rows[19], image="images/cut.jpg")], open(sys.argv[3], "w"))
+PY
+head -c 3000 "$tmp/big/$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))[19]["image"])' "$tmp/big/test.json")" > "$tmp/big/images/cut.jpg"
+peak_kb() { /usr/bin/time -f "%M" -o "$tmp/time.txt" "$train" eval --beams 1 --data "$1" --model "$tmp/big-run" > "$2" 2> "$2.log"; cat "$tmp/time.txt"; }
+small_kb=$(peak_kb "$tmp/big/test20.json" "$tmp/big-20.txt")
+large_kb=$(peak_kb "$tmp/big/test.json" "$tmp/big-200.txt")
+echo "# eval peak RSS: 20 images ${small_kb} kB, 200 images ${large_kb} kB" >&2
+check "eval streams its images: 200 images take no more than their embeddings over 20 (not their pixels)" \
+  '[ -n "$small_kb" ] && [ -n "$large_kb" ] && grep -q "\"n\": 200" "$tmp/big-200.txt" && [ $((large_kb - small_kb)) -lt $((180 * 145 * 192 * 4 / 1024 + 65536)) ]' \
+  || tail -5 "$tmp/big-200.txt.log" "$tmp/big-run.log" | sed 's/^/# /' >&2
+"$train" eval --beams 1 --data "$tmp/big/test-cut.json" --model "$tmp/big-run" > "$tmp/big-cut.txt" 2> "$tmp/big-cut.log"
+rc=$?
+check "eval skips a truncated image with a warning naming it, counts it, and evaluates the rest" \
+  '[ $rc = 0 ] && grep -q "cut.jpg skipped" "$tmp/big-cut.log" && grep -q "1 broken entries" "$tmp/big-cut.log" && grep -q "\"n\": 19" "$tmp/big-cut.txt"' \
+  || tail -5 "$tmp/big-cut.log" | sed 's/^/# /' >&2
+
 # data parallelism: each rank reads its share; the ranks agree
 if command -v mpirun > /dev/null && [[ "$(ldd "$train")" == *libmpi* ]]; then
   mpmd=(mpirun --oversubscribe $([ "$(id -u)" = 0 ] && echo --allow-run-as-root))

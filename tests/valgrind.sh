@@ -9,7 +9,7 @@ build=${1:?build dir}
 export OMP_WAIT_POLICY=passive
 supp=$(dirname "$0")/valgrind.supp
 n=0; failed=0
-for t in parity generate tokenizer preprocess malformed geometry precision grad caption-metrics augment image-load; do
+for t in parity generate tokenizer preprocess malformed geometry precision grad caption-metrics augment image-load image-stream arena; do
   n=$((n+1))
   log=$(mktemp)
   if valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite,possible \

@@ -13,4 +13,4 @@ apt-get install -y -q --no-install-recommends \
   python3-numpy python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0 \
   libopenmpi-dev openmpi-bin \
   libsqlite3-dev sqlite3 libpq-dev postgresql-15 \
-  chromium
+  chromium time

@@ -1,6 +1,7 @@
 /* Training-time image transforms as BLIP's: RandomResizedCrop (bicubic,
- * through libblip's preprocessing) and horizontal flip, computed for the
- * next batch on a worker thread while the current one trains.  The crops
+ * through libblip's preprocessing) and horizontal flip, computed by the
+ * batch loader's workers for the next batches while the current one
+ * trains (batch-loader.h).  The crops
  * come from (seed, step, rank, slot), so a run resumed from a checkpoint
  * sees the same images as an uninterrupted one. */
 #ifndef BLIP_TRAIN_AUGMENT_H
@@ -19,17 +20,5 @@ gboolean augment_parse (const char *name, gboolean *augment, gboolean *flip);
 /* One crop and flip of a decoded frame into pixel_values [3, S, S]. */
 gboolean augment_image (const DatasetFrame *frame, const AugmentOptions *o, const BlipConfig *c,
                         GRand *rng, float *pixel_values, GError **error);
-
-typedef struct _Augmenter Augmenter;
-
-Augmenter *augmenter_new (const Dataset *d, const BlipConfig *c, const AugmentOptions *o, int batch);
-/* Starts computing the batch of these items in the background; its crops
- * are drawn from (seed, step, part) alone, part telling apart the batches
- * of one step (accumulation, ranks). */
-void augmenter_submit (Augmenter *a, const int *items, gint64 seed, int step, int part);
-/* Waits for the submitted batch and returns its pixels [batch, 3, S, S]
- * (valid until the next submit after this call). */
-const float *augmenter_wait (Augmenter *a, GError **error);
-void augmenter_free (Augmenter *a);
 
 #endif

@@ -14,6 +14,7 @@
 #include "caption-metrics.h"
 #include "dataset.h"
 #include "distributed.h"
+#include "image-stream.h"
 #include "init-weights.h"
 #include "json-fields.h"
 #include "trainer.h"
@@ -202,26 +203,41 @@ calibrated_threshold (BlipSession *fs, const BlipConfig *c, double f, double *th
                       int *n_used, GError **error)
 {
   char *path = g_build_filename (opt_data, "val.json", NULL);
-  Dataset *v = dataset_load (path, NULL, c, 30, FALSE, (guint64) opt_max_pixels, error);
-  g_free (path);
+  Dataset *v = dataset_load (path, NULL, 30, error);
   *n_used = 0;
-  if (!v)
+  if (!v) {
+    g_free (path);
     return FALSE;
-  const int P = (c->vision.image_size / c->vision.patch_size) * (c->vision.image_size / c->vision.patch_size) + 1;
-  float *embeds = g_new (float, (gsize) P * c->vision.hidden_size);
+  }
+  /* the human pairs' images, streamed */
+  GPtrArray *paths = g_ptr_array_new ();
+  GArray *which = g_array_new (FALSE, FALSE, sizeof (int));
+  for (int i = 0; i < v->n; i++)
+    if (g_str_equal (v->items[i].source, "human")) {
+      g_ptr_array_add (paths, (gpointer) v->paths[i]);
+      g_array_append_val (which, i);
+    }
+  ImageStream *images = image_stream_new ((const char *const *) paths->pdata, paths->len, path, c,
+                                          (guint64) opt_max_pixels, 2, 4);
+  float *embeds = g_new (float, (gsize) blip_config_vision_tokens (&c->vision) * c->vision.hidden_size);
   double *scores = g_new (double, MAX (v->n, 1));
   int n = 0;
   gboolean ok = TRUE;
-  for (int i = 0; ok && i < v->n; i++)
-    if (g_str_equal (v->items[i].source, "human")) {
-      const char *t = v->items[i].caption;
-      ok = itm_scores (fs, v->pixels + (gsize) i * v->image_len, embeds, &t, 1, &scores[n++], error);
-    }
+  guint k;
+  const float *pixels;
+  while (ok && image_stream_next (images, &k, &pixels)) {
+    const char *t = v->items[g_array_index (which, int, k)].caption;
+    ok = itm_scores (fs, pixels, embeds, &t, 1, &scores[n++], error);
+  }
+  image_stream_free (images);
   qsort (scores, n, sizeof (double), compare_double);
   *th = n ? scores[MIN ((int) (f * n), n - 1)] : -1;
   *n_used = n;
   g_free (scores);
   g_free (embeds);
+  g_ptr_array_unref (paths);
+  g_array_unref (which);
+  g_free (path);
   dataset_free (v);
   return ok;
 }
@@ -505,7 +521,7 @@ cmd_capfilt (void)
   dist_init (NULL, NULL);
   const int R = dist_rank (), W = dist_world ();
   char *train_path = g_build_filename (opt_data, "train.json", NULL);
-  Dataset *d = dataset_load (train_path, NULL, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
+  Dataset *d = dataset_load (train_path, NULL, 30, &error);
   g_free (train_path);
   if (!d) {
     g_printerr ("blip-train capfilt: %s\n", error->message);
@@ -590,11 +606,24 @@ cmd_capfilt (void)
       mine++;
       n_done += done[i].synthetic != NULL;
     }
-  for (int i = 0; i < d->n; i++) {
+  /* this rank's share of the web images not scored yet, streamed: the
+   * images are read only here, and by one rank each */
+  GPtrArray *todo_paths = g_ptr_array_new ();
+  GArray *todo = g_array_new (FALSE, FALSE, sizeof (int));
+  for (int i = 0; i < d->n; i++)
+    if (g_str_equal (d->items[i].source, "web") && i % W == R && !done[i].synthetic) {
+      g_ptr_array_add (todo_paths, (gpointer) d->paths[i]);
+      g_array_append_val (todo, i);
+    }
+  char *train_json = g_build_filename (opt_data, "train.json", NULL);
+  ImageStream *images = image_stream_new ((const char *const *) todo_paths->pdata, todo_paths->len, train_json,
+                                          &c, (guint64) opt_max_pixels, 2, 4);
+  guint at;
+  const float *pixels;
+  while (image_stream_next (images, &at, &pixels)) {
+    const int i = g_array_index (todo, int, at);
     const DatasetItem *it = &d->items[i];
-    if (!g_str_equal (it->source, "web") || i % W != R || done[i].synthetic)
-      continue;
-    if (!blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, &error)) {
+    if (!blip_session_encode_images (cs, pixels, 1, embeds, NULL, &error)) {
       g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
       dist_abort (1);
     }
@@ -618,7 +647,7 @@ cmd_capfilt (void)
     }
     double score[17];
     float *fe = g_new (float, (gsize) P * Dv);
-    if (!itm_scores (fs, d->pixels + (gsize) i * d->image_len, fe, (const char *const *) texts->pdata,
+    if (!itm_scores (fs, pixels, fe, (const char *const *) texts->pdata,
                      (int) texts->len, score, &error)) {
       g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
       dist_abort (1);
@@ -657,6 +686,13 @@ cmd_capfilt (void)
       fflush (stdout);
     }
   }
+  if (image_stream_skipped (images))
+    g_printerr ("blip-train capfilt: rank %d: %u web images that do not decode skipped\n", R,
+                image_stream_skipped (images));
+  image_stream_free (images);
+  g_ptr_array_unref (todo_paths);
+  g_array_unref (todo);
+  g_free (train_json);
   if (fclose (shard) != 0) {
     g_printerr ("blip-train capfilt: %s: %s\n", shard_path, g_strerror (errno));
     dist_abort (1);
@@ -744,7 +780,7 @@ cmd_capfilt (void)
     for (int k = 0; ok && k < 2; k++) {
       char *src = g_build_filename (opt_data, splits[k], NULL), *dst = g_build_filename (boot, splits[k], NULL);
       if (g_file_test (src, G_FILE_TEST_EXISTS)) {
-        Dataset *sd = dataset_load (src, NULL, &c, 30, FALSE, (guint64) opt_max_pixels, &error);
+        Dataset *sd = dataset_load (src, NULL, 30, &error);
         ok = sd != NULL;
         if (sd) {
           JsonBuilder *sb = json_builder_new ();

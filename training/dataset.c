@@ -389,10 +389,7 @@ dataset_free (Dataset *d)
     g_free (d->items[i].true_caption);
   }
   g_free (d->items);
-  g_free (d->pixels);
-  for (int i = 0; d->frames && i < d->n; i++)
-    g_free (d->frames[i].data);
-  g_free (d->frames);
+  g_free (d->paths);
   g_free (d);
 }
 
@@ -424,27 +421,21 @@ dataset_pre_caption (const char *caption, int max_words)
   return g_string_free (out, FALSE);
 }
 
-static gboolean
-load_image_pixels (const char *path, const BlipConfig *c, guint64 max_pixels, float *out,
-                   DatasetFrame *frame, GError **error)
+gboolean
+dataset_image_pixels (const char *path, const BlipConfig *c, guint64 max_pixels, float *out, GError **error)
 {
   int w, h;
   guint8 *rgb = blip_image_load_rgb (path, max_pixels, &w, &h, error);
   if (!rgb)
     return FALSE;
-  gboolean ok = blip_preprocess (rgb, w, h, w * 3, BLIP_PIXEL_RGB, c->vision.image_size,
-                                 c->image_mean, c->image_std, out, error);
-  if (ok && frame) {
-    *frame = (DatasetFrame) { rgb, w, h, w * 3 };
-    return TRUE;
-  }
+  const gboolean ok = blip_preprocess (rgb, w, h, w * 3, BLIP_PIXEL_RGB, c->vision.image_size,
+                                       c->image_mean, c->image_std, out, error);
   g_free (rgb);
   return ok;
 }
 
 Dataset *
-dataset_load (const char *annotations, const char *image_root, const BlipConfig *c, int max_words,
-              gboolean keep_frames, guint64 max_pixels, GError **error)
+dataset_load (const char *annotations, const char *image_root, int max_words, GError **error)
 {
   AnnotationIndex *a = annotations_new (max_words);
   if (!annotations_add_file (a, annotations, image_root, error)) {
@@ -454,27 +445,12 @@ dataset_load (const char *annotations, const char *image_root, const BlipConfig 
   annotations_finish (a);
   const guint n = annotations_size (a);
   Dataset *d = g_new0 (Dataset, 1);
-  const int S = c->vision.image_size;
-  d->image_len = 3 * S * S;
   d->skipped = (int) annotations_skipped (a);
   d->items = g_new0 (DatasetItem, MAX (n, 1));
-  d->pixels = g_new (float, (gsize) d->image_len * MAX (n, 1));
-  if (keep_frames)
-    d->frames = g_new0 (DatasetFrame, MAX (n, 1));
+  d->paths = g_new0 (const char *, n + 1);
   for (guint i = 0; i < n; i++) {
-    char *path = annotations_image_path (a, i);
-    GError *e = NULL;
-    /* a broken image is skipped with a warning and counted */
-    if (!load_image_pixels (path, c, max_pixels, d->pixels + (gsize) d->n * d->image_len,
-                            d->frames ? &d->frames[d->n] : NULL, &e)) {
-      g_warning ("%s: %s skipped: %s", annotations, path, e->message);
-      g_clear_error (&e);
-      d->skipped++;
-      g_free (path);
-      continue;
-    }
     DatasetItem *it = &d->items[d->n++];
-    it->image = path;
+    it->image = annotations_image_path (a, i);
     it->caption = g_strdup (annotations_caption (a, i));
     it->refs = g_new0 (char *, annotations_n_refs (a, i) + 1);
     for (guint k = 0; k < annotations_n_refs (a, i); k++)
@@ -483,6 +459,7 @@ dataset_load (const char *annotations, const char *image_root, const BlipConfig 
     it->corrupted = annotations_corrupted (a, i);
     it->source = g_strdup (annotations_source (a, i));
     it->true_caption = g_strdup (annotations_true_caption (a, i));
+    d->paths[i] = it->image;
   }
   annotations_free (a);
   return d;

@@ -1,6 +1,7 @@
-/* Image-text data sets: the synthetic one (make-dataset), and evaluation
- * splits decoded at once (annotations.h reads the files; training streams
- * its images: batch-loader.h). */
+/* Image-text data sets: the synthetic one (make-dataset), and the entries
+ * of an evaluation split (annotations.h reads the files; the images are
+ * streamed: image-stream.h for eval and capfilt, batch-loader.h for
+ * training). */
 #ifndef BLIP_TRAIN_DATASET_H
 #define BLIP_TRAIN_DATASET_H
 
@@ -22,10 +23,8 @@ typedef struct {
 
 typedef struct {
   DatasetItem *items;
-  int n, skipped;
-  float *pixels;         /* [n, 3, S, S] preprocessed once */
-  int image_len;
-  DatasetFrame *frames;  /* [n] the decoded images, when kept (for augmentation), else NULL */
+  int n, skipped;        /* entries; entries the annotation file had but could not use */
+  const char **paths;    /* [n + 1] the items' images, for image_stream_new (NULL-terminated) */
 } Dataset;
 
 typedef enum {
@@ -52,14 +51,14 @@ typedef struct {
 /* n_human of the n_train training pairs are "human" (never corrupted), the
  * rest "web" (corrupted with probability corrupt). */
 gboolean dataset_make (const char *dir, const DatasetMakeOptions *options, GError **error);
-/* Every image of one annotation file decoded and preprocessed at once (the
- * evaluation splits; training streams them: batch-loader.h).  image_root:
- * the folder relative paths start from, or NULL for the file's folder.
- * keep_frames: also keep every decoded image (Dataset.frames).  An entry
- * whose image does not decode or has more than max_pixels pixels is skipped
- * with a warning naming it, and counted (Dataset.skipped). */
-Dataset *dataset_load (const char *annotations, const char *image_root, const BlipConfig *config, int max_words,
-                       gboolean keep_frames, guint64 max_pixels, GError **error);
+/* The entries of one annotation file, without their images (which
+ * image_stream_new reads when they are needed).  image_root: the folder
+ * relative paths start from, or NULL for the file's folder. */
+Dataset *dataset_load (const char *annotations, const char *image_root, int max_words, GError **error);
+/* One image read and preprocessed whole (as evaluation sees it) into out
+ * [3, S, S]; FALSE if it does not decode or has more than max_pixels pixels. */
+gboolean dataset_image_pixels (const char *path, const BlipConfig *config, guint64 max_pixels, float *out,
+                               GError **error);
 void dataset_free (Dataset *d);
 char *dataset_pre_caption (const char *caption, int max_words);
 

@@ -5,6 +5,7 @@
  * blip_session_match: image-to-text is the call blipmatch makes). */
 #include "eval.h"
 #include "dataset.h"
+#include "image-stream.h"
 #include "caption-metrics.h"
 #include "json-fields.h"
 
@@ -91,25 +92,26 @@ cmd_eval (void)
     return 1;
   }
   const BlipConfig *c = blip_model_get_config (cap);
-  Dataset *d = dataset_load (opt_split, opt_image_root, c, 30, FALSE, (guint64) opt_max_pixels, &error);
+  Dataset *d = dataset_load (opt_split, opt_image_root, 30, &error);
   if (!d) {
     g_printerr ("blip-train eval: %s\n", error->message);
     return 1;
   }
-  if (d->skipped)
-    g_printerr ("blip-train eval: %d broken entries of %s skipped\n", d->skipped, opt_split);
-  if (d->n == 0) {
-    g_printerr ("blip-train eval: %s has no usable pair\n", opt_split);
-    return 2;
-  }
-  const int N = d->n, P = blip_model_vision_tokens (cap), Dv = c->vision.hidden_size;
+  const int P = blip_model_vision_tokens (cap), Dv = c->vision.hidden_size;
   const int E = c->image_text_hidden_size;
   float *embeds = g_new (float, (gsize) P * Dv);
+  /* the images are streamed, once: each is captioned and encoded for
+   * retrieval as it comes.  Retrieval keeps every image's embeddings (P x Dv
+   * floats each), as BLIP's evaluation does for its ITM re-ranking, but no
+   * image's pixels. */
+  float *all_embeds = g_new (float, (gsize) MAX (d->n, 1) * P * Dv);
+  int *used = g_new (int, MAX (d->n, 1)); /* the entries whose image decoded */
+  ImageStream *images = image_stream_new (d->paths, (guint) d->n, opt_split, c, (guint64) opt_max_pixels, 2, 4);
 
   /* captioning: beam search (or greedy), exact match against the reference */
-  int exact = 0;
-  char **cands = g_new0 (char *, N + 1);
-  char ***refs = g_new0 (char **, N);
+  int exact = 0, N = 0;
+  char **cands = g_new0 (char *, d->n + 1);
+  char ***refs = g_new0 (char **, MAX (d->n, 1));
   FILE *pred = NULL;
   if (opt_predictions && !(pred = fopen (opt_predictions, "w"))) {
     g_printerr ("blip-train eval: %s: %s\n", opt_predictions, g_strerror (errno));
@@ -118,26 +120,29 @@ cmd_eval (void)
   BlipGenerateParams gp = blip_generate_default_params ();
   gp.max_new_tokens = 20;
   gp.num_beams = opt_beams;
-  for (int i = 0; i < N; i++) {
-    BlipGeneration *gen = blip_session_encode_images (cs, d->pixels + (gsize) i * d->image_len, 1, embeds, NULL, &error)
+  guint at;
+  const float *pixels;
+  while (image_stream_next (images, &at, &pixels)) {
+    const DatasetItem *it = &d->items[at];
+    BlipGeneration *gen = blip_session_encode_images (cs, pixels, 1, embeds, NULL, &error)
         ? blip_session_generate (cs, embeds, NULL, &gp, &error) : NULL;
-    if (!gen) {
-      g_printerr ("blip-train eval: %s: %s\n", d->items[i].image, error->message);
+    if (!gen || !blip_session_encode_images (rs, pixels, 1, all_embeds + (gsize) N * P * Dv, NULL, &error)) {
+      g_printerr ("blip-train eval: %s: %s\n", it->image, error->message);
       return 1;
     }
     char *text = blip_generation_caption (cap, gen);
-    exact += g_str_equal (text, d->items[i].caption);
-    if (i < 5)
-      printf ("# %s | reference: %s\n", text, d->items[i].caption);
+    exact += g_str_equal (text, it->caption);
+    if (N < 5)
+      printf ("# %s | reference: %s\n", text, it->caption);
     if (pred) {
       JsonBuilder *b = json_builder_new ();
       json_builder_begin_object (b);
       json_builder_set_member_name (b, "image");
-      json_builder_add_string_value (b, d->items[i].image);
+      json_builder_add_string_value (b, it->image);
       json_builder_set_member_name (b, "caption");
       json_builder_add_string_value (b, text);
       json_builder_set_member_name (b, "reference");
-      json_builder_add_string_value (b, d->items[i].caption);
+      json_builder_add_string_value (b, it->caption);
       json_builder_end_object (b);
       JsonNode *root = json_builder_get_root (b);
       char *line = json_to_string (root, FALSE);
@@ -146,9 +151,18 @@ cmd_eval (void)
       json_node_unref (root);
       g_object_unref (b);
     }
-    cands[i] = text;
-    refs[i] = d->items[i].refs;
+    cands[N] = text;
+    refs[N] = it->refs;
+    used[N++] = (int) at;
     blip_generation_free (gen);
+  }
+  const int skipped = d->skipped + (int) image_stream_skipped (images);
+  image_stream_free (images);
+  if (skipped)
+    g_printerr ("blip-train eval: %d broken entries of %s skipped\n", skipped, opt_split);
+  if (N == 0) {
+    g_printerr ("blip-train eval: %s has no usable pair\n", opt_split);
+    return 2;
   }
 
   if (pred && fclose (pred) != 0) {
@@ -161,16 +175,14 @@ cmd_eval (void)
   const char **texts = g_new (const char *, N);
   BlipMatchText *mt = g_new0 (BlipMatchText, N);
   for (int i = 0; i < N; i++)
-    texts[i] = d->items[i].caption;
+    texts[i] = d->items[used[i]].caption;
   float *ifeat = g_new (float, (gsize) N * E);
-  float *all_embeds = g_new (float, (gsize) N * P * Dv);
   BlipMatchScore *score = g_new (BlipMatchScore, N);
   gboolean *correct = g_new (gboolean, N);
   int i2t[3] = { 0 }, t2i[3] = { 0 };
   const int cut[3] = { 1, 5, 10 };
   mp.top_k = MIN (opt_k, N);
   gboolean ok = blip_session_prepare_texts (rs, texts, N, mt, &error)
-      && blip_session_encode_images (rs, d->pixels, N, all_embeds, NULL, &error)
       && blip_session_image_features (rs, all_embeds, N, ifeat, &error);
   for (int dir = 0; ok && dir < 2; dir++)
     for (int q = 0; ok && q < N; q++) {
@@ -181,7 +193,7 @@ cmd_eval (void)
         break;
       /* the same caption counts as correct, whichever image it came from */
       for (int j = 0; j < N; j++)
-        correct[j] = g_str_equal (d->items[dir == 0 ? j : q].caption, d->items[dir == 0 ? q : j].caption);
+        correct[j] = g_str_equal (texts[dir == 0 ? j : q], texts[dir == 0 ? q : j]);
       const int r = rank_of (score, N, correct);
       for (int c2 = 0; c2 < 3; c2++)
         (dir == 0 ? i2t : t2i)[c2] += r < cut[c2];
@@ -216,6 +228,7 @@ cmd_eval (void)
   g_free (ifeat);
   g_free (all_embeds);
   g_free (embeds);
+  g_free (used);
   dataset_free (d);
   blip_session_free (cs);
   blip_session_free (rs);

@@ -46,7 +46,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   }
   g_clear_error (&error);
   annotations_free (a);
-  Dataset *d = dataset_load (path, NULL, &c, 30, TRUE, BLIP_IMAGE_MAX_PIXELS_DEFAULT, &error);
+  Dataset *d = dataset_load (path, NULL, 30, &error);
   if (d) {
     /* whatever was kept is whole: an image, a caption, references */
     for (int i = 0; i < d->n; i++)
