@@ -2,7 +2,7 @@
  * workers compute them: test-train-data.sh checks that their batches do not
  * depend on the number of threads). */
 #include "augment.h"
-#include "../core/checkpoint.h"
+#include "small-config.h"
 
 #include <string.h>
 
@@ -22,16 +22,6 @@ make_frame (void)
       p[1] = y == 0 ? 255 : 0;
     }
   return f;
-}
-
-static BlipConfig
-config (void)
-{
-  gboolean found;
-  BlipConfig c = blip_config_preset ("small", &found);
-  g_assert_true (found);
-  c.vision.image_size = 16;
-  return c;
 }
 
 static GRand *

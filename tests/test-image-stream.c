@@ -5,7 +5,7 @@
  * the workers. */
 #include "image-stream.h"
 #include "dataset.h"
-#include "../core/checkpoint.h"
+#include "small-config.h"
 
 #include <cairo.h>
 #include <image-load.h>
@@ -13,16 +13,6 @@
 #include <string.h>
 
 #define N_IMAGES 9
-
-static BlipConfig
-config (void)
-{
-  gboolean found;
-  BlipConfig c = blip_config_preset ("small", &found);
-  g_assert_true (found);
-  c.vision.image_size = 16;
-  return c;
-}
 
 /* image i: a PNG of its own colour and size; image 4 is cut short */
 static char **
@@ -45,6 +35,16 @@ write_images (const char *dir)
   g_assert_true (g_file_set_contents (paths[4], bytes, 40, NULL));
   g_free (bytes);
   return paths;
+}
+
+static void
+remove_images (char *dir, char **paths)
+{
+  for (int i = 0; i < N_IMAGES; i++)
+    g_remove (paths[i]);
+  g_rmdir (dir);
+  g_strfreev (paths);
+  g_free (dir);
 }
 
 static void
@@ -76,11 +76,7 @@ test_order (void)
     image_stream_free (s);
   }
   g_free (want);
-  for (int i = 0; i < N_IMAGES; i++)
-    g_remove (paths[i]);
-  g_rmdir (dir);
-  g_strfreev (paths);
-  g_free (dir);
+  remove_images (dir, paths);
 }
 
 /* freed after one image, or before any, or with nothing to read: no hang */
@@ -100,11 +96,7 @@ test_early_free (void)
   s = image_stream_new ((const char *const *) paths, 0, "x", &c, BLIP_IMAGE_MAX_PIXELS_DEFAULT, 1, 1);
   g_assert_false (image_stream_next (s, &at, &pixels));
   image_stream_free (s);
-  for (int i = 0; i < N_IMAGES; i++)
-    g_remove (paths[i]);
-  g_rmdir (dir);
-  g_strfreev (paths);
-  g_free (dir);
+  remove_images (dir, paths);
 }
 
 /* an image over max_pixels is skipped like a broken one */
@@ -126,11 +118,7 @@ test_max_pixels (void)
   g_assert_cmpuint (n, ==, 2);
   g_assert_cmpuint (image_stream_skipped (s), ==, 2);
   image_stream_free (s);
-  for (int i = 0; i < N_IMAGES; i++)
-    g_remove (paths[i]);
-  g_rmdir (dir);
-  g_strfreev (paths);
-  g_free (dir);
+  remove_images (dir, paths);
 }
 
 int
