@@ -608,20 +608,20 @@ cmd_capfilt (void)
     }
   /* this rank's share of the web images not scored yet, streamed: the
    * images are read only here, and by one rank each */
-  GPtrArray *todo_paths = g_ptr_array_new ();
-  GArray *todo = g_array_new (FALSE, FALSE, sizeof (int));
+  GPtrArray *share_paths = g_ptr_array_new ();
+  GArray *share = g_array_new (FALSE, FALSE, sizeof (int));
   for (int i = 0; i < d->n; i++)
     if (g_str_equal (d->items[i].source, "web") && i % W == R && !done[i].synthetic) {
-      g_ptr_array_add (todo_paths, (gpointer) d->paths[i]);
-      g_array_append_val (todo, i);
+      g_ptr_array_add (share_paths, (gpointer) d->paths[i]);
+      g_array_append_val (share, i);
     }
   char *train_json = g_build_filename (opt_data, "train.json", NULL);
-  ImageStream *images = image_stream_new ((const char *const *) todo_paths->pdata, todo_paths->len, train_json,
+  ImageStream *images = image_stream_new ((const char *const *) share_paths->pdata, share_paths->len, train_json,
                                           &c, (guint64) opt_max_pixels, 2, 4);
   guint at;
   const float *pixels;
   while (image_stream_next (images, &at, &pixels)) {
-    const int i = g_array_index (todo, int, at);
+    const int i = g_array_index (share, int, at);
     const DatasetItem *it = &d->items[i];
     if (!blip_session_encode_images (cs, pixels, 1, embeds, NULL, &error)) {
       g_printerr ("blip-train capfilt: %s: %s\n", it->image, error->message);
@@ -690,8 +690,8 @@ cmd_capfilt (void)
     g_printerr ("blip-train capfilt: rank %d: %u web images that do not decode skipped\n", R,
                 image_stream_skipped (images));
   image_stream_free (images);
-  g_ptr_array_unref (todo_paths);
-  g_array_unref (todo);
+  g_ptr_array_unref (share_paths);
+  g_array_unref (share);
   g_free (train_json);
   if (fclose (shard) != 0) {
     g_printerr ("blip-train capfilt: %s: %s\n", shard_path, g_strerror (errno));
