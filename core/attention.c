@@ -8,41 +8,44 @@
 #include <cblas.h>
 #include <math.h>
 
-/* Row softmax of x [rows, n] in place: oneDNN's (vectorised, threaded) or ours. */
+/* Row softmax of x [rows, n], into y (f32 or bf16, as dst_type; y may be x):
+ * oneDNN's (vectorised, threaded) or ours. */
 static gboolean
-softmax_rows (BlipMath *m, float *x, int rows, int n, GError **error)
+softmax_rows (BlipMath *m, float *x, void *y, dnnl_data_type_t dst_type, int rows, int n,
+              GError **error)
 {
   if (m->backend != BLIP_BACKEND_ONEDNN) {
     blip_softmax_rows (x, rows, n);
     return TRUE;
   }
-  struct { int kind, rows, n; } key = { 4, rows, n };
+  struct { int kind, rows, n, dst_type; } key = { 4, rows, n, dst_type };
   GBytes *k = NULL;
   BlipPrimitive *c = blip_primitive_lookup (m, &key, sizeof key, &k);
   if (!c) {
     c = g_new0 (BlipPrimitive, 1);
-    dnnl_memory_desc_t md;
+    dnnl_memory_desc_t md, dst_md;
     blip_md_strided (&md, 2, (dnnl_dim_t[]) { rows, n }, (dnnl_dim_t[]) { n, 1 });
+    blip_md_strided_typed (&dst_md, 2, (dnnl_dim_t[]) { rows, n }, (dnnl_dim_t[]) { n, 1 }, dst_type);
     dnnl_softmax_v2_desc_t desc;
     dnnl_primitive_desc_t pd = NULL;
     gboolean ok = blip_dnnl_ok (dnnl_softmax_v2_forward_desc_init (&desc, dnnl_forward_inference,
-                                                              dnnl_softmax_accurate, &md, &md, 1),
+                                                              dnnl_softmax_accurate, &md, &dst_md, 1),
                            "softmax desc", error)
         && blip_dnnl_ok (dnnl_primitive_desc_create (&pd, &desc, NULL, m->engine, NULL), "softmax pd", error)
         && blip_dnnl_ok (dnnl_primitive_create (&c->prim, pd), "softmax primitive", error);
-    const dnnl_memory_desc_t *mds[4] = { &md, NULL, NULL, &md };
+    const dnnl_memory_desc_t *mds[4] = { &md, NULL, NULL, &dst_md };
     if (!(c = blip_primitive_keep (m, k, c, blip_primitive_finish (m, ok, pd, NULL, NULL, mds, 4, c, error))))
       return FALSE;
   }
-  void *h[4] = { x, NULL, NULL, x };
+  void *h[4] = { x, NULL, NULL, y };
   const int args[4] = { DNNL_ARG_SRC, 0, 0, DNNL_ARG_DST };
   return blip_primitive_execute (m, c, h, args, 4, error);
 }
 
 /* Adds the mask and takes the softmax of each [S] row of scores [H,T,S]. */
 static gboolean
-masked_softmax (BlipMath *m, float *scores, int H, int T, int S, const int32_t *key_mask,
-                int causal_offset, GError **error)
+masked_softmax (BlipMath *m, float *scores, void *probs, dnnl_data_type_t probs_type, int H, int T,
+                int S, const int32_t *key_mask, int causal_offset, GError **error)
 {
   /* A large finite value, as transformers' finfo.min mask, so a row with every
    * key masked becomes uniform instead of NaN. */
@@ -56,7 +59,18 @@ masked_softmax (BlipMath *m, float *scores, int H, int T, int S, const int32_t *
             row[s] += masked;
       }
   }
-  return softmax_rows (m, scores, H * T, S, error);
+  return softmax_rows (m, scores, probs, probs_type, H * T, S, error);
+}
+
+/* A dense bfloat16 copy of the [rows, cols] view x (row stride ld) in *buf. */
+static const guint16 *
+view_to_bf16 (guint16 **buf, gsize *len, const float *x, int rows, int cols, int ld, GError **error)
+{
+  guint16 *out = blip_math_scratch ((gpointer *) buf, len, (gsize) rows * cols, sizeof (guint16), error);
+  if (!out)
+    return NULL;
+  blip_f32_to_bf16_rows (out, x, rows, cols, (gsize) ld);
+  return out;
 }
 
 /* Attention as oneDNN matmuls over strided views of the Q/K/V rows.  Over
@@ -65,7 +79,11 @@ masked_softmax (BlipMath *m, float *scores, int H, int T, int S, const int32_t *
  * head at a time (measured: 7.9 vs 2.7 ms for ViT-B's QK^T on 2 threads),
  * and one head's scores stay in cache between the softmax and PV.  For a
  * few query rows (decoding, beams, a caption's 20 tokens) one batched call
- * per product costs less than twelve (decoder20: 68 -> 50 ms at int8). */
+ * per product costs less than twelve (decoder20: 68 -> 50 ms at int8).
+ * Sessions at bf16 or int8 on a CPU with bf16 instructions take both
+ * products in bfloat16 (Q, K, V and the probabilities rounded to it, f32
+ * accumulation, scores and softmax in f32), as PyTorch's autocast does:
+ * twice the f32 speed, and attention is a third of int8 vision's time. */
 static gboolean
 attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
                   const float *k, int ldk, const float *v, int ldv, int T, int S,
@@ -74,8 +92,22 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
 {
   const int per_head = T > 32;
   const int Hb = per_head ? 1 : H; /* heads a primitive covers */
-  struct { int kind, T, S, H, hd, ldq, ldk, ldv, ldo; } key1 = { 2, T, S, Hb, hd, ldq, ldk, 0, 0 },
-      key2 = { 3, T, S, Hb, hd, 0, 0, ldv, ldo };
+  const dnnl_data_type_t t = m->attention_bf16 ? dnnl_bf16 : dnnl_f32;
+  const gsize esize = m->attention_bf16 ? sizeof (guint16) : sizeof (float);
+  const void *qa = q, *ka = k, *va = v;
+  void *probs = m->scores;
+  if (m->attention_bf16) {
+    const int D = H * hd;
+    if (!(qa = view_to_bf16 (&m->q_bf16, &m->q_bf16_len, q, T, D, ldq, error))
+        || !(ka = view_to_bf16 (&m->k_bf16, &m->k_bf16_len, k, S, D, ldk, error))
+        || !(va = view_to_bf16 (&m->v_bf16, &m->v_bf16_len, v, S, D, ldv, error))
+        || !(probs = blip_math_scratch ((gpointer *) &m->p_bf16, &m->p_bf16_len, (gsize) Hb * T * S,
+                                        sizeof (guint16), error)))
+      return FALSE;
+    ldq = ldk = ldv = D;
+  }
+  struct { int kind, T, S, H, hd, ldq, ldk, ldv, ldo, type; } key1 = { 2, T, S, Hb, hd, ldq, ldk, 0, 0, t },
+      key2 = { 3, T, S, Hb, hd, 0, 0, ldv, ldo, t };
   GBytes *kb = NULL;
   const int args[4] = { DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST };
 
@@ -84,8 +116,8 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   if (!c1) {
     c1 = g_new0 (BlipPrimitive, 1);
     dnnl_memory_desc_t src, wei, dst;
-    blip_md_strided (&src, 3, (dnnl_dim_t[]) { Hb, T, hd }, (dnnl_dim_t[]) { hd, ldq, 1 });
-    blip_md_strided (&wei, 3, (dnnl_dim_t[]) { Hb, hd, S }, (dnnl_dim_t[]) { hd, 1, ldk });
+    blip_md_strided_typed (&src, 3, (dnnl_dim_t[]) { Hb, T, hd }, (dnnl_dim_t[]) { hd, ldq, 1 }, t);
+    blip_md_strided_typed (&wei, 3, (dnnl_dim_t[]) { Hb, hd, S }, (dnnl_dim_t[]) { hd, 1, ldk }, t);
     blip_md_strided (&dst, 3, (dnnl_dim_t[]) { Hb, T, S }, (dnnl_dim_t[]) { (dnnl_dim_t) T * S, S, 1 });
     if (!(c1 = blip_primitive_keep (m, kb, c1, blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f / sqrtf ((float) hd), c1, error))))
       return FALSE;
@@ -97,18 +129,19 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   if (!c2) {
     c2 = g_new0 (BlipPrimitive, 1);
     dnnl_memory_desc_t src, wei, dst;
-    blip_md_strided (&src, 3, (dnnl_dim_t[]) { Hb, T, S }, (dnnl_dim_t[]) { (dnnl_dim_t) T * S, S, 1 });
-    blip_md_strided (&wei, 3, (dnnl_dim_t[]) { Hb, S, hd }, (dnnl_dim_t[]) { hd, ldv, 1 });
+    blip_md_strided_typed (&src, 3, (dnnl_dim_t[]) { Hb, T, S }, (dnnl_dim_t[]) { (dnnl_dim_t) T * S, S, 1 }, t);
+    blip_md_strided_typed (&wei, 3, (dnnl_dim_t[]) { Hb, S, hd }, (dnnl_dim_t[]) { hd, ldv, 1 }, t);
     blip_md_strided (&dst, 3, (dnnl_dim_t[]) { Hb, T, hd }, (dnnl_dim_t[]) { hd, ldo, 1 });
     if (!(c2 = blip_primitive_keep (m, kb, c2, blip_primitive_build_matmul (m, &src, &wei, NULL, &dst, FALSE, FALSE, 1.0f, c2, error))))
       return FALSE;
   }
 
   for (int h = 0; h < H; h += Hb) {
-    void *h1[4] = { (void *) (q + h * hd), (void *) (k + h * hd), NULL, m->scores };
-    void *h2[4] = { m->scores, (void *) (v + h * hd), NULL, out + h * hd };
+    const gsize off = (gsize) h * hd * esize;
+    void *h1[4] = { (char *) qa + off, (char *) ka + off, NULL, m->scores };
+    void *h2[4] = { probs, (char *) va + off, NULL, out + h * hd };
     if (!blip_primitive_execute (m, c1, h1, args, 4, error)
-        || !masked_softmax (m, m->scores, Hb, T, S, key_mask, causal_offset, error)
+        || !masked_softmax (m, m->scores, probs, t, Hb, T, S, key_mask, causal_offset, error)
         || !blip_primitive_execute (m, c2, h2, args, 4, error))
       return FALSE;
   }
@@ -140,7 +173,7 @@ blip_math_attention (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   for (int h = 0; h < H; h++)
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasTrans, T, S, hd, scale, q + h * hd, ldq,
                  k + h * hd, ldk, 0.0f, m->scores + (gsize) h * T * S, S);
-  if (!masked_softmax (m, m->scores, H, T, S, key_mask, causal_offset, error))
+  if (!masked_softmax (m, m->scores, m->scores, dnnl_f32, H, T, S, key_mask, causal_offset, error))
     return FALSE;
   for (int h = 0; h < H; h++)
     cblas_sgemm (CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, S, 1.0f,

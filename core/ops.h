@@ -13,6 +13,8 @@ void blip_gelu (float *x, gsize n);
 void blip_softmax_rows (float *x, int rows, int n);
 void blip_l2_normalize (float *x, int rows, int n);
 void blip_f32_to_bf16 (guint16 *out, const float *x, gsize n);
+/* The [rows, cols] view x (row stride ld) as dense bfloat16 rows. */
+void blip_f32_to_bf16_rows (guint16 *out, const float *x, int rows, int cols, gsize ld);
 
 G_END_DECLS
 

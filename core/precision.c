@@ -84,6 +84,13 @@ blip_cpu_has_vnni (void)
       || (isa & dnnl_cpu_isa_avx2_vnni) == dnnl_cpu_isa_avx2_vnni;
 }
 
+gboolean
+blip_cpu_has_bf16 (void)
+{
+  const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa ();
+  return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
 static gboolean
 onednn_runs (const Precision *p)
 {

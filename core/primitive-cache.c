@@ -4,6 +4,7 @@
  * is built once with its post-ops (bias, GELU, residual) and kept per
  * session, keyed by what it was built for. */
 #include "primitive-cache.h"
+#include "precision-private.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -50,6 +51,10 @@ blip_math_new (BlipBackend backend, BlipPrecision precision, int n_threads,
   m->precision = precision;
   m->bf16 = precision == BLIP_PRECISION_BF16;
   m->backend = backend;
+  /* lossy sessions take attention in bf16 where the CPU has its
+   * instructions (emulated bf16 would be slower than f32) */
+  m->attention_bf16 = backend == BLIP_BACKEND_ONEDNN && precision != BLIP_PRECISION_F32
+      && blip_cpu_has_bf16 () && !g_getenv ("BLIP_ATTENTION_F32");
   m->weights = weights;
   m->n_threads = n_threads > 0 ? n_threads : (int) g_get_num_processors ();
   if (backend == BLIP_BACKEND_ONEDNN) {
@@ -82,6 +87,10 @@ blip_math_free (BlipMath *m)
   if (m->engine)
     dnnl_engine_destroy (m->engine);
   g_free (m->scores);
+  g_free (m->q_bf16);
+  g_free (m->k_bf16);
+  g_free (m->v_bf16);
+  g_free (m->p_bf16);
   g_free (m->src_bf16);
   g_free (m->src_u8);
   g_free (m->out_scales);

@@ -30,6 +30,9 @@ struct _BlipMath {
   GHashTable *cache; /* GBytes key -> BlipPrimitive */
   float *scores;     /* [H, T, S] attention scratch */
   gsize scores_len;
+  gboolean attention_bf16; /* attention's products in bfloat16 (attention.c) */
+  guint16 *q_bf16, *k_bf16, *v_bf16, *p_bf16; /* their inputs converted */
+  gsize q_bf16_len, k_bf16_len, v_bf16_len, p_bf16_len;
 };
 
 /* mem[]: src, weights, bias, dst; int8 adds the output scales (a post-op) */
