@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 /* Row softmax of x [rows, n], into y (f32 or bf16, as dst_type; y may be x):
  * oneDNN's (vectorised, threaded) or ours. */
@@ -86,7 +87,7 @@ view_to_bf16 (guint16 **buf, gsize *len, const float *x, int rows, int cols, int
  * twice the f32 speed, and attention is a third of int8 vision's time. */
 static gboolean
 attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
-                  const float *k, int ldk, const float *v, int ldv, int T, int S,
+                  const void *k, int ldk, const void *v, int ldv, int T, int S,
                   int H, int hd, const int32_t *key_mask, int causal_offset,
                   GError **error)
 {
@@ -97,14 +98,11 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   const void *qa = q, *ka = k, *va = v;
   void *probs = m->scores;
   if (m->attention_bf16) {
-    const int D = H * hd;
-    if (!(qa = view_to_bf16 (&m->q_bf16, &m->q_bf16_len, q, T, D, ldq, error))
-        || !(ka = view_to_bf16 (&m->k_bf16, &m->k_bf16_len, k, S, D, ldk, error))
-        || !(va = view_to_bf16 (&m->v_bf16, &m->v_bf16_len, v, S, D, ldv, error))
+    if (!(qa = view_to_bf16 (&m->q_bf16, &m->q_bf16_len, q, T, H * hd, ldq, error))
         || !(probs = blip_math_scratch ((gpointer *) &m->p_bf16, &m->p_bf16_len, (gsize) Hb * T * S,
                                         sizeof (guint16), error)))
       return FALSE;
-    ldq = ldk = ldv = D;
+    ldq = H * hd;
   }
   struct { int kind, T, S, H, hd, ldq, ldk, ldv, ldo, type; } key1 = { 2, T, S, Hb, hd, ldq, ldk, 0, 0, t },
       key2 = { 3, T, S, Hb, hd, 0, 0, ldv, ldo, t };
@@ -148,13 +146,10 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
   return TRUE;
 }
 
-gboolean
-blip_math_attention (BlipMath *m, float *out, int ldo, const float *q, int ldq,
-                     const float *k, int ldk, const float *v, int ldv, int T, int S,
-                     int H, int hd, const int32_t *key_mask, int causal_offset,
-                     GError **error)
+static gboolean
+scores_scratch (BlipMath *m, int H, int T, int S, GError **error)
 {
-  gsize need = (gsize) H * T * S;
+  const gsize need = (gsize) H * T * S;
   if (need > m->scores_len) {
     g_free (m->scores);
     m->scores = g_try_new (float, need);
@@ -164,6 +159,52 @@ blip_math_attention (BlipMath *m, float *out, int ldo, const float *q, int ldq,
                    "out of memory for attention scores (%d x %d x %d)", H, T, S);
       return FALSE;
     }
+  }
+  return TRUE;
+}
+
+gsize
+blip_math_kv_size (BlipMath *m)
+{
+  return m->attention_bf16 ? sizeof (guint16) : sizeof (float);
+}
+
+void
+blip_math_kv_store (BlipMath *m, void *dst, const float *src, int rows, int cols)
+{
+  if (m->attention_bf16)
+    blip_f32_to_bf16 (dst, src, (gsize) rows * cols);
+  else
+    memcpy (dst, src, sizeof (float) * rows * cols);
+}
+
+gboolean
+blip_math_attention_stored (BlipMath *m, float *out, int ldo, const float *q, int ldq,
+                            const void *k, const void *v, int T, int S, int H, int hd,
+                            const int32_t *key_mask, int causal_offset, GError **error)
+{
+  if (!m->attention_bf16)
+    return blip_math_attention (m, out, ldo, q, ldq, k, H * hd, v, H * hd, T, S, H, hd, key_mask,
+                                causal_offset, error);
+  return scores_scratch (m, H, T, S, error)
+      && attention_onednn (m, out, ldo, q, ldq, k, H * hd, v, H * hd, T, S, H, hd, key_mask,
+                           causal_offset, error);
+}
+
+gboolean
+blip_math_attention (BlipMath *m, float *out, int ldo, const float *q, int ldq,
+                     const float *k, int ldk, const float *v, int ldv, int T, int S,
+                     int H, int hd, const int32_t *key_mask, int causal_offset,
+                     GError **error)
+{
+  if (!scores_scratch (m, H, T, S, error))
+    return FALSE;
+  if (m->attention_bf16) {
+    const int D = H * hd;
+    const guint16 *k16 = view_to_bf16 (&m->k_bf16, &m->k_bf16_len, k, S, D, ldk, error);
+    const guint16 *v16 = k16 ? view_to_bf16 (&m->v_bf16, &m->v_bf16_len, v, S, D, ldv, error) : NULL;
+    return v16 && attention_onednn (m, out, ldo, q, ldq, k16, D, v16, D, T, S, H, hd, key_mask,
+                                    causal_offset, error);
   }
   if (m->backend == BLIP_BACKEND_ONEDNN)
     return attention_onednn (m, out, ldo, q, ldq, k, ldk, v, ldv, T, S, H, hd, key_mask,

@@ -18,8 +18,8 @@ blip_kv_cache_new (const BlipTextConfig *t, int n_image_tokens, int max_len)
   c->n_image_tokens = n_image_tokens;
   c->self_k = g_new0 (float *, c->n_layers);
   c->self_v = g_new0 (float *, c->n_layers);
-  c->cross_k = g_new0 (float *, c->n_layers);
-  c->cross_v = g_new0 (float *, c->n_layers);
+  c->cross_k = g_new0 (void *, c->n_layers);
+  c->cross_v = g_new0 (void *, c->n_layers);
   for (int l = 0; l < c->n_layers; l++) {
     c->self_k[l] = g_new (float, (gsize) max_len * c->D);
     c->self_v[l] = g_new (float, (gsize) max_len * c->D);
@@ -147,6 +147,11 @@ blip_bert_forward (const BlipLayerEnv *env, const BlipTextConfig *c, const BlipB
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND, "out of memory in the text model");
     return FALSE;
   }
+  if (image && image_stride && caches) {
+    g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT,
+                 "cached decoding attends to one image, not one per sequence");
+    return FALSE;
+  }
   if (image && image_stride && image_stride != (gsize) P * Dv) {
     g_set_error (error, BLIP_ERROR, BLIP_ERROR_INVALID_ARGUMENT, "images must be contiguous");
     return FALSE;
@@ -192,34 +197,35 @@ blip_bert_forward (const BlipLayerEnv *env, const BlipTextConfig *c, const BlipB
       return FALSE;
 
     if (image) {
-      const float *ik = ck, *iv = cv;
-      if (cross_cached) {
-        ik = caches[0]->cross_k[l];
-        iv = caches[0]->cross_v[l];
-      } else {
-        if (caches) {
-          /* cached decoding shares one image: its keys/values live in caches[0] */
-          caches[0]->cross_k[l] = g_renew (float, caches[0]->cross_k[l], (gsize) P * D);
-          caches[0]->cross_v[l] = g_renew (float, caches[0]->cross_v[l], (gsize) P * D);
-          ck = caches[0]->cross_k[l];
-          cv = caches[0]->cross_v[l];
-          ik = ck;
-          iv = cv;
-        }
-        if (!blip_math_linear (m, ck, image, &L->cross.k, n_images * P, FALSE, NULL, error)
-            || !blip_math_linear (m, cv, image, &L->cross.v, n_images * P, FALSE, NULL, error))
-          return FALSE;
+      if (!cross_cached
+          && (!blip_math_linear (m, ck, image, &L->cross.k, n_images * P, FALSE, NULL, error)
+              || !blip_math_linear (m, cv, image, &L->cross.v, n_images * P, FALSE, NULL, error)))
+        return FALSE;
+      if (caches && !cross_cached) {
+        /* cached decoding shares one image: its keys/values live in caches[0],
+         * stored once in the type attention reads (half the bytes a token at bf16) */
+        const gsize bytes = (gsize) P * D * blip_math_kv_size (m);
+        caches[0]->cross_k[l] = g_realloc (caches[0]->cross_k[l], bytes);
+        caches[0]->cross_v[l] = g_realloc (caches[0]->cross_v[l], bytes);
+        blip_math_kv_store (m, caches[0]->cross_k[l], ck, P, D);
+        blip_math_kv_store (m, caches[0]->cross_v[l], cv, P, D);
       }
       if (!blip_math_linear (m, q, x, &L->cross.q, (int) M, FALSE, NULL, error))
         return FALSE;
-      /* one image for all sequences (beams, texts against one frame): their
-       * queries attend to the same keys, in one call that reads them once */
-      const int n_calls = image_stride ? B : 1, rows = image_stride ? T : (int) M;
-      for (int b = 0; b < n_calls; b++) {
-        const gsize row = (gsize) b * T * D, img = (gsize) b * P * D;
-        if (!blip_math_attention (m, ctx + row, D, q + row, D, ik + img, D, iv + img, D, rows,
-                                  P, H, hd, NULL, -1, error))
+      if (caches) {
+        if (!blip_math_attention_stored (m, ctx, D, q, D, caches[0]->cross_k[l], caches[0]->cross_v[l],
+                                         (int) M, P, H, hd, NULL, -1, error))
           return FALSE;
+      } else {
+        /* one image for all sequences (beams, texts against one frame): their
+         * queries attend to the same keys, in one call that reads them once */
+        const int n_calls = image_stride ? B : 1, rows = image_stride ? T : (int) M;
+        for (int b = 0; b < n_calls; b++) {
+          const gsize row = (gsize) b * T * D, img = (gsize) b * P * D;
+          if (!blip_math_attention (m, ctx + row, D, q + row, D, ck + img, D, cv + img, D, rows,
+                                    P, H, hd, NULL, -1, error))
+            return FALSE;
+        }
       }
       if (!residual_norm (m, x, ctx, &L->cross.o, &L->cross.ln, (int) M, error))
         return FALSE;

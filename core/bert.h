@@ -34,7 +34,7 @@ typedef struct {
 typedef struct {
   int n_layers, D, max_len, len; /* len: positions already cached */
   float **self_k, **self_v;      /* [layer] -> [max_len, D] */
-  float **cross_k, **cross_v;    /* [layer] -> [P, D] */
+  void **cross_k, **cross_v;     /* [layer] -> [P, D], as attention stores them (blip_math_kv_store) */
   int n_image_tokens;
   gboolean cross_ready;
   gboolean cross_borrowed;       /* cross_k/v belong to another cache */

@@ -60,6 +60,17 @@ gboolean blip_math_attention (BlipMath *m, float *out, int ldo,
                               const int32_t *key_mask, int causal_offset,
                               GError **error);
 
+/* Keys and values kept for many calls (a decoder's cross-attention cache)
+ * are stored as attention reads them: bfloat16 in sessions that take
+ * attention in bf16, else float32.  Bytes an element takes: */
+gsize blip_math_kv_size (BlipMath *m);
+/* dst [rows, cols] in that type from the dense float32 src. */
+void blip_math_kv_store (BlipMath *m, void *dst, const float *src, int rows, int cols);
+/* blip_math_attention with K and V stored so, dense rows of H*hd. */
+gboolean blip_math_attention_stored (BlipMath *m, float *out, int ldo, const float *q, int ldq,
+                                     const void *k, const void *v, int T, int S, int H, int hd,
+                                     const int32_t *key_mask, int causal_offset, GError **error);
+
 G_END_DECLS
 
 #endif

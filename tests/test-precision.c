@@ -116,6 +116,79 @@ test_int8 (void)
   check_precision (BLIP_PRECISION_INT8, TOL_INT8);
 }
 
+/* Cached decoding (keys and values kept between steps; the image's stored
+ * as attention reads them, bf16 in lossy sessions on bf16 CPUs) picks at
+ * each step the token the full forward pass over the same prefix ranks
+ * first, wherever that choice is clear (a top-two margin of 0.05 in logits:
+ * the two paths round differently).  Most steps must be clear. */
+static void
+check_cached_decoding (BlipPrecision precision)
+{
+  GError *error = NULL;
+  char *dir = fixture_path ("caption_model"), *refp = fixture_path ("caption_reference.safetensors");
+  BlipModel *cap = blip_model_load (dir, &error);
+  BlipSafetensors *ref = blip_safetensors_open (refp, &error);
+  g_assert_no_error (error);
+  BlipSession *s = session (cap, precision);
+  if (s) {
+    const int P = 17, Dv = 48, V = 240, n_new = 12;
+    float *px = ref_tensor (ref, "pixel_values", NULL), *embeds = g_new (float, 2 * P * Dv);
+    g_assert_true (blip_session_encode_images (s, px, 2, embeds, NULL, &error));
+    for (int img = 0; img < 2; img++) {
+      BlipGenerateParams gp = blip_generate_default_params ();
+      gp.max_new_tokens = gp.min_new_tokens = n_new;
+      BlipGeneration *gen = blip_session_generate (s, embeds + (gsize) img * P * Dv, NULL, &gp, &error);
+      g_assert_no_error (error);
+      const int T = gen->n_ids;
+      g_assert_cmpint (T, ==, gen->n_prompt + n_new);
+      float *logits = g_new (float, (gsize) T * V);
+      int32_t *mask = g_new (int32_t, T);
+      for (int t = 0; t < T; t++)
+        mask[t] = 1;
+      g_assert_true (blip_session_decoder_logits (s, embeds + (gsize) img * P * Dv, gen->ids, mask, 1, T,
+                                                  logits, &error));
+      g_assert_no_error (error);
+      int clear = 0;
+      for (int t = gen->n_prompt; t < T; t++) {
+        const float *row = logits + (gsize) (t - 1) * V;
+        int best = 0;
+        for (int i = 1; i < V; i++)
+          best = row[i] > row[best] ? i : best;
+        float second = -INFINITY;
+        for (int i = 0; i < V; i++)
+          if (i != best && row[i] > second)
+            second = row[i];
+        if (row[best] - second < 0.05f)
+          continue;
+        clear++;
+        if (gen->ids[t] != best)
+          g_error ("%s, image %d, step %d: cached decoding chose %d, the full forward %d (margin %.3g)",
+                   blip_precision_name (precision), img, t - gen->n_prompt, gen->ids[t], best,
+                   row[best] - second);
+      }
+      g_test_message ("%s image %d: %d of %d steps clear, all agree", blip_precision_name (precision), img,
+                      clear, n_new);
+      g_assert_cmpint (clear, >=, n_new / 2);
+      g_free (logits);
+      g_free (mask);
+      blip_generation_free (gen);
+    }
+    g_free (px);
+    g_free (embeds);
+    blip_session_free (s);
+  }
+  g_free (dir);
+  g_free (refp);
+  blip_safetensors_free (ref);
+  blip_model_unref (cap);
+}
+
+static void
+test_cached_decoding (gconstpointer data)
+{
+  check_cached_decoding ((BlipPrecision) GPOINTER_TO_INT (data));
+}
+
 static void
 test_names (void)
 {
@@ -186,5 +259,10 @@ main (int argc, char **argv)
   g_test_add_func ("/precision/int8", test_int8);
   g_test_add_func ("/precision/names", test_names);
   g_test_add_func ("/precision/supported", test_supported);
+  for (BlipPrecision p = BLIP_PRECISION_F32; p <= BLIP_PRECISION_INT8; p++) {
+    char *path = g_strdup_printf ("/precision/cached-decoding/%s", blip_precision_name (p));
+    g_test_add_data_func (path, GINT_TO_POINTER (p), test_cached_decoding);
+    g_free (path);
+  }
   return g_test_run ();
 }
