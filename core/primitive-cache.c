@@ -93,7 +93,6 @@ blip_math_free (BlipMath *m)
   g_free (m->p_bf16);
   g_free (m->src_bf16);
   g_free (m->src_u8);
-  g_free (m->out_scales);
   g_free (m->out_bias);
   g_free (m->out_f32);
   g_free (m);

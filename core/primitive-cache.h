@@ -18,8 +18,6 @@ struct _BlipMath {
   gsize src_bf16_len;
   guint8 *src_u8;    /* int8: inputs quantised for them */
   gsize src_u8_len;
-  float *out_scales; /* int8: input scale x each weight scale */
-  gsize out_scales_len;
   float *out_bias;   /* int8: the bias less the input's zero point's share */
   gsize out_bias_len;
   float *out_f32;    /* int8: the product, before the residual is added */
@@ -35,7 +33,7 @@ struct _BlipMath {
   gsize q_bf16_len, k_bf16_len, v_bf16_len, p_bf16_len;
 };
 
-/* mem[]: src, weights, bias, dst; int8 adds the output scales (a post-op) */
+/* mem[]: src, weights, bias, dst; int8 adds the input's scale (a post-op) */
 #define BLIP_PRIMITIVE_N_MEM 5
 typedef struct {
   dnnl_primitive_t prim;
