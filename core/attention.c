@@ -149,18 +149,8 @@ attention_onednn (BlipMath *m, float *out, int ldo, const float *q, int ldq,
 static gboolean
 scores_scratch (BlipMath *m, int H, int T, int S, GError **error)
 {
-  const gsize need = (gsize) H * T * S;
-  if (need > m->scores_len) {
-    g_free (m->scores);
-    m->scores = g_try_new (float, need);
-    m->scores_len = m->scores ? need : 0;
-    if (!m->scores) {
-      g_set_error (error, BLIP_ERROR, BLIP_ERROR_BACKEND,
-                   "out of memory for attention scores (%d x %d x %d)", H, T, S);
-      return FALSE;
-    }
-  }
-  return TRUE;
+  return blip_math_scratch ((gpointer *) &m->scores, &m->scores_len, (gsize) H * T * S, sizeof (float),
+                            error) != NULL;
 }
 
 gsize
